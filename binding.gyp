@@ -1,0 +1,36 @@
+{
+  "targets": [
+    {
+      "target_name": "neurotap",
+      "sources": [
+        "native/addon.cc",
+        "native/api/model-wrap.cc",
+        "native/engine/config.cc",
+        "native/engine/hooks.cc",
+        "native/engine/model.cc",
+        "native/io/json.cc",
+        "native/io/safetensors.cc",
+        "native/ops/attention.cc",
+        "native/ops/elementwise.cc",
+        "native/ops/gemm.cc",
+        "native/ops/thread-pool.cc"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "native"
+      ],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions"],
+      "xcode_settings": {
+        "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
+        "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
+        "OTHER_CPLUSPLUSFLAGS": ["-O3"]
+      },
+      "msvs_settings": {
+        "VCCLCompilerTool": { "ExceptionHandling": 1, "AdditionalOptions": ["/std:c++17", "/O2"] }
+      }
+    }
+  ]
+}

@@ -1,0 +1,64 @@
+// Normalized model configuration parsed from an HF config.json, for every supported family.
+// Both rope conventions are accepted: classic rope_theta/rope_scaling and transformers-5
+// rope_parameters. Reference: HF transformers configuration_*.py; tests in test/config.test.ts.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "io/json.h"
+
+namespace nt {
+
+enum class Family { GPT2, Llama, Mistral, Qwen2 };
+enum class NormKind { LayerNorm, RMSNorm };
+enum class Activation { GeluTanh, GeluErf, Silu, Relu };
+
+const char *family_name(Family f);
+const char *activation_name(Activation a);
+
+struct RopeConfig {
+  std::string type = "default";  // default | linear | llama3
+  double theta = 10000.0;
+  double factor = 1.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  double original_max_position_embeddings = 0.0;
+};
+
+struct ModelConfig {
+  Family family = Family::GPT2;
+  std::string architecture;  // e.g. "LlamaForCausalLM"
+  int n_layers = 0;
+  int d_model = 0;
+  int n_heads = 0;
+  int n_kv_heads = 0;
+  int d_head = 0;
+  int d_mlp = 0;
+  int d_vocab = 0;
+  int n_ctx = 0;  // max positions
+  float norm_eps = 1e-5f;
+  NormKind norm = NormKind::LayerNorm;
+  Activation act = Activation::GeluTanh;
+  bool gated_mlp = false;
+  bool rotary = false;  // false: learned absolute position embeddings (GPT-2)
+  bool tied_embeddings = false;
+  bool qkv_bias = false;
+  bool o_bias = false;
+  bool mlp_bias = false;
+  float attn_scale = 1.0f;                // multiplies q·k
+  bool scale_attn_by_inverse_layer_idx = false;  // GPT-2 option: scores also / (layer + 1)
+  std::vector<int> sliding_window;        // per layer; 0 = full causal attention
+  RopeConfig rope;
+  std::vector<float> inv_freq;            // [d_head / 2], rotary models only
+};
+
+// Parses config.json text. Throws ERR_CONFIG_INVALID, ERR_UNSUPPORTED_ARCHITECTURE,
+// ERR_UNSUPPORTED_CONFIG with the offending key.
+ModelConfig parse_model_config(const std::string &text, const std::string &path);
+
+// Rotary inverse frequencies as HF computes them (float32), including llama3/linear scaling.
+std::vector<float> rope_inv_freq(const RopeConfig &rope, int rotary_dim);
+
+}  // namespace nt

@@ -1,0 +1,121 @@
+// Builds the per-model hook table from the config; names and order follow TransformerLens.
+#include "engine/hooks.h"
+
+namespace nt {
+
+namespace {
+
+struct KindInfo {
+  const char *suffix;
+  bool per_block;
+};
+
+const KindInfo kKinds[] = {
+    {"hook_embed", false},
+    {"hook_pos_embed", false},
+    {"hook_resid_pre", true},
+    {"ln1.hook_scale", true},
+    {"ln1.hook_normalized", true},
+    {"attn.hook_q", true},
+    {"attn.hook_k", true},
+    {"attn.hook_v", true},
+    {"attn.hook_rot_q", true},
+    {"attn.hook_rot_k", true},
+    {"attn.hook_attn_scores", true},
+    {"attn.hook_pattern", true},
+    {"attn.hook_z", true},
+    {"hook_attn_out", true},
+    {"hook_resid_mid", true},
+    {"ln2.hook_scale", true},
+    {"ln2.hook_normalized", true},
+    {"mlp.hook_pre", true},
+    {"mlp.hook_pre_linear", true},
+    {"mlp.hook_post", true},
+    {"hook_mlp_out", true},
+    {"hook_resid_post", true},
+    {"ln_final.hook_scale", false},
+    {"ln_final.hook_normalized", false},
+};
+static_assert(sizeof(kKinds) / sizeof(kKinds[0]) == static_cast<size_t>(HookKind::Count), "hook kind table out of sync");
+
+bool model_has(const ModelConfig &c, HookKind k) {
+  switch (k) {
+    case HookKind::PosEmbed: return !c.rotary;
+    case HookKind::AttnRotQ:
+    case HookKind::AttnRotK: return c.rotary;
+    case HookKind::MlpPreLinear: return c.gated_mlp;
+    default: return true;
+  }
+}
+
+std::vector<int64_t> kind_shape(const ModelConfig &c, HookKind k) {
+  const int64_t B = kDimBatch, P = kDimPos;
+  switch (k) {
+    case HookKind::Ln1Scale:
+    case HookKind::Ln2Scale:
+    case HookKind::LnFinalScale: return {B, P, 1};
+    case HookKind::AttnQ:
+    case HookKind::AttnRotQ:
+    case HookKind::AttnZ: return {B, P, c.n_heads, c.d_head};
+    case HookKind::AttnK:
+    case HookKind::AttnV:
+    case HookKind::AttnRotK: return {B, P, c.n_kv_heads, c.d_head};
+    case HookKind::AttnScores:
+    case HookKind::AttnPattern: return {B, c.n_heads, P, P};
+    case HookKind::MlpPre:
+    case HookKind::MlpPreLinear:
+    case HookKind::MlpPost: return {B, P, c.d_mlp};
+    default: return {B, P, c.d_model};
+  }
+}
+
+}  // namespace
+
+const char *hook_kind_suffix(HookKind kind) { return kKinds[static_cast<size_t>(kind)].suffix; }
+bool hook_kind_per_block(HookKind kind) { return kKinds[static_cast<size_t>(kind)].per_block; }
+
+HookTable::HookTable(const ModelConfig &c) {
+  const size_t n_kinds = static_cast<size_t>(HookKind::Count);
+  slot_.assign(static_cast<size_t>(c.n_layers + 1) * n_kinds, -1);
+  auto add = [&](HookKind k, int layer) {
+    if (!model_has(c, k)) return;
+    HookPoint p;
+    p.kind = k;
+    p.layer = layer;
+    p.name = layer < 0 ? std::string(hook_kind_suffix(k)) : "blocks." + std::to_string(layer) + "." + hook_kind_suffix(k);
+    p.shape = kind_shape(c, k);
+    int idx = static_cast<int>(points_.size());
+    by_name_[p.name] = idx;
+    slot_[static_cast<size_t>(layer + 1) * n_kinds + static_cast<size_t>(k)] = idx;
+    points_.push_back(std::move(p));
+  };
+  add(HookKind::Embed, -1);
+  add(HookKind::PosEmbed, -1);
+  for (int l = 0; l < c.n_layers; ++l)
+    for (size_t k = static_cast<size_t>(HookKind::ResidPre); k <= static_cast<size_t>(HookKind::ResidPost); ++k)
+      add(static_cast<HookKind>(k), l);
+  add(HookKind::LnFinalScale, -1);
+  add(HookKind::LnFinalNormalized, -1);
+}
+
+int HookTable::find(const std::string &name) const {
+  auto it = by_name_.find(name);
+  return it == by_name_.end() ? -1 : it->second;
+}
+
+std::vector<int64_t> HookTable::shape(int index, int64_t batch, int64_t pos) const {
+  std::vector<int64_t> s = points_[static_cast<size_t>(index)].shape;
+  for (int64_t &d : s) {
+    if (d == kDimBatch) d = batch;
+    else if (d == kDimPos) d = pos;
+  }
+  return s;
+}
+
+int64_t HookTable::numel(int index, int64_t batch, int64_t pos) const {
+  int64_t n = 1;
+  for (int64_t d : shape(index, batch, pos)) n *= d;
+  return n;
+}
+
+}  // namespace nt

@@ -1,0 +1,77 @@
+// The hook table: every TransformerLens hook point of a model, its name and shape, defined
+// once here. TypeScript reads it through the addon (src/hooks/) and src/hooks/names.ts types it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "engine/config.h"
+
+namespace nt {
+
+enum class HookKind : uint8_t {
+  Embed,            // hook_embed            [batch, pos, d_model]
+  PosEmbed,         // hook_pos_embed        [batch, pos, d_model] (learned positions only)
+  ResidPre,         // hook_resid_pre        [batch, pos, d_model]
+  Ln1Scale,         // ln1.hook_scale        [batch, pos, 1]
+  Ln1Normalized,    // ln1.hook_normalized   [batch, pos, d_model]
+  AttnQ,            // attn.hook_q           [batch, pos, head, d_head]
+  AttnK,            // attn.hook_k           [batch, pos, kv_head, d_head]
+  AttnV,            // attn.hook_v           [batch, pos, kv_head, d_head]
+  AttnRotQ,         // attn.hook_rot_q       [batch, pos, head, d_head] (rotary only)
+  AttnRotK,         // attn.hook_rot_k       [batch, pos, kv_head, d_head] (rotary only)
+  AttnScores,       // attn.hook_attn_scores [batch, head, query_pos, key_pos]
+  AttnPattern,      // attn.hook_pattern     [batch, head, query_pos, key_pos]
+  AttnZ,            // attn.hook_z           [batch, pos, head, d_head]
+  AttnOut,          // hook_attn_out         [batch, pos, d_model]
+  ResidMid,         // hook_resid_mid        [batch, pos, d_model]
+  Ln2Scale,         // ln2.hook_scale        [batch, pos, 1]
+  Ln2Normalized,    // ln2.hook_normalized   [batch, pos, d_model]
+  MlpPre,           // mlp.hook_pre          [batch, pos, d_mlp]
+  MlpPreLinear,     // mlp.hook_pre_linear   [batch, pos, d_mlp] (gated MLPs only)
+  MlpPost,          // mlp.hook_post         [batch, pos, d_mlp]
+  MlpOut,           // hook_mlp_out          [batch, pos, d_model]
+  ResidPost,        // hook_resid_post       [batch, pos, d_model]
+  LnFinalScale,     // ln_final.hook_scale   [batch, pos, 1]
+  LnFinalNormalized,// ln_final.hook_normalized [batch, pos, d_model]
+  Count
+};
+
+// A shape with symbolic leading dims: -1 = batch, -2 = pos; others are literal sizes.
+constexpr int64_t kDimBatch = -1;
+constexpr int64_t kDimPos = -2;
+
+struct HookPoint {
+  std::string name;
+  HookKind kind;
+  int layer;                    // -1 for model-level hooks
+  std::vector<int64_t> shape;   // symbolic, see kDimBatch / kDimPos
+};
+
+const char *hook_kind_suffix(HookKind kind);  // e.g. "attn.hook_q"
+bool hook_kind_per_block(HookKind kind);
+
+class HookTable {
+ public:
+  explicit HookTable(const ModelConfig &config);
+
+  const std::vector<HookPoint> &points() const { return points_; }
+  // Index of a hook name, or -1.
+  int find(const std::string &name) const;
+  // Index of (kind, layer), or -1 if the model has no such hook.
+  int index(HookKind kind, int layer) const {
+    return slot_[static_cast<size_t>(layer + 1) * static_cast<size_t>(HookKind::Count) + static_cast<size_t>(kind)];
+  }
+  // Concrete element count of a hook for a batch of `batch` sequences of `pos` tokens.
+  int64_t numel(int index, int64_t batch, int64_t pos) const;
+  std::vector<int64_t> shape(int index, int64_t batch, int64_t pos) const;
+
+ private:
+  std::vector<HookPoint> points_;
+  std::map<std::string, int> by_name_;
+  std::vector<int> slot_;  // [(layer + 1) * Count + kind] -> index or -1
+};
+
+}  // namespace nt

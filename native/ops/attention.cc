@@ -1,0 +1,120 @@
+// CPU causal attention (with GQA and sliding windows): a fused path that streams one query row
+// at a time and an instrumented path that materializes scores and pattern for hooks.
+// Reference: HF eager_attention_forward; checked by the whole-model tests.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "ops/ops.h"
+
+namespace nt {
+
+namespace {
+
+inline float dot(const float *a, const float *b, int64_t n) {
+  float acc[8] = {0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int u = 0; u < 8; ++u) acc[u] += a[i + u] * b[i + u];
+  float s = 0;
+  for (; i < n; ++i) s += a[i] * b[i];
+  for (int u = 0; u < 8; ++u) s += acc[u];
+  return s;
+}
+
+// First visible key for query t (the causal limit is t itself).
+inline int64_t first_key(const AttentionShape &s, int64_t t) { return s.window > 0 ? std::max<int64_t>(0, t - s.window + 1) : 0; }
+
+}  // namespace
+
+void attention_f32(ThreadPool &pool, const AttentionShape &s, const float *q, const float *k, const float *v, float *z) {
+  const int64_t B = s.B, T = s.T, H = s.H, G = s.G, D = s.D, group = H / G;
+  // One item per (batch, head): its rows of q, k, v are reused across all T queries.
+  pool.parallel_for(B * H, [&](int64_t item) {
+    const int64_t b = item / H, h = item % H, g = h / group;
+    std::vector<float> p(static_cast<size_t>(T));
+    std::vector<float> acc(static_cast<size_t>(D));
+    for (int64_t t = 0; t < T; ++t) {
+      const float *qr = q + ((b * T + t) * H + h) * D;
+      const int64_t j0 = first_key(s, t);
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int64_t j = j0; j <= t; ++j) {
+        p[j] = dot(qr, k + ((b * T + j) * G + g) * D, D) * s.scale;
+        mx = std::max(mx, p[j]);
+      }
+      float sum = 0;
+      for (int64_t j = j0; j <= t; ++j) {
+        p[j] = std::exp(p[j] - mx);
+        sum += p[j];
+      }
+      const float inv = 1.0f / sum;
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t j = j0; j <= t; ++j) {
+        const float w = p[j] * inv;
+        const float *vr = v + ((b * T + j) * G + g) * D;
+        for (int64_t d = 0; d < D; ++d) acc[d] += w * vr[d];
+      }
+      std::copy(acc.begin(), acc.end(), z + ((b * T + t) * H + h) * D);
+    }
+  });
+}
+
+void attention_scores_f32(ThreadPool &pool, const AttentionShape &s, const float *q, const float *k, float *scores) {
+  const int64_t B = s.B, T = s.T, H = s.H, G = s.G, D = s.D, group = H / G;
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  pool.parallel_for(B * H, [&](int64_t item) {
+    const int64_t b = item / H, h = item % H, g = h / group;
+    for (int64_t t = 0; t < T; ++t) {
+      float *row = scores + (item * T + t) * T;
+      const float *qr = q + ((b * T + t) * H + h) * D;
+      const int64_t j0 = first_key(s, t);
+      for (int64_t j = 0; j < T; ++j)
+        row[j] = (j < j0 || j > t) ? neg_inf : dot(qr, k + ((b * T + j) * G + g) * D, D) * s.scale;
+    }
+  });
+}
+
+void softmax_rows_f32(ThreadPool &pool, float *x, int64_t rows, int64_t n) {
+  const int64_t per = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, n));
+  pool.parallel_for((rows + per - 1) / per, [&](int64_t it) {
+    const int64_t r1 = std::min(rows, (it + 1) * per);
+    for (int64_t r = it * per; r < r1; ++r) {
+      float *row = x + r * n;
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < n; ++j) mx = std::max(mx, row[j]);
+      if (mx == -std::numeric_limits<float>::infinity()) {  // fully masked: TL maps NaN to 0
+        std::fill(row, row + n, 0.0f);
+        continue;
+      }
+      float sum = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        row[j] = std::exp(row[j] - mx);
+        sum += row[j];
+      }
+      const float inv = 1.0f / sum;
+      for (int64_t j = 0; j < n; ++j) row[j] *= inv;
+    }
+  });
+}
+
+void attention_apply_f32(ThreadPool &pool, const AttentionShape &s, const float *pattern, const float *v, float *z) {
+  const int64_t B = s.B, T = s.T, H = s.H, G = s.G, D = s.D, group = H / G;
+  pool.parallel_for(B * H, [&](int64_t item) {
+    const int64_t b = item / H, h = item % H, g = h / group;
+    std::vector<float> acc(static_cast<size_t>(D));
+    for (int64_t t = 0; t < T; ++t) {
+      const float *row = pattern + (item * T + t) * T;
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t j = 0; j < T; ++j) {
+        const float w = row[j];
+        if (w == 0.0f) continue;
+        const float *vr = v + ((b * T + j) * G + g) * D;
+        for (int64_t d = 0; d < D; ++d) acc[d] += w * vr[d];
+      }
+      std::copy(acc.begin(), acc.end(), z + ((b * T + t) * H + h) * D);
+    }
+  });
+}
+
+}  // namespace nt

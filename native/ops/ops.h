@@ -1,0 +1,59 @@
+// The op set the engine's forward loop is written in. native/ops/*.cc is the CPU backend
+// (the reference); cuda/ will implement the same ops. Layout letters: B batch, T pos,
+// H query heads, G kv heads, D head dim, M rows (= B*T), K in features, N out features.
+// Every op is checked against HF transformers through the whole-model tests in test/.
+#pragma once
+
+#include <cstdint>
+
+#include "ops/thread-pool.h"
+
+namespace nt {
+
+// C[M, N] = A[M, K] · W[N, K]^T (+ bias[N] when non-null). W is in HF Linear layout.
+void gemm_f32(ThreadPool &pool, const float *A, int64_t M, int64_t K, const float *W, int64_t N, const float *bias, float *C);
+
+// out[M, d] = (x - mean) / sqrt(var + eps) * w + b; scale_out[M] = sqrt(var + eps) if non-null.
+void layer_norm_f32(ThreadPool &pool, const float *x, int64_t M, int64_t d, const float *w, const float *b, float eps, float *out,
+                    float *scale_out);
+
+// out[M, d] = x / sqrt(mean(x^2) + eps) (* w when non-null); scale_out as above.
+void rms_norm_f32(ThreadPool &pool, const float *x, int64_t M, int64_t d, const float *w, float eps, float *out, float *scale_out);
+
+// out[M, d] = x[M, d] * w[d]
+void mul_rows_f32(ThreadPool &pool, const float *x, int64_t M, int64_t d, const float *w, float *out);
+
+// out = a + b, elementwise over n floats (out may alias a or b).
+void add_f32(ThreadPool &pool, const float *a, const float *b, int64_t n, float *out);
+
+// In place over n floats.
+void gelu_tanh_f32(ThreadPool &pool, float *x, int64_t n);
+void gelu_erf_f32(ThreadPool &pool, float *x, int64_t n);
+void relu_f32(ThreadPool &pool, float *x, int64_t n);
+void silu_f32(ThreadPool &pool, float *x, int64_t n);
+// out = act(gate) * up, elementwise; act is one of the above by id (see Activation).
+void gated_act_f32(ThreadPool &pool, int activation, const float *gate, const float *up, int64_t n, float *out);
+
+// Rotary embedding in place on x [B, T, heads, D], HF rotate-half convention: the pair
+// (x[i], x[i + D/2]) turns by angle (pos0 + t) * inv_freq[i].
+void rope_f32(ThreadPool &pool, float *x, int64_t B, int64_t T, int64_t heads, int64_t D, const float *inv_freq, int64_t pos0);
+
+struct AttentionShape {
+  int64_t B, T, H, G, D;
+  float scale;   // multiplies q·k
+  int window;    // sliding window (keys with query - key >= window are masked); 0 = none
+};
+
+// Fused causal attention: z[B, T, H, D] = softmax(mask(q·k^T * scale)) · v, one query row at a
+// time, never materializing the [T, T] pattern. q [B, T, H, D], k and v [B, T, G, D].
+void attention_f32(ThreadPool &pool, const AttentionShape &s, const float *q, const float *k, const float *v, float *z);
+
+// Instrumented path: scores[B, H, T, T] = mask(q·k^T * scale), masked entries -inf.
+void attention_scores_f32(ThreadPool &pool, const AttentionShape &s, const float *q, const float *k, float *scores);
+// In place: each of `rows` rows of length n becomes its softmax (an all -inf row becomes 0).
+void softmax_rows_f32(ThreadPool &pool, float *x, int64_t rows, int64_t n);
+// z[B, T, H, D] = pattern[B, H, T, T] · v[B, T, G, D], over all keys (an edited pattern may
+// put weight outside the mask).
+void attention_apply_f32(ThreadPool &pool, const AttentionShape &s, const float *pattern, const float *v, float *z);
+
+}  // namespace nt

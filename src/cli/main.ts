@@ -1,0 +1,163 @@
+// The neurotap CLI: run, tokenize, hooks. Its flags and output formats are a contract for
+// scripts and other languages (README "CLI"); test/cli.test.ts runs it as a subprocess.
+import { readFileSync } from 'node:fs';
+
+import { NeurotapError } from '../errors.js';
+import { writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
+import { loadModel, type Model } from '../model/Model.js';
+import { one, parseArgs, required, UsageError, type FlagSpec } from './args.js';
+
+const USAGE = `usage:
+  neurotap run --model DIR (--tokens JSON | --tokens @FILE.json | --text STR)
+               [--capture NAME_OR_GLOB]... [--dtype f32] [--device cpu]
+               [--threads N] [--out FILE.safetensors]
+  neurotap tokenize --model DIR --text STR
+  neurotap hooks --model DIR`;
+
+const COMMON: Record<string, FlagSpec> = {
+  model: { value: true },
+  dtype: { value: true },
+  device: { value: true },
+  threads: { value: true },
+};
+
+async function openModel(args: ReturnType<typeof parseArgs>): Promise<Model> {
+  const dtype = one(args, 'dtype') ?? 'f32';
+  const device = one(args, 'device') ?? 'cpu';
+  const threads = one(args, 'threads');
+  return loadModel(required(args, 'model'), {
+    dtype: dtype as 'f32',
+    device: device as 'cpu',
+    ...(threads !== undefined ? { threads: Number(threads) } : {}),
+  });
+}
+
+function parseTokens(spec: string): number[][] {
+  const text = spec.startsWith('@') ? readFileSync(spec.slice(1), 'utf8') : spec;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`--tokens is not valid JSON: ${(err as Error).message}`);
+  }
+  if (Array.isArray(value) && value.every((x) => typeof x === 'number')) return [value as number[]];
+  if (Array.isArray(value) && value.every((r) => Array.isArray(r) && r.every((x) => typeof x === 'number'))) return value as number[][];
+  throw new UsageError('--tokens must be a JSON array of token ids or an array of such arrays');
+}
+
+function fmtShape(shape: readonly number[]): string {
+  return `[${shape.join(', ')}]`;
+}
+
+async function cmdRun(argv: string[]): Promise<void> {
+  const args = parseArgs(argv, { ...COMMON, tokens: { value: true }, text: { value: true }, capture: { value: true, repeat: true }, out: { value: true } });
+  const tokensSpec = one(args, 'tokens');
+  const text = one(args, 'text');
+  if ((tokensSpec === undefined) === (text === undefined)) throw new UsageError('give exactly one of --tokens and --text');
+  const model = await openModel(args);
+  try {
+    const input = tokensSpec !== undefined ? parseTokens(tokensSpec) : text!;
+    const result = await model.run(input, { capture: args.flags.get('capture') ?? [] });
+    const out = one(args, 'out');
+    if (out) {
+      const tensors = new Map<string, TensorToWrite>();
+      tensors.set('logits', result.logits!);
+      for (const [name, t] of result.cache) tensors.set(name, t);
+      writeSafetensors(out, tensors, { format: 'pt', producer: 'neurotap', model: model.dir });
+      process.stdout.write(`wrote ${tensors.size} tensors to ${out}\n`);
+      return;
+    }
+    printSummary(model, result.tokens, result.logits!, result.cache);
+  } finally {
+    model.dispose();
+  }
+}
+
+function printSummary(model: Model, tokens: number[][], logits: NonNullable<Awaited<ReturnType<Model['run']>>['logits']>, cache: Map<string, { shape: readonly number[]; data: Float32Array }>): void {
+  const [batch, pos, vocab] = logits.shape as [number, number, number];
+  const lines: string[] = [];
+  lines.push(`model: ${model.dir} (${model.config.architecture}, ${model.config.nLayers} layers, d_model ${model.config.dModel})`);
+  lines.push(`tokens: ${fmtShape([batch, pos])}`);
+  lines.push(`logits: ${fmtShape(logits.shape)}`);
+  for (const [name, t] of cache) {
+    let sum = 0;
+    for (const v of t.data) if (Number.isFinite(v)) sum += v * v;
+    lines.push(`${name}: ${fmtShape(t.shape)} rms=${Math.sqrt(sum / t.data.length).toPrecision(4)}`);
+  }
+  for (let b = 0; b < batch; b++) {
+    const row = logits.data.subarray((b * pos + pos - 1) * vocab, (b * pos + pos) * vocab);
+    // log-softmax for probabilities of the top tokens at the last position
+    let max = -Infinity;
+    for (const v of row) max = Math.max(max, v);
+    let z = 0;
+    for (const v of row) z += Math.exp(v - max);
+    const top = [...row.keys()].sort((i, j) => row[j]! - row[i]!).slice(0, 5);
+    const parts = top.map((id) => {
+      const p = Math.exp(row[id]! - max) / z;
+      const tok = model.tokenizer ? JSON.stringify(model.tokenizer.decode([id])) : '';
+      return `${id}${tok ? ` ${tok}` : ''} (p=${p.toFixed(3)})`;
+    });
+    const prompt = model.tokenizer ? ` ${JSON.stringify(model.tokenizer.decode(tokens[b]!))}` : '';
+    lines.push(`top next tokens [${b}]${prompt}: ${parts.join(', ')}`);
+  }
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+async function cmdTokenize(argv: string[]): Promise<void> {
+  const args = parseArgs(argv, { ...COMMON, text: { value: true } });
+  const text = required(args, 'text');
+  const model = await openModel(args);
+  try {
+    process.stdout.write(JSON.stringify(model.tokenize(text)[0]) + '\n');
+  } finally {
+    model.dispose();
+  }
+}
+
+async function cmdHooks(argv: string[]): Promise<void> {
+  const args = parseArgs(argv, COMMON);
+  const model = await openModel(args);
+  try {
+    const width = Math.max(...model.hooks.map((h) => h.name.length));
+    const lines = model.hooks.map((h) => `${h.name.padEnd(width)}  [${h.shape.join(', ')}]`);
+    process.stdout.write(lines.join('\n') + '\n');
+  } finally {
+    model.dispose();
+  }
+}
+
+/** Runs the CLI with `argv` (without node and script); resolves to the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case 'run':
+        await cmdRun(rest);
+        return 0;
+      case 'tokenize':
+        await cmdTokenize(rest);
+        return 0;
+      case 'hooks':
+        await cmdHooks(rest);
+        return 0;
+      case undefined:
+      case '-h':
+      case '--help':
+      case 'help':
+        process.stdout.write(USAGE + '\n');
+        return cmd === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown command '${cmd}'`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`neurotap: ${err.message}\n${USAGE}\n`);
+      return 2;
+    }
+    if (err instanceof NeurotapError) {
+      process.stderr.write(`neurotap: error [${err.code}]: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+}

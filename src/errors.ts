@@ -1,0 +1,63 @@
+// Error classes with stable codes. Native failures arrive as Errors with a `code`
+// (native/engine/error.h); wrapError() turns them into the subclass for that code.
+
+/** Base class of every error neurotap throws; `code` is stable across versions. */
+export class NeurotapError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** A model directory, safetensors file or config.json could not be read or is invalid. */
+export class ModelLoadError extends NeurotapError {}
+/** The model's architecture or a config option is not supported. */
+export class UnsupportedModelError extends NeurotapError {}
+/** A hook name or pattern matches no hook of the model. `suggestions` lists close names. */
+export class UnknownHookError extends NeurotapError {
+  readonly suggestions: string[];
+  constructor(code: string, message: string, suggestions: string[] = []) {
+    super(code, message);
+    this.suggestions = suggestions;
+  }
+}
+/** Input tokens, shapes or options are invalid (empty or ragged batch, bad id, ...). */
+export class InvalidInputError extends NeurotapError {}
+/** The model was disposed. */
+export class DisposedError extends NeurotapError {}
+/** The requested device or dtype is not available in this build or on this machine. */
+export class DeviceError extends NeurotapError {}
+
+const byCode: Record<string, new (code: string, message: string) => NeurotapError> = {
+  ERR_FILE_NOT_FOUND: ModelLoadError,
+  ERR_FILE_READ: ModelLoadError,
+  ERR_SAFETENSORS_INVALID: ModelLoadError,
+  ERR_TENSOR_MISSING: ModelLoadError,
+  ERR_TENSOR_SHAPE: ModelLoadError,
+  ERR_CONFIG_INVALID: ModelLoadError,
+  ERR_TOKENIZER_INVALID: ModelLoadError,
+  ERR_UNSUPPORTED_ARCHITECTURE: UnsupportedModelError,
+  ERR_UNSUPPORTED_CONFIG: UnsupportedModelError,
+  ERR_UNKNOWN_HOOK: UnknownHookError,
+  ERR_TOKEN_OUT_OF_RANGE: InvalidInputError,
+  ERR_INVALID_INPUT: InvalidInputError,
+  ERR_BUFFER_SIZE: InvalidInputError,
+  ERR_NO_TOKENIZER: InvalidInputError,
+  ERR_DISPOSED: DisposedError,
+  ERR_UNSUPPORTED_DEVICE: DeviceError,
+  ERR_UNSUPPORTED_DTYPE: DeviceError,
+};
+
+/** Converts an error from the addon into the NeurotapError subclass for its code. */
+export function wrapError(err: unknown): unknown {
+  if (err instanceof NeurotapError) return err;
+  if (err instanceof Error && typeof (err as { code?: unknown }).code === 'string') {
+    const code = (err as Error & { code: string }).code;
+    const Cls = byCode[code] ?? NeurotapError;
+    const wrapped = new Cls(code, err.message);
+    return wrapped;
+  }
+  return err;
+}

@@ -1,0 +1,108 @@
+// TransformerLens hook names, typed. The suffix list mirrors the native hook table
+// (native/engine/hooks.cc); test/hooks.test.ts checks the two agree.
+import { UnknownHookError } from '../errors.js';
+
+/** Hooks that exist once per model. */
+export const MODEL_HOOKS = ['hook_embed', 'hook_pos_embed', 'ln_final.hook_scale', 'ln_final.hook_normalized'] as const;
+
+/** Hooks that exist once per block, as `blocks.{layer}.{suffix}`. */
+export const BLOCK_HOOKS = [
+  'hook_resid_pre',
+  'ln1.hook_scale',
+  'ln1.hook_normalized',
+  'attn.hook_q',
+  'attn.hook_k',
+  'attn.hook_v',
+  'attn.hook_rot_q',
+  'attn.hook_rot_k',
+  'attn.hook_attn_scores',
+  'attn.hook_pattern',
+  'attn.hook_z',
+  'hook_attn_out',
+  'hook_resid_mid',
+  'ln2.hook_scale',
+  'ln2.hook_normalized',
+  'mlp.hook_pre',
+  'mlp.hook_pre_linear',
+  'mlp.hook_post',
+  'hook_mlp_out',
+  'hook_resid_post',
+] as const;
+
+export type ModelHookName = (typeof MODEL_HOOKS)[number];
+export type BlockHookSuffix = (typeof BLOCK_HOOKS)[number];
+/** Any TransformerLens hook name, e.g. `blocks.3.attn.hook_pattern`. */
+export type HookName = ModelHookName | `blocks.${number}.${BlockHookSuffix}`;
+/** A hook name or a glob over hook names (`*` matches within one dot-separated part, `**` across parts). */
+export type HookPattern = HookName | (string & {});
+
+/** Builds a hook name from its layer and suffix: `blockHook(3, 'attn.hook_z')`. */
+export function blockHook(layer: number, suffix: BlockHookSuffix): HookName {
+  return `blocks.${layer}.${suffix}`;
+}
+
+function globToRegExp(glob: string): RegExp {
+  let re = '';
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i]!;
+    if (c === '*') {
+      if (glob[i + 1] === '*') {
+        re += '.*';
+        i++;
+      } else {
+        re += '[^.]*';
+      }
+    } else if (c === '?') {
+      re += '[^.]';
+    } else {
+      re += c.replace(/[.+^${}()|[\]\\]/g, '\\$&');
+    }
+  }
+  return new RegExp(`^${re}$`);
+}
+
+function editDistance(a: string, b: string): number {
+  const prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let diag = prev[0]!;
+    prev[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const up = prev[j]!;
+      prev[j] = Math.min(up + 1, prev[j - 1]! + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
+      diag = up;
+    }
+  }
+  return prev[b.length]!;
+}
+
+/** Up to `n` hook names closest to `name` by edit distance. */
+export function suggestHooks(name: string, names: readonly string[], n = 3): string[] {
+  return names
+    .map((h) => ({ h, d: editDistance(name, h) }))
+    .sort((a, b) => a.d - b.d || a.h.localeCompare(b.h))
+    .slice(0, n)
+    .map((x) => x.h);
+}
+
+/**
+ * Resolves names and globs to hook names in model order. A plain name that does not exist,
+ * or a glob that matches nothing, throws UnknownHookError (code ERR_UNKNOWN_HOOK) with close
+ * matches in its message.
+ */
+export function resolveHooks(patterns: readonly string[], names: readonly string[]): string[] {
+  const chosen = new Set<string>();
+  for (const p of patterns) {
+    if (/[*?]/.test(p)) {
+      const re = globToRegExp(p);
+      const hits = names.filter((h) => re.test(h));
+      if (hits.length === 0) throw new UnknownHookError('ERR_UNKNOWN_HOOK', `hook pattern '${p}' matches no hook of this model`);
+      hits.forEach((h) => chosen.add(h));
+    } else if (names.includes(p)) {
+      chosen.add(p);
+    } else {
+      const close = suggestHooks(p, names);
+      throw new UnknownHookError('ERR_UNKNOWN_HOOK', `unknown hook '${p}'; did you mean ${close.map((c) => `'${c}'`).join(', ')}?`, close);
+    }
+  }
+  return names.filter((h) => chosen.has(h));
+}

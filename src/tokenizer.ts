@@ -1,0 +1,48 @@
+// Tokenizer over a model's tokenizer.json, via @huggingface/tokenizers (a pure-JS port of HF
+// tokenizers). Parity with the Python library: test/tokenizer.test.ts.
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+
+import { ModelLoadError } from './errors.js';
+
+/** Options for {@link Tokenizer.encode}. */
+export interface EncodeOptions {
+  /** Add the model's special tokens (e.g. Llama's BOS) as HF does. Defaults to true. */
+  addSpecialTokens?: boolean;
+}
+
+/** A model's tokenizer: text to token ids and back. */
+export class Tokenizer {
+  private constructor(private readonly hf: HfTokenizer) {}
+
+  /** Reads `tokenizer.json` (and `tokenizer_config.json` when present) from `dir`; null if there is none. */
+  static fromDir(dir: string): Tokenizer | null {
+    const path = join(dir, 'tokenizer.json');
+    if (!existsSync(path)) return null;
+    const configPath = join(dir, 'tokenizer_config.json');
+    try {
+      const json = JSON.parse(readFileSync(path, 'utf8')) as object;
+      const config = existsSync(configPath) ? (JSON.parse(readFileSync(configPath, 'utf8')) as object) : {};
+      return new Tokenizer(new HfTokenizer(json, config));
+    } catch (err) {
+      throw new ModelLoadError('ERR_TOKENIZER_INVALID', `cannot load tokenizer from ${dir}: ${(err as Error).message}`);
+    }
+  }
+
+  /** Token ids of `text`. */
+  encode(text: string, options: EncodeOptions = {}): number[] {
+    return this.hf.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
+  }
+
+  /** Text of `ids`. */
+  decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
+    return this.hf.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false });
+  }
+
+  /** The token string of one id (e.g. "Ġthe"), or undefined. */
+  idToToken(id: number): string | undefined {
+    return this.hf.id_to_token(id);
+  }
+}
