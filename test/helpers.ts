@@ -48,3 +48,57 @@ export function compare(ours: Float32Array, ref: Float32Array, tol: number): Com
   }
   return { relError: maxAbs / scale, maxAbsError: maxAbs, worst, firstMismatches };
 }
+
+/** Deterministic pseudo-random floats in [-scale, scale) (mulberry32). */
+export function randomFloats(n: number, seed: number, scale = 1): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    out[i] = ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * scale;
+  }
+  return out;
+}
+
+/**
+ * Writes a random GPT-2 checkpoint (HF names, Conv1D layouts) into `dir`, for tests that need
+ * a model bigger than the fixtures (timing the event loop) or a checkpoint to corrupt.
+ */
+export async function writeRandomGpt2(dir: string, opts: { layers: number; d: number; heads: number; vocab: number; ctx: number }): Promise<void> {
+  const { mkdirSync, writeFileSync } = await import('node:fs');
+  const { writeSafetensors } = await import('../src/io/safetensors.js');
+  mkdirSync(dir, { recursive: true });
+  const { layers, d, heads, vocab, ctx } = opts;
+  writeFileSync(
+    join(dir, 'config.json'),
+    JSON.stringify({ architectures: ['GPT2LMHeadModel'], model_type: 'gpt2', n_layer: layers, n_embd: d, n_head: heads, vocab_size: vocab, n_positions: ctx }),
+  );
+  const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
+  let seed = 1;
+  const add = (name: string, shape: number[], scale: number) =>
+    tensors.set(name, { shape, data: randomFloats(shape.reduce((a, b) => a * b, 1), seed++, scale) });
+  add('wte.weight', [vocab, d], 1);
+  add('wpe.weight', [ctx, d], 1);
+  const w = 1 / Math.sqrt(d);
+  for (let l = 0; l < layers; l++) {
+    const p = `h.${l}.`;
+    add(p + 'ln_1.weight', [d], 1);
+    add(p + 'ln_1.bias', [d], 0.1);
+    add(p + 'attn.c_attn.weight', [d, 3 * d], w);
+    add(p + 'attn.c_attn.bias', [3 * d], 0.1);
+    add(p + 'attn.c_proj.weight', [d, d], w);
+    add(p + 'attn.c_proj.bias', [d], 0.1);
+    add(p + 'ln_2.weight', [d], 1);
+    add(p + 'ln_2.bias', [d], 0.1);
+    add(p + 'mlp.c_fc.weight', [d, 4 * d], w);
+    add(p + 'mlp.c_fc.bias', [4 * d], 0.1);
+    add(p + 'mlp.c_proj.weight', [4 * d, d], w / 2);
+    add(p + 'mlp.c_proj.bias', [d], 0.1);
+  }
+  add('ln_f.weight', [d], 1);
+  add('ln_f.bias', [d], 0.1);
+  writeSafetensors(join(dir, 'model.safetensors'), tensors);
+}
