@@ -15,7 +15,10 @@ export interface EncodeOptions {
 
 /** A model's tokenizer: text to token ids and back. */
 export class Tokenizer {
-  private constructor(private readonly hf: HfTokenizer) {}
+  private constructor(
+    private readonly hf: HfTokenizer,
+    private readonly cleanUpSpaces: boolean,
+  ) {}
 
   /** Reads `tokenizer.json` (and `tokenizer_config.json` when present) from `dir`; null if there is none. */
   static fromDir(dir: string): Tokenizer | null {
@@ -24,8 +27,10 @@ export class Tokenizer {
     const configPath = join(dir, 'tokenizer_config.json');
     try {
       const json = JSON.parse(readFileSync(path, 'utf8')) as object;
-      const config = existsSync(configPath) ? (JSON.parse(readFileSync(configPath, 'utf8')) as object) : {};
-      return new Tokenizer(new HfTokenizer(json, config));
+      const config = existsSync(configPath) ? (JSON.parse(readFileSync(configPath, 'utf8')) as { clean_up_tokenization_spaces?: unknown }) : {};
+      // The Python tokenizers library never cleans up spaces; transformers does only when
+      // tokenizer_config.json asks. Follow the config, defaulting to the library.
+      return new Tokenizer(new HfTokenizer(json, config), config.clean_up_tokenization_spaces === true);
     } catch (err) {
       throw new ModelLoadError('ERR_TOKENIZER_INVALID', `cannot load tokenizer from ${dir}: ${(err as Error).message}`);
     }
@@ -36,9 +41,10 @@ export class Tokenizer {
     return this.hf.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
   }
 
-  /** Text of `ids`. */
+  /** Text of `ids`, as HF decodes it (no space clean-up unless tokenizer_config.json asks). */
   decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
-    return this.hf.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false });
+    if (ids.length === 0) return '';
+    return this.hf.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false, clean_up_tokenization_spaces: this.cleanUpSpaces });
   }
 
   /** The token string of one id (e.g. "Ġthe"), or undefined. */

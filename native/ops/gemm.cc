@@ -5,6 +5,8 @@
 // W rows are contiguous in K). Work items are (64-row block of A) x (64-row block of W): a W
 // block (64 * K * 4 bytes, 192 KB at K = 768) stays in L2 while A rows stream past it.
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
 
 #include "ops/ops.h"
@@ -108,19 +110,57 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const Tile &t, int64_t K, flo
 }
 #endif
 
-TileKernel pick_kernel() {
+bool cpu_has(const char *isa) {
 #ifdef NT_X86
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return tile_avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return tile_avx2;
+  if (std::strcmp(isa, "avx512") == 0) return __builtin_cpu_supports("avx512f");
+  if (std::strcmp(isa, "avx2") == 0) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+  return std::strcmp(isa, "scalar") == 0;
+}
+
+TileKernel kernel_named(const char *name) {
+  if (!cpu_has(name)) return nullptr;
+#ifdef NT_X86
+  if (std::strcmp(name, "avx512") == 0) return tile_avx512;
+  if (std::strcmp(name, "avx2") == 0) return tile_avx2;
 #endif
   return tile_scalar;
 }
 
+// The best kernel this CPU runs; NEUROTAP_GEMM_KERNEL=scalar|avx2|avx512 caps the choice.
+TileKernel pick_kernel() {
+  const char *forced = std::getenv("NEUROTAP_GEMM_KERNEL");
+  if (forced) {
+    if (TileKernel k = kernel_named(forced)) return k;
+  }
+  for (const char *name : {"avx512", "avx2", "scalar"})
+    if (TileKernel k = kernel_named(name)) return k;
+  return tile_scalar;
+}
+
+std::atomic<TileKernel> g_kernel{pick_kernel()};
+
 }  // namespace
 
+bool gemm_select_kernel(const char *name) {
+  TileKernel k = kernel_named(name);
+  if (!k) return false;
+  g_kernel.store(k);
+  return true;
+}
+
+const char *gemm_kernel_name() {
+  TileKernel k = g_kernel.load();
+#ifdef NT_X86
+  if (k == tile_avx512) return "avx512";
+  if (k == tile_avx2) return "avx2";
+#endif
+  return "scalar";
+}
+
 void gemm_f32(ThreadPool &pool, const float *A, int64_t M, int64_t K, const float *W, int64_t N, const float *bias, float *C) {
-  static const TileKernel kernel = pick_kernel();
+  const TileKernel kernel = g_kernel.load(std::memory_order_relaxed);
   if (M <= 0 || N <= 0) return;
   if (K == 0) {
     for (int64_t m = 0; m < M; ++m)

@@ -13,6 +13,11 @@ namespace nt {
 // C[M, N] = A[M, K] · W[N, K]^T (+ bias[N] when non-null). W is in HF Linear layout.
 void gemm_f32(ThreadPool &pool, const float *A, int64_t M, int64_t K, const float *W, int64_t N, const float *bias, float *C);
 
+// Selects the GEMM micro-kernel ("avx512", "avx2", "scalar"); false if this CPU lacks it.
+// The default is the best available (NEUROTAP_GEMM_KERNEL caps it). For tests and benchmarks.
+bool gemm_select_kernel(const char *name);
+const char *gemm_kernel_name();
+
 // out[M, d] = (x - mean) / sqrt(var + eps) * w + b; scale_out[M] = sqrt(var + eps) if non-null.
 void layer_norm_f32(ThreadPool &pool, const float *x, int64_t M, int64_t d, const float *w, const float *b, float eps, float *out,
                     float *scale_out);

@@ -1,0 +1,98 @@
+// Native tests of the CPU ops: every GEMM micro-kernel against a double-precision reference
+// on awkward shapes, the fused attention against the instrumented path, and the thread pool.
+#include <atomic>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "check.h"
+#include "ops/ops.h"
+
+static std::vector<float> randn(size_t n, std::mt19937 &rng) {
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float &x : v) x = d(rng);
+  return v;
+}
+
+static void test_gemm(nt::ThreadPool &pool) {
+  std::mt19937 rng(7);
+  const int64_t sizes[] = {1, 3, 4, 5, 16, 17, 63, 130};
+  for (const char *kernel : {"scalar", "avx2", "avx512"}) {
+    if (!nt::gemm_select_kernel(kernel)) {
+      std::printf("test-ops: skipping GEMM kernel %s (this CPU lacks it)\n", kernel);
+      continue;
+    }
+    for (int64_t M : sizes)
+      for (int64_t K : {1, 7, 16, 33, 200})
+        for (int64_t N : {1, 5, 17, 70}) {
+          std::vector<float> A = randn(M * K, rng), W = randn(N * K, rng), bias = randn(N, rng), C(M * N);
+          nt::gemm_f32(pool, A.data(), M, K, W.data(), N, bias.data(), C.data());
+          double worst = 0;
+          for (int64_t m = 0; m < M; ++m)
+            for (int64_t n = 0; n < N; ++n) {
+              double ref = bias[n], mag = std::fabs(bias[n]);
+              for (int64_t k = 0; k < K; ++k) {
+                ref += static_cast<double>(A[m * K + k]) * W[n * K + k];
+                mag += std::fabs(static_cast<double>(A[m * K + k]) * W[n * K + k]);
+              }
+              worst = std::max(worst, std::fabs(C[m * N + n] - ref) / (mag + 1e-30));
+            }
+          // f32 accumulation: error bounded by ~K * eps relative to sum |a*w|.
+          CHECK(worst < 1e-6 * (1 + K / 16.0), "kernel %s M=%ld K=%ld N=%ld worst %g", kernel, long(M), long(K), long(N), worst);
+        }
+  }
+  nt::gemm_select_kernel("avx512") || nt::gemm_select_kernel("avx2") || nt::gemm_select_kernel("scalar");
+}
+
+static void test_attention_paths(nt::ThreadPool &pool) {
+  std::mt19937 rng(11);
+  for (int window : {0, 3}) {
+    nt::AttentionShape s{2, 9, 4, 2, 8, 0.35f, window};
+    const int64_t nq = s.B * s.T * s.H * s.D, nk = s.B * s.T * s.G * s.D;
+    std::vector<float> q = randn(nq, rng), k = randn(nk, rng), v = randn(nk, rng);
+    std::vector<float> z1(nq), z2(nq), pattern(s.B * s.H * s.T * s.T);
+    nt::attention_f32(pool, s, q.data(), k.data(), v.data(), z1.data());
+    nt::attention_scores_f32(pool, s, q.data(), k.data(), pattern.data());
+    nt::softmax_rows_f32(pool, pattern.data(), s.B * s.H * s.T, s.T);
+    nt::attention_apply_f32(pool, s, pattern.data(), v.data(), z2.data());
+    double worst = 0;
+    for (int64_t i = 0; i < nq; ++i) worst = std::max(worst, static_cast<double>(std::fabs(z1[i] - z2[i])));
+    CHECK(worst < 1e-6, "fused vs instrumented attention differ by %g (window %d)", worst, window);
+    // Masked entries are exactly zero; rows sum to one.
+    for (int64_t r = 0; r < s.B * s.H * s.T; ++r) {
+      const int64_t t = r % s.T;
+      double sum = 0;
+      for (int64_t j = 0; j < s.T; ++j) {
+        const float p = pattern[r * s.T + j];
+        const bool visible = j <= t && (window == 0 || t - j < window);
+        if (!visible) CHECK(p == 0.0f, "masked pattern entry is %g", p);
+        sum += p;
+      }
+      CHECK(std::fabs(sum - 1.0) < 1e-6, "pattern row sums to %g", sum);
+    }
+  }
+}
+
+static void test_thread_pool() {
+  for (int threads : {1, 2, 5}) {
+    nt::ThreadPool pool(threads);
+    for (int rep = 0; rep < 2000; ++rep) {
+      const int64_t n = 1 + rep % 37;
+      std::atomic<int64_t> sum{0};
+      pool.parallel_for(n, [&](int64_t i) { sum += i + 1; });
+      if (sum != n * (n + 1) / 2) {
+        CHECK(false, "threads %d rep %d: sum %ld", threads, rep, long(sum.load()));
+        break;
+      }
+    }
+  }
+}
+
+int main() {
+  nt::ThreadPool pool(3);
+  test_gemm(pool);
+  test_attention_paths(pool);
+  test_thread_pool();
+  return report("test-ops");
+}
