@@ -57,6 +57,9 @@ describe('Model API', () => {
     const fresh = await gpt2.run(tokens, { capture: ['blocks.0.hook_mlp_out'] });
     expect(Array.from(out)).toEqual(Array.from(fresh.cache.get('blocks.0.hook_mlp_out').data));
     expect(Array.from(logits)).toEqual(Array.from(fresh.logits!.data));
+    // A preallocated output alone is enough to capture its hook.
+    const implicit = await gpt2.run(tokens, { outputs: { 'blocks.0.hook_mlp_out': out } });
+    expect([...implicit.cache.keys()]).toEqual(['blocks.0.hook_mlp_out']);
   });
 
   it('skips the LM head when logits are not wanted', async () => {

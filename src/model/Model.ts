@@ -26,7 +26,7 @@ export type ModelInput = readonly (readonly number[])[] | string | readonly stri
 export interface RunOptions {
   /** Hook names or globs to capture, e.g. `['blocks.*.hook_resid_post']`. Defaults to none. */
   capture?: readonly HookPattern[];
-  /** Preallocated Float32Arrays to capture into, keyed by hook name (each must have the hook's exact size). Defaults to fresh arrays. */
+  /** Preallocated Float32Arrays to capture into, keyed by hook name (each must have the hook's exact size); these hooks are captured even if `capture` omits them. Defaults to fresh arrays. */
   outputs?: Partial<Record<HookName | string, Float32Array>>;
   /** Compute logits. `false` skips the LM head. Defaults to true. */
   returnLogits?: boolean;
@@ -136,7 +136,7 @@ export class Model {
       });
     });
 
-    const names = resolveHooks(options.capture ?? [], this.hookNames);
+    const names = resolveHooks([...(options.capture ?? []), ...Object.keys(options.outputs ?? {})], this.hookNames);
     const buffers = names.map((name) => {
       const size = this.hookShape(name, batch, pos).reduce((a, b) => a * b, 1);
       const given = options.outputs?.[name];
