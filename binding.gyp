@@ -4,8 +4,11 @@
       "target_name": "neurotap",
       "sources": [
         "native/addon.cc",
+        "native/api/js-hooks.cc",
         "native/api/model-wrap.cc",
+        "native/api/worker.cc",
         "native/engine/config.cc",
+        "native/engine/edits.cc",
         "native/engine/hooks.cc",
         "native/engine/model.cc",
         "native/io/json.cc",

@@ -1,12 +1,17 @@
 // Public exports of neurotap.
 export { loadModel, Model, ActivationCache } from './model/Model.js';
-export type { LoadModelOptions, ModelInput, RunOptions, RunResult, HookInfo, ModelConfig } from './model/Model.js';
+export type { LoadModelOptions, ModelInput, RunOptions, RunResult, HookInfo, ModelConfig, HookMap } from './model/Model.js';
+export { edits } from './hooks/edits.js';
+export type { Edit, EditSelection, PositionSelector, HookFunction, HookContext, HookSpec } from './hooks/edits.js';
+export type { GenerateOptions, GenerateResult, GenerateStep } from './generate/generate.js';
+export { Rng, sampleToken, argmax } from './generate/sampling.js';
+export type { SamplingOptions } from './generate/sampling.js';
 export { Tensor } from './tensor.js';
 export type { DType } from './tensor.js';
 export { Tokenizer } from './tokenizer.js';
 export type { EncodeOptions } from './tokenizer.js';
 export { BLOCK_HOOKS, MODEL_HOOKS, blockHook, resolveHooks } from './hooks/names.js';
-export type { HookName, HookPattern, BlockHookSuffix, ModelHookName } from './hooks/names.js';
+export type { HookName, HookPattern, BlockHookSuffix, ModelHookName, Family, HookNameFor, BlockHookSuffixFor, ModelHookNameFor } from './hooks/names.js';
 export {
   NeurotapError,
   ModelLoadError,

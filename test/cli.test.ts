@@ -97,7 +97,7 @@ print(json.dumps({k: [list(v.shape), str(v.dtype), float(v.astype('float64').sum
     const lines = r.stdout.trim().split('\n');
     expect(lines.length).toBe(3 + 2 * 20);  // hook_embed and ln_final x2 (no pos_embed), all 20 block hooks x 2 layers
     expect(r.stdout).toMatch(/^blocks\.0\.attn\.hook_k\s+\[batch, pos, 2, 16\]$/m);
-    expect(r.stdout).toMatch(/^blocks\.1\.attn\.hook_pattern\s+\[batch, 4, pos, pos\]$/m);
+    expect(r.stdout).toMatch(/^blocks\.1\.attn\.hook_pattern\s+\[batch, 4, pos, key_pos\]$/m);
   });
 
   it('reports coded errors on stderr with a nonzero exit', () => {

@@ -1,55 +1,23 @@
-// NativeModel methods and the load/run AsyncWorkers. Execute() never touches JS: arguments
-// are copied into plain structs (the "baton") on the JS thread first.
+// NativeModel and NativeKvCache methods and the load/run workers. Each call copies its JS
+// arguments into plain structs (the "baton") on the JS thread; Execute() never touches JS
+// except through the JS hook bridge.
 #include "api/model-wrap.h"
 
-#include <new>
+#include <cmath>
 #include <unordered_set>
 
 #include "api/errors.h"
+#include "api/js-hooks.h"
+#include "api/worker.h"
 #include "engine/error.h"
 
 namespace nt {
 
 namespace {
 
-struct AddonData {
-  Napi::FunctionReference model_ctor;
-};
+[[noreturn]] void throw_coded(Napi::Env env, const char *code, const std::string &message) { throw coded_error(env, code, message); }
 
-// Runs `body`, converting any C++ failure into (code, message) for the JS thread.
-template <class F>
-bool guarded(F body, std::string *code_out, std::string *message_out) {
-  try {
-    body();
-    return true;
-  } catch (const EngineError &e) {
-    *code_out = e.code();
-    *message_out = e.what();
-  } catch (const std::bad_alloc &) {
-    *code_out = code::kOutOfMemory;
-    *message_out = "out of memory";
-  } catch (const std::exception &e) {
-    *code_out = code::kInternal;
-    *message_out = std::string("internal error: ") + e.what();
-  }
-  return false;
-}
-
-class PromiseWorker : public Napi::AsyncWorker {
- public:
-  explicit PromiseWorker(Napi::Env env) : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    if (!guarded([this] { work(); }, &code_, &message_)) SetError(message_);
-  }
-  void OnError(const Napi::Error &) override { deferred_.Reject(coded_error(Env(), code_, message_).Value()); }
-  virtual void work() = 0;
-
-  Napi::Promise::Deferred deferred_;
-  std::string code_, message_;
-};
+AddonData *addon(Napi::Env env) { return env.GetInstanceData<AddonData>(); }
 
 class LoadWorker : public PromiseWorker {
  public:
@@ -57,7 +25,12 @@ class LoadWorker : public PromiseWorker {
 
  protected:
   void work() override { model_ = Model::load(dir_, options_); }
-  void OnOK() override { deferred_.Resolve(ModelWrap::wrap(Env(), std::shared_ptr<Model>(std::move(model_)))); }
+  void OnOK() override {
+    auto *holder = new std::shared_ptr<Model>(std::move(model_));
+    Napi::External<std::shared_ptr<Model>> ext =
+        Napi::External<std::shared_ptr<Model>>::New(Env(), holder, [](Napi::Env, std::shared_ptr<Model> *p) { delete p; });
+    deferred_.Resolve(addon(Env())->model_ctor.New({ext}));
+  }
 
  private:
   std::string dir_;
@@ -65,61 +38,108 @@ class LoadWorker : public PromiseWorker {
   std::unique_ptr<Model> model_;
 };
 
-// Copies captured activations straight into the JS-owned typed arrays.
-class CaptureSink : public HookSink {
- public:
-  explicit CaptureSink(size_t n_hooks) : dest_(n_hooks, nullptr) {}
-  void set(int index, float *dest) { dest_[static_cast<size_t>(index)] = dest; }
-  bool active(int index) const override { return dest_[static_cast<size_t>(index)] != nullptr; }
-  void fire(int index, float *data, const std::vector<int64_t> &shape) override {
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    std::copy(data, data + n, dest_[static_cast<size_t>(index)]);
-  }
-
- private:
-  std::vector<float *> dest_;
-};
-
 class RunWorker : public PromiseWorker {
  public:
-  RunWorker(Napi::Env env, std::shared_ptr<Model> model) : PromiseWorker(env), model_(std::move(model)), sink_(model_->hooks().points().size()) {}
+  RunWorker(Napi::Env env, std::shared_ptr<Model> model) : PromiseWorker(env), model_(std::move(model)), plan_(model_->hooks().points().size()) {}
 
-  // Keeps a JS value (a typed array) alive until the worker is destroyed.
-  void keep(Napi::Value v) { refs_.push_back(Napi::Persistent(v.As<Napi::Object>())); }
+  // Keeps a JS object (a typed array, a cache) alive until the worker is destroyed.
+  void keep(Napi::Object v) { refs_.push_back(Napi::Persistent(v)); }
 
   std::shared_ptr<Model> model_;
-  CaptureSink sink_;
+  std::shared_ptr<KvCache> cache_;
+  std::shared_ptr<JsHookBridge> bridge_;
+  HookPlan plan_;
   ForwardRequest req_;
 
  protected:
-  void work() override { model_->forward(req_, &sink_); }
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  void work() override { model_->forward(req_, &plan_); }
+  void OnOK() override {
+    if (bridge_) bridge_->release();
+    deferred_.Resolve(Env().Undefined());
+  }
+  void OnError(const Napi::Error &e) override {
+    if (bridge_) bridge_->release();
+    PromiseWorker::OnError(e);
+  }
+  Napi::Value js_error(Napi::Env env) override { return bridge_ ? bridge_->error(env) : Napi::Value(); }
 
  private:
   std::vector<Napi::ObjectReference> refs_;
 };
 
-[[noreturn]] void throw_coded(Napi::Env env, const char *code, const std::string &message) { throw coded_error(env, code, message); }
+// Typed-array accessors that throw coded errors on the wrong type.
+Napi::TypedArray typed(Napi::Env env, Napi::Value v, napi_typedarray_type type, const char *what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
+    throw_coded(env, code::kInvalidInput, std::string(what) + " has the wrong type");
+  return v.As<Napi::TypedArray>();
+}
+
+template <class T>
+std::vector<T> int_list(Napi::Env env, Napi::Object o, const char *key) {
+  std::vector<T> out;
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return out;
+  Napi::Int32Array a = typed(env, v, napi_int32_array, key).As<Napi::Int32Array>();
+  for (size_t i = 0; i < a.ElementLength(); ++i) out.push_back(static_cast<T>(a[i]));
+  return out;
+}
+
+float number_or(Napi::Object o, const char *key, float fallback) {
+  Napi::Value v = o.Get(key);
+  return v.IsNumber() ? v.As<Napi::Number>().FloatValue() : fallback;
+}
+
+// Reads one edit action: {index, op, vector?, factor?, lo?, hi?, source?, positions?, last?,
+// generated?, rows?, heads?}.
+Edit parse_edit(Napi::Env env, Napi::Object a, RunWorker *w) {
+  static const std::pair<const char *, EditOp> ops[] = {{"add", EditOp::Add},
+                                                         {"set", EditOp::Set},
+                                                         {"zero", EditOp::Zero},
+                                                         {"scale", EditOp::Scale},
+                                                         {"projectOut", EditOp::ProjectOut},
+                                                         {"projectionCap", EditOp::ProjectionCap},
+                                                         {"patch", EditOp::Patch}};
+  Edit e;
+  const std::string op = a.Get("op").IsString() ? a.Get("op").As<Napi::String>().Utf8Value() : "";
+  bool found = false;
+  for (const auto &p : ops)
+    if (op == p.first) {
+      e.op = p.second;
+      found = true;
+    }
+  if (!found) throw_coded(env, code::kInvalidInput, "unknown edit op '" + op + "'");
+  Napi::Value vec = a.Get("vector");
+  if (!vec.IsUndefined() && !vec.IsNull()) {
+    Napi::Float32Array f = typed(env, vec, napi_float32_array, "edit vector").As<Napi::Float32Array>();
+    e.vec.assign(f.Data(), f.Data() + f.ElementLength());
+  }
+  e.factor = number_or(a, "factor", 1.0f);
+  e.lo = number_or(a, "lo", -INFINITY);
+  e.hi = number_or(a, "hi", INFINITY);
+  Napi::Value src = a.Get("source");
+  if (!src.IsUndefined() && !src.IsNull()) {
+    Napi::Float32Array f = typed(env, src, napi_float32_array, "patch source").As<Napi::Float32Array>();
+    w->keep(f);
+    e.source = f.Data();
+    e.source_numel = static_cast<int64_t>(f.ElementLength());
+  }
+  e.positions = int_list<int64_t>(env, a, "positions");
+  e.rows = int_list<int32_t>(env, a, "rows");
+  e.heads = int_list<int32_t>(env, a, "heads");
+  e.last_only = a.Get("last").ToBoolean();
+  e.generated_only = a.Get("generated").ToBoolean();
+  return e;
+}
 
 }  // namespace
 
-Napi::Function ModelWrap::define(Napi::Env env) {
+Napi::Function ModelWrap::define(Napi::Env env, Napi::FunctionReference *ctor_out) {
   Napi::Function ctor = DefineClass(env, "NativeModel",
                                     {InstanceMethod<&ModelWrap::config>("config"), InstanceMethod<&ModelWrap::hooks>("hooks"),
-                                     InstanceMethod<&ModelWrap::run>("run"), InstanceMethod<&ModelWrap::dispose>("dispose"),
-                                     InstanceAccessor<&ModelWrap::disposed>("disposed")});
-  AddonData *data = new AddonData();
-  data->model_ctor = Napi::Persistent(ctor);
-  env.SetInstanceData<AddonData>(data);
+                                     InstanceMethod<&ModelWrap::run>("run"), InstanceMethod<&ModelWrap::create_cache>("createCache"),
+                                     InstanceMethod<&ModelWrap::dispose>("dispose"), InstanceAccessor<&ModelWrap::disposed>("disposed")});
+  *ctor_out = Napi::Persistent(ctor);
   return ctor;
-}
-
-Napi::Object ModelWrap::wrap(Napi::Env env, std::shared_ptr<Model> model) {
-  auto *holder = new std::shared_ptr<Model>(std::move(model));
-  Napi::External<std::shared_ptr<Model>> ext =
-      Napi::External<std::shared_ptr<Model>>::New(env, holder, [](Napi::Env, std::shared_ptr<Model> *p) { delete p; });
-  return env.GetInstanceData<AddonData>()->model_ctor.New({ext});
 }
 
 ModelWrap::ModelWrap(const Napi::CallbackInfo &info) : Napi::ObjectWrap<ModelWrap>(info) {
@@ -169,8 +189,7 @@ Napi::Value ModelWrap::config(const Napi::CallbackInfo &info) {
 
 Napi::Value ModelWrap::hooks(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  const HookTable &table = checked(env)->hooks();
-  const auto &points = table.points();
+  const auto &points = checked(env)->hooks().points();
   Napi::Array out = Napi::Array::New(env, points.size());
   for (size_t i = 0; i < points.size(); ++i) {
     Napi::Object h = Napi::Object::New(env);
@@ -179,9 +198,11 @@ Napi::Value ModelWrap::hooks(const Napi::CallbackInfo &info) {
     Napi::Array shape = Napi::Array::New(env, points[i].shape.size());
     for (size_t j = 0; j < points[i].shape.size(); ++j) {
       const int64_t dim = points[i].shape[j];
-      if (dim == kDimBatch) shape.Set(static_cast<uint32_t>(j), "batch");
-      else if (dim == kDimPos) shape.Set(static_cast<uint32_t>(j), "pos");
-      else shape.Set(static_cast<uint32_t>(j), static_cast<double>(dim));
+      const uint32_t at = static_cast<uint32_t>(j);
+      if (dim == kDimBatch) shape.Set(at, "batch");
+      else if (dim == kDimPos) shape.Set(at, "pos");
+      else if (dim == kDimKeyPos) shape.Set(at, "key_pos");
+      else shape.Set(at, static_cast<double>(dim));
     }
     h.Set("shape", shape);
     out.Set(static_cast<uint32_t>(i), h);
@@ -189,67 +210,128 @@ Napi::Value ModelWrap::hooks(const Napi::CallbackInfo &info) {
   return out;
 }
 
-// run(tokens: Int32Array, batch, pos, hookIndices: Int32Array, buffers: Float32Array[],
-//     logits: Float32Array | null): Promise<void>
+// run({tokens: Int32Array, batch, pos, pad?: Int32Array, cache?: NativeKvCache,
+//      captures?: [{index, buffer: Float32Array}], logits?: Float32Array | null,
+//      logitsLastOnly?: boolean, actions?: [{index, kind: 'edit' | 'callback', ...}],
+//      dispatcher?: Function}): Promise<void>
 Napi::Value ModelWrap::run(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   std::shared_ptr<Model> model = checked(env);
-  if (info.Length() != 6 || !info[0].IsTypedArray() || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsTypedArray() ||
-      !info[4].IsArray())
-    throw_coded(env, code::kInvalidInput, "run(tokens, batch, pos, hookIndices, buffers, logits): bad arguments");
-  Napi::TypedArray tok = info[0].As<Napi::TypedArray>();
-  if (tok.TypedArrayType() != napi_int32_array) throw_coded(env, code::kInvalidInput, "tokens must be an Int32Array");
-  const int64_t batch = info[1].As<Napi::Number>().Int64Value(), pos = info[2].As<Napi::Number>().Int64Value();
+  if (info.Length() != 1 || !info[0].IsObject()) throw_coded(env, code::kInvalidInput, "run(options): bad arguments");
+  Napi::Object o = info[0].As<Napi::Object>();
+  Napi::TypedArray tok = typed(env, o.Get("tokens"), napi_int32_array, "tokens");
+  if (!o.Get("batch").IsNumber() || !o.Get("pos").IsNumber()) throw_coded(env, code::kInvalidInput, "run(): batch and pos must be numbers");
+  const int64_t batch = o.Get("batch").As<Napi::Number>().Int64Value(), pos = o.Get("pos").As<Napi::Number>().Int64Value();
   if (batch < 1 || pos < 1 || static_cast<int64_t>(tok.ElementLength()) != batch * pos)
     throw_coded(env, code::kInvalidInput, "tokens must hold batch x pos ids with batch, pos >= 1");
 
-  RunWorker *w = new RunWorker(env, model);
+  auto *w = new RunWorker(env, model);
   Napi::Promise promise = w->promise();
   try {
+    const HookTable &table = model->hooks();
+    const int n_hooks = static_cast<int>(table.points().size());
     w->keep(tok);
     w->req_.tokens = tok.As<Napi::Int32Array>().Data();
     w->req_.batch = batch;
     w->req_.pos = pos;
-    const HookTable &table = model->hooks();
-    Napi::TypedArray idx_arr = info[3].As<Napi::TypedArray>();
-    if (idx_arr.TypedArrayType() != napi_int32_array) throw_coded(env, code::kInvalidInput, "hookIndices must be an Int32Array");
-    Napi::Int32Array indices = idx_arr.As<Napi::Int32Array>();
-    Napi::Array bufs = info[4].As<Napi::Array>();
-    if (bufs.Length() != indices.ElementLength()) throw_coded(env, code::kInvalidInput, "one buffer per hook index is required");
-    std::unordered_set<int> seen;
-    for (uint32_t i = 0; i < bufs.Length(); ++i) {
-      const int index = indices[i];
-      if (index < 0 || index >= static_cast<int>(table.points().size()))
-        throw_coded(env, code::kUnknownHook, "hook index " + std::to_string(index) + " is out of range");
-      if (!seen.insert(index).second)
-        throw_coded(env, code::kInvalidInput, "hook '" + table.points()[static_cast<size_t>(index)].name + "' is captured twice");
-      Napi::Value b = bufs.Get(i);
-      if (!b.IsTypedArray() || b.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-        throw_coded(env, code::kInvalidInput, "capture buffers must be Float32Arrays");
-      Napi::Float32Array f = b.As<Napi::Float32Array>();
-      const int64_t need = table.numel(index, batch, pos);
-      if (static_cast<int64_t>(f.ElementLength()) != need)
-        throw_coded(env, code::kBufferSize, "buffer for '" + table.points()[static_cast<size_t>(index)].name + "' has " +
-                                                std::to_string(f.ElementLength()) + " floats, needs " + std::to_string(need));
-      w->keep(f);
-      w->sink_.set(index, f.Data());
+    Napi::Value pad = o.Get("pad");
+    if (!pad.IsUndefined() && !pad.IsNull()) {
+      Napi::Int32Array p = typed(env, pad, napi_int32_array, "pad").As<Napi::Int32Array>();
+      if (static_cast<int64_t>(p.ElementLength()) != batch) throw_coded(env, code::kInvalidInput, "pad must hold one entry per row");
+      w->keep(p);
+      w->req_.pad = p.Data();
     }
-    if (!info[5].IsNull() && !info[5].IsUndefined()) {
-      if (!info[5].IsTypedArray() || info[5].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-        throw_coded(env, code::kInvalidInput, "logits must be a Float32Array or null");
-      Napi::Float32Array f = info[5].As<Napi::Float32Array>();
-      const int64_t need = batch * pos * model->config().d_vocab;
+    int64_t key_pos = pos;
+    Napi::Value cache = o.Get("cache");
+    if (!cache.IsUndefined() && !cache.IsNull()) {
+      if (!cache.IsObject() || !cache.As<Napi::Object>().InstanceOf(addon(env)->cache_ctor.Value()))
+        throw_coded(env, code::kInvalidInput, "cache must be a KV cache made by this model");
+      CacheWrap *cw = CacheWrap::Unwrap(cache.As<Napi::Object>());
+      if (cw->owner != model.get()) throw_coded(env, code::kInvalidInput, "the KV cache belongs to another model");
+      w->keep(cache.As<Napi::Object>());
+      w->cache_ = cw->cache;
+      w->req_.cache = cw->cache.get();
+      key_pos += cw->cache->len;
+    }
+    Napi::Value caps = o.Get("captures");
+    if (caps.IsArray()) {
+      Napi::Array arr = caps.As<Napi::Array>();
+      std::unordered_set<int> seen;
+      for (uint32_t i = 0; i < arr.Length(); ++i) {
+        Napi::Object c = arr.Get(i).As<Napi::Object>();
+        const int index = c.Get("index").As<Napi::Number>().Int32Value();
+        if (index < 0 || index >= n_hooks) throw_coded(env, code::kUnknownHook, "hook index " + std::to_string(index) + " is out of range");
+        if (!seen.insert(index).second)
+          throw_coded(env, code::kInvalidInput, "hook '" + table.points()[static_cast<size_t>(index)].name + "' is captured twice");
+        Napi::Float32Array f = typed(env, c.Get("buffer"), napi_float32_array, "capture buffer").As<Napi::Float32Array>();
+        const int64_t need = table.numel(index, batch, pos, key_pos);
+        if (static_cast<int64_t>(f.ElementLength()) != need)
+          throw_coded(env, code::kBufferSize, "buffer for '" + table.points()[static_cast<size_t>(index)].name + "' has " +
+                                                  std::to_string(f.ElementLength()) + " floats, needs " + std::to_string(need));
+        w->keep(f);
+        w->plan_.set_capture(index, f.Data(), need);
+      }
+    }
+    w->req_.logits_last_only = o.Get("logitsLastOnly").ToBoolean();
+    Napi::Value logits = o.Get("logits");
+    if (!logits.IsUndefined() && !logits.IsNull()) {
+      Napi::Float32Array f = typed(env, logits, napi_float32_array, "logits").As<Napi::Float32Array>();
+      const int64_t need = (w->req_.logits_last_only ? batch : batch * pos) * model->config().d_vocab;
       if (static_cast<int64_t>(f.ElementLength()) != need)
         throw_coded(env, code::kBufferSize, "logits buffer has " + std::to_string(f.ElementLength()) + " floats, needs " + std::to_string(need));
       w->keep(f);
       w->req_.logits = f.Data();
     }
+    Napi::Value actions = o.Get("actions");
+    if (actions.IsArray()) {
+      Napi::Array arr = actions.As<Napi::Array>();
+      for (uint32_t i = 0; i < arr.Length(); ++i) {
+        if (!arr.Get(i).IsObject()) throw_coded(env, code::kInvalidInput, "hook actions must be objects");
+        Napi::Object a = arr.Get(i).As<Napi::Object>();
+        const int index = a.Get("index").IsNumber() ? a.Get("index").As<Napi::Number>().Int32Value() : -1;
+        if (index < 0 || index >= n_hooks) throw_coded(env, code::kUnknownHook, "hook index " + std::to_string(index) + " is out of range");
+        const std::string kind = a.Get("kind").IsString() ? a.Get("kind").As<Napi::String>().Utf8Value() : "";
+        if (kind == "edit") {
+          w->plan_.add_edit(index, parse_edit(env, a, w));
+        } else if (kind == "callback") {
+          if (!w->bridge_) {
+            Napi::Value dispatcher = o.Get("dispatcher");
+            if (!dispatcher.IsFunction()) throw_coded(env, code::kInvalidInput, "callbacks need a dispatcher function");
+            w->bridge_ = std::make_shared<JsHookBridge>(env, dispatcher.As<Napi::Function>());
+          }
+          w->plan_.add_callback(index, std::make_shared<JsHookCallback>(w->bridge_, a.Get("id").As<Napi::Number>().Int32Value()));
+        } else {
+          throw_coded(env, code::kInvalidInput, "unknown hook action kind '" + kind + "'");
+        }
+      }
+    }
   } catch (...) {
+    if (w->bridge_) w->bridge_->release();
     delete w;
     throw;
   }
   w->Queue();
   return promise;
+}
+
+Napi::Value ModelWrap::create_cache(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<Model> model = checked(env);
+  if (info.Length() != 2 || !info[0].IsNumber() || !info[1].IsNumber())
+    throw_coded(env, code::kInvalidInput, "createCache(batch: number, capacity: number)");
+  std::shared_ptr<KvCache> cache;
+  try {
+    cache = model->create_cache(info[0].As<Napi::Number>().Int64Value(), info[1].As<Napi::Number>().Int64Value());
+  } catch (const EngineError &e) {
+    throw_coded(env, e.code().c_str(), e.what());
+  } catch (const std::bad_alloc &) {
+    throw_coded(env, code::kOutOfMemory, "out of memory allocating the KV cache");
+  }
+  Napi::Object obj = addon(env)->cache_ctor.New({});
+  CacheWrap *cw = CacheWrap::Unwrap(obj);
+  cw->cache = std::move(cache);
+  cw->owner = model.get();
+  return obj;
 }
 
 Napi::Value ModelWrap::dispose(const Napi::CallbackInfo &info) {
@@ -259,12 +341,28 @@ Napi::Value ModelWrap::dispose(const Napi::CallbackInfo &info) {
 
 Napi::Value ModelWrap::disposed(const Napi::CallbackInfo &info) { return Napi::Boolean::New(info.Env(), !model_); }
 
+Napi::Function CacheWrap::define(Napi::Env env, Napi::FunctionReference *ctor_out) {
+  Napi::Function ctor = DefineClass(env, "NativeKvCache",
+                                    {InstanceAccessor<&CacheWrap::length>("length"), InstanceAccessor<&CacheWrap::capacity>("capacity"),
+                                     InstanceAccessor<&CacheWrap::batch>("batch")});
+  *ctor_out = Napi::Persistent(ctor);
+  return ctor;
+}
+
+CacheWrap::CacheWrap(const Napi::CallbackInfo &info) : Napi::ObjectWrap<CacheWrap>(info) {}
+
+Napi::Value CacheWrap::length(const Napi::CallbackInfo &info) { return Napi::Number::New(info.Env(), cache ? static_cast<double>(cache->len) : 0); }
+Napi::Value CacheWrap::capacity(const Napi::CallbackInfo &info) {
+  return Napi::Number::New(info.Env(), cache ? static_cast<double>(cache->capacity) : 0);
+}
+Napi::Value CacheWrap::batch(const Napi::CallbackInfo &info) { return Napi::Number::New(info.Env(), cache ? static_cast<double>(cache->batch) : 0); }
+
 Napi::Value load_model(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw_coded(env, code::kInvalidInput, "loadModel(dir: string, threads?: number)");
   LoadOptions options;
   if (info.Length() > 1 && info[1].IsNumber()) options.threads = info[1].As<Napi::Number>().Int32Value();
-  LoadWorker *w = new LoadWorker(env, info[0].As<Napi::String>().Utf8Value(), options);
+  auto *w = new LoadWorker(env, info[0].As<Napi::String>().Utf8Value(), options);
   Napi::Promise promise = w->promise();
   w->Queue();
   return promise;

@@ -1,5 +1,5 @@
-// NativeModel: the JS object wrapping one engine Model (src/bindings/native.ts types it).
-// Work runs on libuv's pool through AsyncWorkers; the JS thread only copies arguments.
+// NativeModel and NativeKvCache: the JS objects wrapping an engine Model and a KV cache
+// (src/bindings/native.ts types them). Work runs on libuv's pool through AsyncWorkers.
 #pragma once
 
 #include <napi.h>
@@ -12,10 +12,7 @@ namespace nt {
 
 class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
  public:
-  static Napi::Function define(Napi::Env env);
-  // Wraps an already-loaded model in a new JS NativeModel.
-  static Napi::Object wrap(Napi::Env env, std::shared_ptr<Model> model);
-
+  static Napi::Function define(Napi::Env env, Napi::FunctionReference *ctor_out);
   explicit ModelWrap(const Napi::CallbackInfo &info);
 
  private:
@@ -23,11 +20,31 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value config(const Napi::CallbackInfo &info);
   Napi::Value hooks(const Napi::CallbackInfo &info);
   Napi::Value run(const Napi::CallbackInfo &info);
+  Napi::Value create_cache(const Napi::CallbackInfo &info);
   Napi::Value dispose(const Napi::CallbackInfo &info);
   Napi::Value disposed(const Napi::CallbackInfo &info);
 
   // Shared with in-flight workers: dispose() drops this reference, the last worker frees it.
   std::shared_ptr<Model> model_;
+};
+
+class CacheWrap : public Napi::ObjectWrap<CacheWrap> {
+ public:
+  static Napi::Function define(Napi::Env env, Napi::FunctionReference *ctor_out);
+  explicit CacheWrap(const Napi::CallbackInfo &info);
+
+  std::shared_ptr<KvCache> cache;
+  const Model *owner = nullptr;
+
+ private:
+  Napi::Value length(const Napi::CallbackInfo &info);
+  Napi::Value capacity(const Napi::CallbackInfo &info);
+  Napi::Value batch(const Napi::CallbackInfo &info);
+};
+
+struct AddonData {
+  Napi::FunctionReference model_ctor;
+  Napi::FunctionReference cache_ctor;
 };
 
 // loadModel(dir: string, threads: number): Promise<NativeModel>

@@ -23,6 +23,8 @@ inline constexpr const char *kInvalidInput = "ERR_INVALID_INPUT";
 inline constexpr const char *kBufferSize = "ERR_BUFFER_SIZE";
 inline constexpr const char *kDisposed = "ERR_DISPOSED";
 inline constexpr const char *kOutOfMemory = "ERR_OUT_OF_MEMORY";
+inline constexpr const char *kHookFailed = "ERR_HOOK_FAILED";
+inline constexpr const char *kAborted = "ERR_ABORTED";
 inline constexpr const char *kInternal = "ERR_INTERNAL";
 }  // namespace code
 

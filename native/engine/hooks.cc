@@ -61,7 +61,7 @@ std::vector<int64_t> kind_shape(const ModelConfig &c, HookKind k) {
     case HookKind::AttnV:
     case HookKind::AttnRotK: return {B, P, c.n_kv_heads, c.d_head};
     case HookKind::AttnScores:
-    case HookKind::AttnPattern: return {B, c.n_heads, P, P};
+    case HookKind::AttnPattern: return {B, c.n_heads, P, kDimKeyPos};
     case HookKind::MlpPre:
     case HookKind::MlpPreLinear:
     case HookKind::MlpPost: return {B, P, c.d_mlp};
@@ -103,18 +103,19 @@ int HookTable::find(const std::string &name) const {
   return it == by_name_.end() ? -1 : it->second;
 }
 
-std::vector<int64_t> HookTable::shape(int index, int64_t batch, int64_t pos) const {
+std::vector<int64_t> HookTable::shape(int index, int64_t batch, int64_t pos, int64_t key_pos) const {
   std::vector<int64_t> s = points_[static_cast<size_t>(index)].shape;
   for (int64_t &d : s) {
     if (d == kDimBatch) d = batch;
     else if (d == kDimPos) d = pos;
+    else if (d == kDimKeyPos) d = key_pos;
   }
   return s;
 }
 
-int64_t HookTable::numel(int index, int64_t batch, int64_t pos) const {
+int64_t HookTable::numel(int index, int64_t batch, int64_t pos, int64_t key_pos) const {
   int64_t n = 1;
-  for (int64_t d : shape(index, batch, pos)) n *= d;
+  for (int64_t d : shape(index, batch, pos, key_pos)) n *= d;
   return n;
 }
 

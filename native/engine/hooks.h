@@ -22,8 +22,8 @@ enum class HookKind : uint8_t {
   AttnV,            // attn.hook_v           [batch, pos, kv_head, d_head]
   AttnRotQ,         // attn.hook_rot_q       [batch, pos, head, d_head] (rotary only)
   AttnRotK,         // attn.hook_rot_k       [batch, pos, kv_head, d_head] (rotary only)
-  AttnScores,       // attn.hook_attn_scores [batch, head, query_pos, key_pos]
-  AttnPattern,      // attn.hook_pattern     [batch, head, query_pos, key_pos]
+  AttnScores,       // attn.hook_attn_scores [batch, head, pos, key_pos]
+  AttnPattern,      // attn.hook_pattern     [batch, head, pos, key_pos]
   AttnZ,            // attn.hook_z           [batch, pos, head, d_head]
   AttnOut,          // hook_attn_out         [batch, pos, d_model]
   ResidMid,         // hook_resid_mid        [batch, pos, d_model]
@@ -39,9 +39,11 @@ enum class HookKind : uint8_t {
   Count
 };
 
-// A shape with symbolic leading dims: -1 = batch, -2 = pos; others are literal sizes.
+// A shape with symbolic dims: -1 = batch, -2 = pos (query positions of this forward),
+// -3 = key_pos (positions attended to: cached + new; equals pos without a KV cache).
 constexpr int64_t kDimBatch = -1;
 constexpr int64_t kDimPos = -2;
+constexpr int64_t kDimKeyPos = -3;
 
 struct HookPoint {
   std::string name;
@@ -64,9 +66,10 @@ class HookTable {
   int index(HookKind kind, int layer) const {
     return slot_[static_cast<size_t>(layer + 1) * static_cast<size_t>(HookKind::Count) + static_cast<size_t>(kind)];
   }
-  // Concrete element count of a hook for a batch of `batch` sequences of `pos` tokens.
-  int64_t numel(int index, int64_t batch, int64_t pos) const;
-  std::vector<int64_t> shape(int index, int64_t batch, int64_t pos) const;
+  // Concrete shape and element count of a hook for `batch` sequences of `pos` new tokens
+  // attending to `key_pos` positions (pos, without a KV cache).
+  std::vector<int64_t> shape(int index, int64_t batch, int64_t pos, int64_t key_pos) const;
+  int64_t numel(int index, int64_t batch, int64_t pos, int64_t key_pos) const;
 
  private:
   std::vector<HookPoint> points_;

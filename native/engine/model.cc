@@ -131,15 +131,47 @@ void Model::load_weights(const std::string &dir) {
   }
 }
 
-void Model::forward(const ForwardRequest &req, HookSink *sink) {
+std::unique_ptr<KvCache> Model::create_cache(int64_t batch, int64_t capacity) const {
+  const ModelConfig &c = config_;
+  if (batch < 1 || capacity < 1) fail(code::kInvalidInput, "a KV cache needs batch >= 1 and capacity >= 1");
+  check_finite_size(batch * capacity, static_cast<int64_t>(c.n_kv_heads) * c.d_head * c.n_layers, "KV cache");
+  std::unique_ptr<KvCache> cache(new KvCache());
+  cache->batch = batch;
+  cache->capacity = capacity;
+  cache->heads = c.n_kv_heads;
+  cache->d_head = c.d_head;
+  const size_t n = static_cast<size_t>(batch * capacity * c.n_kv_heads * c.d_head);
+  cache->k.assign(static_cast<size_t>(c.n_layers), std::vector<float>(n));
+  cache->v.assign(static_cast<size_t>(c.n_layers), std::vector<float>(n));
+  cache->pad.assign(static_cast<size_t>(batch), 0);
+  return cache;
+}
+
+void Model::forward(const ForwardRequest &req, HookPlan *plan) {
   const ModelConfig &c = config_;
   if (req.batch < 1 || req.pos < 1)
     fail(code::kInvalidInput, "input must have at least one sequence of at least one token (got batch " + std::to_string(req.batch) +
                                   ", pos " + std::to_string(req.pos) + ")");
   check_finite_size(req.batch, req.pos, "batch x pos");
   check_finite_size(req.batch * req.pos, std::max<int64_t>(c.d_vocab, c.d_mlp), "batch x pos x width");
-  if (!c.rotary && req.pos > c.n_ctx)
-    fail(code::kInvalidInput, "sequence length " + std::to_string(req.pos) + " exceeds the model's " + std::to_string(c.n_ctx) +
+  const KvCache *cache = req.cache;
+  const int64_t pos0 = cache ? cache->len : 0;
+  if (cache) {
+    if (cache->batch != req.batch)
+      fail(code::kInvalidInput, "the KV cache holds " + std::to_string(cache->batch) + " sequences, the input " + std::to_string(req.batch));
+    if (pos0 + req.pos > cache->capacity)
+      fail(code::kInvalidInput, "the KV cache is full: " + std::to_string(pos0) + " + " + std::to_string(req.pos) + " positions exceed its capacity " +
+                                    std::to_string(cache->capacity));
+    if (cache->heads != c.n_kv_heads || cache->d_head != c.d_head || static_cast<int>(cache->k.size()) != c.n_layers)
+      fail(code::kInvalidInput, "the KV cache was made for another model");
+    if (req.pad && pos0 > 0) fail(code::kInvalidInput, "left padding can only be set by the first forward into a KV cache");
+  }
+  const int32_t *pad = req.pad ? req.pad : (cache ? cache->pad.data() : nullptr);
+  for (int64_t b = 0; pad && b < req.batch; ++b)
+    if (pad[b] < 0 || pad[b] >= std::max<int64_t>(req.pos, pos0 + req.pos))
+      fail(code::kInvalidInput, "left padding of row " + std::to_string(b) + " must leave at least one real token");
+  if (!c.rotary && pos0 + req.pos > c.n_ctx)
+    fail(code::kInvalidInput, "sequence length " + std::to_string(pos0 + req.pos) + " exceeds the model's " + std::to_string(c.n_ctx) +
                                   " learned positions");
   for (int64_t i = 0; i < req.batch * req.pos; ++i) {
     const int32_t t = req.tokens[i];
@@ -147,24 +179,50 @@ void Model::forward(const ForwardRequest &req, HookSink *sink) {
       fail(code::kTokenOutOfRange, "token id " + std::to_string(t) + " at batch " + std::to_string(i / req.pos) + ", position " +
                                        std::to_string(i % req.pos) + " is outside the vocabulary [0, " + std::to_string(c.d_vocab) + ")");
   }
+  if (plan) {
+    for (size_t i = 0; i < hooks_.points().size(); ++i) {
+      const int idx = static_cast<int>(i);
+      const std::vector<int64_t> shape = hooks_.shape(idx, req.batch, req.pos, pos0 + req.pos);
+      for (const Edit *e : plan->edits(idx)) validate_edit(*e, hooks_.points()[i], shape);
+      if (plan->has_capture(idx) && plan->capture_numel(idx) != hooks_.numel(idx, req.batch, req.pos, pos0 + req.pos))
+        fail(code::kBufferSize, "capture buffer for '" + hooks_.points()[i].name + "' has " + std::to_string(plan->capture_numel(idx)) +
+                                    " floats, needs " + std::to_string(hooks_.numel(idx, req.batch, req.pos, pos0 + req.pos)));
+    }
+  }
   std::lock_guard<std::mutex> lock(run_mutex_);
-  forward_locked(req, sink);
+  forward_locked(req, plan);
 }
 
-void Model::forward_locked(const ForwardRequest &req, HookSink *sink) {
+void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
   const ModelConfig &c = config_;
   ThreadPool &pool = *pool_;
+  KvCache *cache = req.cache;
   const int64_t B = req.batch, T = req.pos, M = B * T, d = c.d_model;
   const int64_t H = c.n_heads, G = c.n_kv_heads, D = c.d_head;
   const int64_t dq = H * D, dkv = G * D;
+  const int64_t pos0 = cache ? cache->len : 0, KV = pos0 + T;
+  if (cache && pos0 == 0) {
+    for (int64_t b = 0; b < B; ++b) cache->pad[static_cast<size_t>(b)] = req.pad ? req.pad[b] : 0;
+    cache->prompt_len = T;
+  }
+  const int32_t *pad = cache ? cache->pad.data() : req.pad;
+
+  HookContext ctx;
+  ctx.batch = B;
+  ctx.pos = T;
+  ctx.pos0 = pos0;
+  ctx.kv_len = KV;
+  ctx.pad = pad;
+  ctx.prompt_len = cache ? cache->prompt_len : T;
+  ctx.step = cache ? cache->steps : 0;
 
   auto active = [&](HookKind kind, int layer) {
-    if (!sink) return -1;
+    if (!plan) return -1;
     const int idx = hooks_.index(kind, layer);
-    return (idx >= 0 && sink->active(idx)) ? idx : -1;
+    return (idx >= 0 && plan->active(idx)) ? idx : -1;
   };
   auto fire = [&](int idx, float *data) {
-    if (idx >= 0) sink->fire(idx, data, hooks_.shape(idx, B, T));
+    if (idx >= 0) plan->fire(hooks_, idx, data, hooks_.shape(idx, B, T, KV), ctx);
   };
 
   // Activations, one row per token: [M, width].
@@ -178,7 +236,7 @@ void Model::forward_locked(const ForwardRequest &req, HookSink *sink) {
   std::vector<float> out(static_cast<size_t>(M * d));      // attn_out / mlp_out
   std::vector<float> mlp_a(static_cast<size_t>(M * c.d_mlp));                     // pre (gate) -> post
   std::vector<float> mlp_b(c.gated_mlp ? static_cast<size_t>(M * c.d_mlp) : 0);   // pre_linear (up)
-  std::vector<float> pattern;  // [B, H, T, T], only while scores/pattern are hooked
+  std::vector<float> pattern;  // [B, H, T, KV], only while scores/pattern are hooked
 
   // Embedding.
   for (int64_t i = 0; i < M; ++i) {
@@ -187,14 +245,14 @@ void Model::forward_locked(const ForwardRequest &req, HookSink *sink) {
   }
   fire(active(HookKind::Embed, -1), x.data());
   if (!c.rotary) {
-    const int pe = active(HookKind::PosEmbed, -1);
-    if (pe >= 0) {  // materialize [B, T, d] only for the hook
-      for (int64_t i = 0; i < M; ++i) std::copy(pos_embed_.data() + (i % T) * d, pos_embed_.data() + (i % T + 1) * d, out.data() + i * d);
-      fire(pe, out.data());
-      add_f32(pool, x.data(), out.data(), M * d, x.data());
-    } else {
-      for (int64_t b = 0; b < B; ++b) add_f32(pool, x.data() + b * T * d, pos_embed_.data(), T * d, x.data() + b * T * d);
+    // Learned positions count real tokens: row b's token t sits at pos0 + t - pad[b]
+    // (padding rows clamp to 0; nothing attends to them).
+    for (int64_t i = 0; i < M; ++i) {
+      const int64_t p = std::max<int64_t>(0, pos0 + i % T - (pad ? pad[i / T] : 0));
+      std::copy(pos_embed_.data() + p * d, pos_embed_.data() + (p + 1) * d, out.data() + i * d);
     }
+    fire(active(HookKind::PosEmbed, -1), out.data());
+    add_f32(pool, x.data(), out.data(), M * d, x.data());
   }
 
   // Norm into h with the TL hooks: LayerNorm hooks its affine output, RMSNorm hooks x / scale
@@ -233,23 +291,36 @@ void Model::forward_locked(const ForwardRequest &req, HookSink *sink) {
     fire(active(HookKind::AttnK, L), k.data());
     fire(active(HookKind::AttnV, L), v.data());
     if (c.rotary) {
-      rope_f32(pool, q.data(), B, T, H, D, c.inv_freq.data(), 0);
-      rope_f32(pool, k.data(), B, T, G, D, c.inv_freq.data(), 0);
+      rope_f32(pool, q.data(), B, T, H, D, c.inv_freq.data(), pos0, pad);
+      rope_f32(pool, k.data(), B, T, G, D, c.inv_freq.data(), pos0, pad);
       fire(active(HookKind::AttnRotQ, L), q.data());
       fire(active(HookKind::AttnRotK, L), k.data());
     }
-    AttentionShape as{B, T, H, G, D, c.attn_scale, c.sliding_window[static_cast<size_t>(L)]};
+    // Keys and values: this forward's own, or the cache after appending them.
+    const float *keys = k.data(), *values = v.data();
+    int64_t S = T;
+    if (cache) {
+      float *ck = cache->k[static_cast<size_t>(L)].data(), *cv = cache->v[static_cast<size_t>(L)].data();
+      for (int64_t b = 0; b < B; ++b) {
+        std::copy(k.data() + b * T * dkv, k.data() + (b + 1) * T * dkv, ck + (b * cache->capacity + pos0) * dkv);
+        std::copy(v.data() + b * T * dkv, v.data() + (b + 1) * T * dkv, cv + (b * cache->capacity + pos0) * dkv);
+      }
+      keys = ck;
+      values = cv;
+      S = cache->capacity;
+    }
+    AttentionShape as{B, T, H, G, D, S, KV, pos0, c.attn_scale, c.sliding_window[static_cast<size_t>(L)], pad};
     if (c.scale_attn_by_inverse_layer_idx) as.scale /= static_cast<float>(L + 1);
     const int scores_i = active(HookKind::AttnScores, L), pattern_i = active(HookKind::AttnPattern, L);
     if (scores_i >= 0 || pattern_i >= 0) {
-      pattern.resize(static_cast<size_t>(B * H * T * T));
-      attention_scores_f32(pool, as, q.data(), k.data(), pattern.data());
+      pattern.resize(static_cast<size_t>(B * H * T * KV));
+      attention_scores_f32(pool, as, q.data(), keys, pattern.data());
       fire(scores_i, pattern.data());
-      softmax_rows_f32(pool, pattern.data(), B * H * T, T);
+      softmax_rows_f32(pool, pattern.data(), B * H * T, KV);
       fire(pattern_i, pattern.data());
-      attention_apply_f32(pool, as, pattern.data(), v.data(), z.data());
+      attention_apply_f32(pool, as, pattern.data(), values, z.data());
     } else {
-      attention_f32(pool, as, q.data(), k.data(), v.data(), z.data());
+      attention_f32(pool, as, q.data(), keys, values, z.data());
     }
     fire(active(HookKind::AttnZ, L), z.data());
     linear(lw.o, z.data(), out.data());
@@ -282,13 +353,24 @@ void Model::forward_locked(const ForwardRequest &req, HookSink *sink) {
     add_f32(pool, x.data(), out.data(), M * d, x.data());
     fire(active(HookKind::ResidPost, L), x.data());
   }
+  if (cache) {
+    cache->len += T;
+    cache->steps += 1;
+  }
 
   const int fs = active(HookKind::LnFinalScale, -1), fn = active(HookKind::LnFinalNormalized, -1);
   if (req.logits || fs >= 0 || fn >= 0) {
     norm(ln_final_, HookKind::LnFinalScale, HookKind::LnFinalNormalized, -1);
     if (req.logits) {
       const std::vector<float> &head = lm_head_.empty() ? embed_ : lm_head_;
-      gemm_f32(pool, h.data(), M, d, head.data(), c.d_vocab, nullptr, req.logits);
+      if (req.logits_last_only) {
+        // Only the last position of each row: [B, d] -> [B, vocab].
+        std::vector<float> last(static_cast<size_t>(B * d));
+        for (int64_t b = 0; b < B; ++b) std::copy(h.data() + (b * T + T - 1) * d, h.data() + (b * T + T) * d, last.data() + b * d);
+        gemm_f32(pool, last.data(), B, d, head.data(), c.d_vocab, nullptr, req.logits);
+      } else {
+        gemm_f32(pool, h.data(), M, d, head.data(), c.d_vocab, nullptr, req.logits);
+      }
     }
   }
 }

@@ -8,21 +8,11 @@
 #include <vector>
 
 #include "engine/config.h"
+#include "engine/edits.h"
 #include "engine/hooks.h"
 #include "ops/thread-pool.h"
 
 namespace nt {
-
-// Receives activations at hook points during a forward. `data` may be edited in place: the
-// forward continues from whatever it holds afterwards (captures copy; later, edits write).
-class HookSink {
- public:
-  virtual ~HookSink() = default;
-  // Whether hook `index` (HookTable order) needs firing in this run. Called often: keep cheap.
-  virtual bool active(int index) const = 0;
-  // `shape` is the concrete shape of `data` ([batch, pos, ...] or [batch, head, pos, pos]).
-  virtual void fire(int index, float *data, const std::vector<int64_t> &shape) = 0;
-};
 
 struct Linear {
   std::vector<float> w;  // [out, in]
@@ -47,11 +37,26 @@ struct LoadOptions {
   int threads = 0;  // 0 = hardware concurrency
 };
 
+// Keys and values of every layer for `batch` sequences of up to `capacity` positions, so that
+// generation runs each new token against the cached prefix. Left padding is fixed by the
+// first forward that fills it.
+struct KvCache {
+  int64_t batch = 0, capacity = 0, heads = 0, d_head = 0;
+  std::vector<std::vector<float>> k, v;  // [layer] -> [batch, capacity, kv_head, d_head] (after rotary)
+  int64_t len = 0;                       // positions filled
+  std::vector<int32_t> pad;              // [batch] left padding
+  int64_t prompt_len = 0;                // padded length of the first forward (the prompt)
+  int steps = 0;                         // forwards run so far
+};
+
 struct ForwardRequest {
   const int32_t *tokens = nullptr;  // [batch, pos]
   int64_t batch = 0;
   int64_t pos = 0;
-  float *logits = nullptr;  // [batch, pos, vocab]; null skips the LM head
+  const int32_t *pad = nullptr;     // [batch] left padding (first forward of a cache, or no cache)
+  KvCache *cache = nullptr;         // appends this forward's keys and values when non-null
+  float *logits = nullptr;          // [batch, pos, vocab], or [batch, vocab] with logits_last_only; null skips the LM head
+  bool logits_last_only = false;
 };
 
 class Model {
@@ -63,13 +68,17 @@ class Model {
   const HookTable &hooks() const { return hooks_; }
   int threads() const { return pool_->size(); }
 
-  // Validates the request (token range, sizes) and runs it. Runs on one model serialize.
-  void forward(const ForwardRequest &req, HookSink *sink);
+  // A cache for `batch` sequences of up to `capacity` positions.
+  std::unique_ptr<KvCache> create_cache(int64_t batch, int64_t capacity) const;
+
+  // Validates the request (token range, sizes, edits against their hooks) before any
+  // compute, then runs it. Runs on one model serialize.
+  void forward(const ForwardRequest &req, HookPlan *plan);
 
  private:
   Model(ModelConfig config) : config_(std::move(config)), hooks_(config_) {}
   void load_weights(const std::string &dir);
-  void forward_locked(const ForwardRequest &req, HookSink *sink);
+  void forward_locked(const ForwardRequest &req, HookPlan *plan);
 
   ModelConfig config_;
   HookTable hooks_;

@@ -1,6 +1,6 @@
-// CPU causal attention (with GQA and sliding windows): a fused path that streams one query row
-// at a time and an instrumented path that materializes scores and pattern for hooks.
-// Reference: HF eager_attention_forward; checked by the whole-model tests.
+// CPU causal attention (GQA, sliding windows, left padding, KV cache): a fused path that
+// streams one query row at a time and an instrumented path that materializes scores and
+// pattern for hooks. Reference: HF eager_attention_forward; checked by the whole-model tests.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -23,54 +23,69 @@ inline float dot(const float *a, const float *b, int64_t n) {
   return s;
 }
 
-// First visible key for query t (the causal limit is t itself).
-inline int64_t first_key(const AttentionShape &s, int64_t t) { return s.window > 0 ? std::max<int64_t>(0, t - s.window + 1) : 0; }
+// Visible keys [lo, hi] of query t in row b; empty when lo > hi (a padding query).
+inline void key_range(const AttentionShape &s, int64_t b, int64_t t, int64_t *lo, int64_t *hi) {
+  const int64_t i = s.q0 + t;
+  *hi = i;
+  *lo = s.pad ? s.pad[b] : 0;
+  if (s.window > 0) *lo = std::max<int64_t>(*lo, i - s.window + 1);
+}
+
+inline const float *key_row(const AttentionShape &s, const float *k, int64_t b, int64_t j, int64_t g) {
+  return k + ((b * s.S + j) * s.G + g) * s.D;
+}
 
 }  // namespace
 
 void attention_f32(ThreadPool &pool, const AttentionShape &s, const float *q, const float *k, const float *v, float *z) {
-  const int64_t B = s.B, T = s.T, H = s.H, G = s.G, D = s.D, group = H / G;
-  // One item per (batch, head): its rows of q, k, v are reused across all T queries.
-  pool.parallel_for(B * H, [&](int64_t item) {
+  const int64_t T = s.T, H = s.H, D = s.D, group = H / s.G;
+  // One item per (batch, head): its keys and values are reused across all T queries.
+  pool.parallel_for(s.B * H, [&](int64_t item) {
     const int64_t b = item / H, h = item % H, g = h / group;
-    std::vector<float> p(static_cast<size_t>(T));
+    std::vector<float> p(static_cast<size_t>(s.KV));
     std::vector<float> acc(static_cast<size_t>(D));
     for (int64_t t = 0; t < T; ++t) {
       const float *qr = q + ((b * T + t) * H + h) * D;
-      const int64_t j0 = first_key(s, t);
+      float *zr = z + ((b * T + t) * H + h) * D;
+      int64_t lo, hi;
+      key_range(s, b, t, &lo, &hi);
+      if (lo > hi) {
+        std::fill(zr, zr + D, 0.0f);
+        continue;
+      }
       float mx = -std::numeric_limits<float>::infinity();
-      for (int64_t j = j0; j <= t; ++j) {
-        p[j] = dot(qr, k + ((b * T + j) * G + g) * D, D) * s.scale;
+      for (int64_t j = lo; j <= hi; ++j) {
+        p[j] = dot(qr, key_row(s, k, b, j, g), D) * s.scale;
         mx = std::max(mx, p[j]);
       }
       float sum = 0;
-      for (int64_t j = j0; j <= t; ++j) {
+      for (int64_t j = lo; j <= hi; ++j) {
         p[j] = std::exp(p[j] - mx);
         sum += p[j];
       }
       const float inv = 1.0f / sum;
       std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t j = j0; j <= t; ++j) {
+      for (int64_t j = lo; j <= hi; ++j) {
         const float w = p[j] * inv;
-        const float *vr = v + ((b * T + j) * G + g) * D;
+        const float *vr = key_row(s, v, b, j, g);
         for (int64_t d = 0; d < D; ++d) acc[d] += w * vr[d];
       }
-      std::copy(acc.begin(), acc.end(), z + ((b * T + t) * H + h) * D);
+      std::copy(acc.begin(), acc.end(), zr);
     }
   });
 }
 
 void attention_scores_f32(ThreadPool &pool, const AttentionShape &s, const float *q, const float *k, float *scores) {
-  const int64_t B = s.B, T = s.T, H = s.H, G = s.G, D = s.D, group = H / G;
+  const int64_t T = s.T, H = s.H, D = s.D, group = H / s.G;
   const float neg_inf = -std::numeric_limits<float>::infinity();
-  pool.parallel_for(B * H, [&](int64_t item) {
+  pool.parallel_for(s.B * H, [&](int64_t item) {
     const int64_t b = item / H, h = item % H, g = h / group;
     for (int64_t t = 0; t < T; ++t) {
-      float *row = scores + (item * T + t) * T;
+      float *row = scores + (item * T + t) * s.KV;
       const float *qr = q + ((b * T + t) * H + h) * D;
-      const int64_t j0 = first_key(s, t);
-      for (int64_t j = 0; j < T; ++j)
-        row[j] = (j < j0 || j > t) ? neg_inf : dot(qr, k + ((b * T + j) * G + g) * D, D) * s.scale;
+      int64_t lo, hi;
+      key_range(s, b, t, &lo, &hi);
+      for (int64_t j = 0; j < s.KV; ++j) row[j] = (j < lo || j > hi) ? neg_inf : dot(qr, key_row(s, k, b, j, g), D) * s.scale;
     }
   });
 }
@@ -99,17 +114,17 @@ void softmax_rows_f32(ThreadPool &pool, float *x, int64_t rows, int64_t n) {
 }
 
 void attention_apply_f32(ThreadPool &pool, const AttentionShape &s, const float *pattern, const float *v, float *z) {
-  const int64_t B = s.B, T = s.T, H = s.H, G = s.G, D = s.D, group = H / G;
-  pool.parallel_for(B * H, [&](int64_t item) {
+  const int64_t T = s.T, H = s.H, D = s.D, group = H / s.G;
+  pool.parallel_for(s.B * H, [&](int64_t item) {
     const int64_t b = item / H, h = item % H, g = h / group;
     std::vector<float> acc(static_cast<size_t>(D));
     for (int64_t t = 0; t < T; ++t) {
-      const float *row = pattern + (item * T + t) * T;
+      const float *row = pattern + (item * T + t) * s.KV;
       std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t j = 0; j < T; ++j) {
+      for (int64_t j = 0; j < s.KV; ++j) {
         const float w = row[j];
         if (w == 0.0f) continue;
-        const float *vr = v + ((b * T + j) * G + g) * D;
+        const float *vr = key_row(s, v, b, j, g);
         for (int64_t d = 0; d < D; ++d) acc[d] += w * vr[d];
       }
       std::copy(acc.begin(), acc.end(), z + ((b * T + t) * H + h) * D);

@@ -1,6 +1,7 @@
 // CPU norms, activations, residual adds and rotary embedding. References: torch.nn.LayerNorm,
 // HF LlamaRMSNorm, NewGELUActivation, apply_rotary_pos_emb; checked by the whole-model tests.
 #include <cmath>
+#include <vector>
 
 #include "engine/config.h"
 #include "ops/ops.h"
@@ -136,29 +137,27 @@ void gated_act_f32(ThreadPool &pool, int activation, const float *gate, const fl
   });
 }
 
-void rope_f32(ThreadPool &pool, float *x, int64_t B, int64_t T, int64_t heads, int64_t D, const float *inv_freq, int64_t pos0) {
+void rope_f32(ThreadPool &pool, float *x, int64_t B, int64_t T, int64_t heads, int64_t D, const float *inv_freq, int64_t pos0,
+              const int32_t *pad) {
   const int64_t half = D / 2;
-  pool.parallel_for(T, [&](int64_t t) {
+  pool.parallel_for(B * T, [&](int64_t item) {
+    const int64_t b = item / T, t = item % T;
+    const float position = static_cast<float>(pos0 + t - (pad ? pad[b] : 0));
     // HF forms the angle in float32 (inv_freq @ position_ids); round the same way.
-    float cs[512], sn[512];
-    float *c = half <= 512 ? cs : new float[half];
-    float *s = half <= 512 ? sn : new float[half];
+    std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half));
     for (int64_t i = 0; i < half; ++i) {
-      const float angle = inv_freq[i] * static_cast<float>(pos0 + t);
-      c[i] = static_cast<float>(std::cos(static_cast<double>(angle)));
-      s[i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+      const float angle = inv_freq[i] * position;
+      c[static_cast<size_t>(i)] = static_cast<float>(std::cos(static_cast<double>(angle)));
+      s[static_cast<size_t>(i)] = static_cast<float>(std::sin(static_cast<double>(angle)));
     }
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t h = 0; h < heads; ++h) {
-        float *v = x + ((b * T + t) * heads + h) * D;
-        for (int64_t i = 0; i < half; ++i) {
-          const float x1 = v[i], x2 = v[i + half];
-          v[i] = x1 * c[i] - x2 * s[i];
-          v[i + half] = x2 * c[i] + x1 * s[i];
-        }
+    for (int64_t h = 0; h < heads; ++h) {
+      float *v = x + ((b * T + t) * heads + h) * D;
+      for (int64_t i = 0; i < half; ++i) {
+        const float x1 = v[i], x2 = v[i + half];
+        v[i] = x1 * c[static_cast<size_t>(i)] - x2 * s[static_cast<size_t>(i)];
+        v[i + half] = x2 * c[static_cast<size_t>(i)] + x1 * s[static_cast<size_t>(i)];
       }
-    if (c != cs) delete[] c;
-    if (s != sn) delete[] s;
+    }
   });
 }
 

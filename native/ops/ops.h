@@ -40,25 +40,34 @@ void silu_f32(ThreadPool &pool, float *x, int64_t n);
 void gated_act_f32(ThreadPool &pool, int activation, const float *gate, const float *up, int64_t n, float *out);
 
 // Rotary embedding in place on x [B, T, heads, D], HF rotate-half convention: the pair
-// (x[i], x[i + D/2]) turns by angle (pos0 + t) * inv_freq[i].
-void rope_f32(ThreadPool &pool, float *x, int64_t B, int64_t T, int64_t heads, int64_t D, const float *inv_freq, int64_t pos0);
+// (x[i], x[i + D/2]) of row b, token t turns by angle (pos0 + t - pad[b]) * inv_freq[i]
+// (pad may be null: no left padding).
+void rope_f32(ThreadPool &pool, float *x, int64_t B, int64_t T, int64_t heads, int64_t D, const float *inv_freq, int64_t pos0,
+              const int32_t *pad);
 
+// Queries are T new positions at padded indices q0 .. q0 + T - 1; keys are the first KV
+// positions of k and v [B, S, G, D] (S = row stride: T without a cache, the cache capacity
+// with one). Query i of row b sees keys j with pad[b] <= j <= i and i - j < window.
 struct AttentionShape {
   int64_t B, T, H, G, D;
-  float scale;   // multiplies q·k
-  int window;    // sliding window (keys with query - key >= window are masked); 0 = none
+  int64_t S;      // key rows per batch row in k and v
+  int64_t KV;     // keys in use: q0 + T
+  int64_t q0;     // padded index of the first query
+  float scale;    // multiplies q·k
+  int window;     // sliding window; 0 = none
+  const int32_t *pad;  // [B] left padding or null
 };
 
 // Fused causal attention: z[B, T, H, D] = softmax(mask(q·k^T * scale)) · v, one query row at a
-// time, never materializing the [T, T] pattern. q [B, T, H, D], k and v [B, T, G, D].
+// time, never materializing the pattern. A query with no visible key gets z = 0.
 void attention_f32(ThreadPool &pool, const AttentionShape &s, const float *q, const float *k, const float *v, float *z);
 
-// Instrumented path: scores[B, H, T, T] = mask(q·k^T * scale), masked entries -inf.
+// Instrumented path: scores[B, H, T, KV] = mask(q·k^T * scale), masked entries -inf.
 void attention_scores_f32(ThreadPool &pool, const AttentionShape &s, const float *q, const float *k, float *scores);
 // In place: each of `rows` rows of length n becomes its softmax (an all -inf row becomes 0).
 void softmax_rows_f32(ThreadPool &pool, float *x, int64_t rows, int64_t n);
-// z[B, T, H, D] = pattern[B, H, T, T] · v[B, T, G, D], over all keys (an edited pattern may
-// put weight outside the mask).
+// z[B, T, H, D] = pattern[B, H, T, KV] · v, over all keys (an edited pattern may put weight
+// outside the mask).
 void attention_apply_f32(ThreadPool &pool, const AttentionShape &s, const float *pattern, const float *v, float *z);
 
 }  // namespace nt

@@ -4,8 +4,10 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** Shape entries: a number, or 'batch' / 'pos' for the run's dimensions. */
-export type SymbolicDim = number | 'batch' | 'pos';
+import type { NativeAction } from '../hooks/edits.js';
+
+/** Shape entries: a number, or 'batch' / 'pos' / 'key_pos' for the run's dimensions. */
+export type SymbolicDim = number | 'batch' | 'pos' | 'key_pos';
 
 export interface NativeHookInfo {
   name: string;
@@ -35,17 +37,32 @@ export interface NativeConfig {
   threads: number;
 }
 
+/** A KV cache made by NativeModel.createCache. */
+export interface NativeKvCache {
+  readonly length: number;
+  readonly capacity: number;
+  readonly batch: number;
+}
+
+export interface NativeRunOptions {
+  tokens: Int32Array;
+  batch: number;
+  pos: number;
+  /** Left padding per row. */
+  pad?: Int32Array;
+  cache?: NativeKvCache;
+  captures?: { index: number; buffer: Float32Array }[];
+  logits?: Float32Array | null;
+  logitsLastOnly?: boolean;
+  actions?: NativeAction[];
+  dispatcher?: (id: number, data: Float32Array, shape: number[], ctx: { step: number; pos0: number; promptLength: number }) => void;
+}
+
 export interface NativeModel {
   config(): NativeConfig;
   hooks(): NativeHookInfo[];
-  run(
-    tokens: Int32Array,
-    batch: number,
-    pos: number,
-    hookIndices: Int32Array,
-    buffers: Float32Array[],
-    logits: Float32Array | null,
-  ): Promise<void>;
+  run(options: NativeRunOptions): Promise<void>;
+  createCache(batch: number, capacity: number): NativeKvCache;
   dispose(): void;
   readonly disposed: boolean;
 }

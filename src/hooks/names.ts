@@ -36,6 +36,19 @@ export type HookName = ModelHookName | `blocks.${number}.${BlockHookSuffix}`;
 /** A hook name or a glob over hook names (`*` matches within one dot-separated part, `**` across parts). */
 export type HookPattern = HookName | (string & {});
 
+/** Model families neurotap runs. */
+export type Family = 'gpt2' | 'llama' | 'mistral' | 'qwen2';
+
+type RotaryOnly = 'attn.hook_rot_q' | 'attn.hook_rot_k';
+type GatedOnly = 'mlp.hook_pre_linear';
+
+/** Block hook suffixes a family has: GPT-2 lacks rotary and gated-MLP hooks. */
+export type BlockHookSuffixFor<F extends Family> = F extends 'gpt2' ? Exclude<BlockHookSuffix, RotaryOnly | GatedOnly> : BlockHookSuffix;
+/** Model-level hooks a family has: only learned-position models have `hook_pos_embed`. */
+export type ModelHookNameFor<F extends Family> = F extends 'gpt2' ? ModelHookName : Exclude<ModelHookName, 'hook_pos_embed'>;
+/** Hook names of a family, e.g. `HookNameFor<'llama'>` includes `blocks.0.attn.hook_rot_q`. */
+export type HookNameFor<F extends Family> = ModelHookNameFor<F> | `blocks.${number}.${BlockHookSuffixFor<F>}`;
+
 /** Builds a hook name from its layer and suffix: `blockHook(3, 'attn.hook_z')`. */
 export function blockHook(layer: number, suffix: BlockHookSuffix): HookName {
   return `blocks.${layer}.${suffix}`;

@@ -1,33 +1,43 @@
-// The public Model: loads a HF model directory, runs instrumented forwards off the JS thread,
-// and returns logits and captured activations as Tensors. Tests: test/model.test.ts.
+// The public Model: loads a HF model directory, runs instrumented forwards off the JS thread
+// (with edits, JS hooks and captures) and generates with a KV cache. Tests:
+// test/model.test.ts, test/interventions.test.ts, test/generate.test.ts.
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 
-import { native, type NativeConfig, type NativeHookInfo, type NativeModel } from '../bindings/native.js';
-import { DeviceError, DisposedError, InvalidInputError, wrapError } from '../errors.js';
-import { resolveHooks, type HookName, type HookPattern } from '../hooks/names.js';
+import { native, type NativeConfig, type NativeHookInfo, type NativeKvCache, type NativeModel } from '../bindings/native.js';
+import { DeviceError, DisposedError, InvalidInputError, UnsupportedModelError, wrapError } from '../errors.js';
+import { editToAction, makeDispatcher, type Edit, type HookFunction, type HookGeometry, type HookSpec, type NativeAction } from '../hooks/edits.js';
+import { resolveHooks, type Family, type HookNameFor, type HookPattern } from '../hooks/names.js';
 import { Tensor } from '../tensor.js';
 import { Tokenizer } from '../tokenizer.js';
+import { generateSteps, type GenerateOptions, type GenerateResult, type GenerateStep } from '../generate/generate.js';
 
 /** Options for {@link loadModel}. */
-export interface LoadModelOptions {
+export interface LoadModelOptions<F extends Family = Family> {
   /** Compute device. `'auto'` picks the best available (only the CPU in this build). Defaults to `'cpu'`. */
   device?: 'cpu' | 'cuda' | 'auto';
   /** Compute dtype. Weights in f16/bf16 files are upcast. Defaults to `'f32'`. */
   dtype?: 'f32';
   /** Worker threads for the forward pass. Defaults to `os.availableParallelism()`. */
   threads?: number;
+  /** Expected family: types the model's hook names and is checked against config.json. Defaults to any family. */
+  family?: F;
 }
 
-/** Model input: token ids (`number[][]`, one array per sequence, all the same length) or text. */
+/** Model input: token ids (`number[][]`, one array per sequence) or text. */
 export type ModelInput = readonly (readonly number[])[] | string | readonly string[];
 
+/** Edits and JS functions by hook name; a misspelled name does not compile. */
+export type HookMap<F extends Family = Family> = { [K in HookNameFor<F>]?: HookSpec };
+
 /** Options for {@link Model.run}. */
-export interface RunOptions {
-  /** Hook names or globs to capture, e.g. `['blocks.*.hook_resid_post']`. Defaults to none. */
+export interface RunOptions<F extends Family = Family> {
+  /** Hook names or globs to capture, e.g. `['blocks.*.hook_resid_post']`. Captures see activations after any edits at the same hook. Defaults to none. */
   capture?: readonly HookPattern[];
+  /** Edits and JS hook functions by hook name, applied in the order given. Defaults to none. */
+  hooks?: HookMap<F>;
   /** Preallocated Float32Arrays to capture into, keyed by hook name (each must have the hook's exact size); these hooks are captured even if `capture` omits them. Defaults to fresh arrays. */
-  outputs?: Partial<Record<HookName | string, Float32Array>>;
+  outputs?: Partial<Record<HookNameFor<F> | (string & {}), Float32Array>>;
   /** Compute logits. `false` skips the LM head. Defaults to true. */
   returnLogits?: boolean;
   /** Preallocated Float32Array for logits, `batch * pos * vocab` long. Defaults to a fresh array. */
@@ -39,7 +49,7 @@ export interface RunOptions {
 /** Activations captured by a run, keyed by hook name. */
 export class ActivationCache extends Map<string, Tensor> {
   /** The activation captured at `name`; throws if it was not captured. */
-  override get(name: HookName | string): Tensor {
+  override get(name: string): Tensor {
     const t = super.get(name);
     if (!t) throw new InvalidInputError('ERR_INVALID_INPUT', `'${name}' was not captured in this run (captured: ${[...this.keys()].join(', ') || 'none'})`);
     return t;
@@ -61,18 +71,34 @@ export interface HookInfo {
   name: string;
   /** -1 for model-level hooks. */
   layer: number;
-  /** Symbolic shape: 'batch' and 'pos' stand for the run's dimensions. */
-  shape: readonly (number | 'batch' | 'pos')[];
+  /** Symbolic shape: 'batch', 'pos' (this forward's positions) and 'key_pos' (positions attended to). */
+  shape: readonly (number | 'batch' | 'pos' | 'key_pos')[];
 }
 
 /** Normalized model configuration. */
 export type ModelConfig = Omit<NativeConfig, 'threads'>;
 
+/** @internal One native forward as Model.run and generation issue it. */
+export interface ForwardRequest {
+  tokens: Int32Array;
+  batch: number;
+  pos: number;
+  pad?: Int32Array;
+  cache?: NativeKvCache;
+  capture: readonly string[];
+  outputs?: Partial<Record<string, Float32Array>>;
+  hooks?: Partial<Record<string, HookSpec>>;
+  logits: 'all' | 'last' | 'none';
+  logitsOutput?: Float32Array;
+  /** Positions an edit's selection may name. */
+  maxPositions: number;
+}
+
 /** A loaded model. Dispose it (or `await using`) to free its weights. */
-export class Model {
+export class Model<F extends Family = Family> {
   readonly config: ModelConfig;
   /** Every hook name of this model, in forward order. */
-  readonly hookNames: readonly string[];
+  readonly hookNames: readonly HookNameFor<F>[];
   /** Hook names with their symbolic shapes. */
   readonly hooks: readonly HookInfo[];
   /** The model's tokenizer, or null when the directory has no tokenizer.json. */
@@ -94,7 +120,7 @@ export class Model {
     this.threads = threads;
     const hooks: NativeHookInfo[] = handle.hooks();
     this.hooks = hooks;
-    this.hookNames = hooks.map((h) => h.name);
+    this.hookNames = hooks.map((h) => h.name as HookNameFor<F>);
     this.hookIndex = new Map(hooks.map((h, i) => [h.name, i]));
     this.tokenizer = tokenizer;
   }
@@ -104,14 +130,14 @@ export class Model {
     return this.handle === null;
   }
 
-  /** Concrete shape of a hook for a batch of `batch` sequences of `pos` tokens. */
-  hookShape(name: HookName | string, batch: number, pos: number): number[] {
+  /** Concrete shape of a hook for `batch` sequences of `pos` new tokens attending to `keyPos` positions. */
+  hookShape(name: string, batch: number, pos: number, keyPos = pos): number[] {
     const i = this.hookIndex.get(name);
     if (i === undefined) resolveHooks([name], this.hookNames);  // throws with suggestions
-    return this.hooks[i!]!.shape.map((d) => (d === 'batch' ? batch : d === 'pos' ? pos : d));
+    return this.hooks[i!]!.shape.map((d) => (d === 'batch' ? batch : d === 'pos' ? pos : d === 'key_pos' ? keyPos : d));
   }
 
-  /** Tokenizes text (or a batch of texts, which must tokenize to equal lengths). */
+  /** Tokenizes text (or a batch of texts) into one id array per text. */
   tokenize(text: string | readonly string[], addSpecialTokens = true): number[][] {
     if (!this.tokenizer) throw new InvalidInputError('ERR_NO_TOKENIZER', `no tokenizer.json in ${this.dir}; pass token ids instead of text`);
     const texts = typeof text === 'string' ? [text] : text;
@@ -119,43 +145,51 @@ export class Model {
   }
 
   /**
-   * Runs a forward pass off the JS thread. Resolves to logits and the captured activations.
-   * Throws InvalidInputError for an empty or ragged batch or a bad token id, UnknownHookError
-   * for a hook name that does not exist, DisposedError after dispose().
+   * Runs a forward pass off the JS thread, applying `hooks` (edits and JS functions) and
+   * capturing `capture`. Throws InvalidInputError for an empty or ragged batch, a bad token id
+   * or a bad edit, UnknownHookError for a hook name that does not exist, DisposedError after
+   * dispose(); an error thrown by a JS hook rejects the run with that error.
    */
-  async run(input: ModelInput, options: RunOptions = {}): Promise<RunResult> {
-    const handle = this.live();
+  async run(input: ModelInput, options: RunOptions<F> = {}): Promise<RunResult> {
     const tokens = this.toTokens(input, options.addSpecialTokens ?? true);
+    const ragged = tokens.findIndex((r) => r.length !== tokens[0]!.length);
+    if (ragged >= 0)
+      throw new InvalidInputError(
+        'ERR_INVALID_INPUT',
+        `ragged batch: sequence 0 has ${tokens[0]!.length} tokens but sequence ${ragged} has ${tokens[ragged]!.length}; all sequences must have the same length`,
+      );
     const batch = tokens.length;
     const pos = tokens[0]!.length;
-    const flat = new Int32Array(batch * pos);
-    tokens.forEach((row, b) => {
-      row.forEach((t, p) => {
-        if (!Number.isInteger(t)) throw new InvalidInputError('ERR_INVALID_INPUT', `token at batch ${b}, position ${p} is not an integer: ${t}`);
-        flat[b * pos + p] = t;
-      });
+    const { logits, cache } = await this.forward({
+      tokens: Int32Array.from(tokens.flat()),
+      batch,
+      pos,
+      capture: options.capture ?? [],
+      ...(options.outputs ? { outputs: options.outputs as Record<string, Float32Array> } : {}),
+      ...(options.hooks ? { hooks: options.hooks as Record<string, HookSpec> } : {}),
+      logits: options.returnLogits ?? true ? 'all' : 'none',
+      ...(options.logitsOutput ? { logitsOutput: options.logitsOutput } : {}),
+      maxPositions: pos,
     });
+    return { logits, cache, tokens };
+  }
 
-    const names = resolveHooks([...(options.capture ?? []), ...Object.keys(options.outputs ?? {})], this.hookNames);
-    const buffers = names.map((name) => {
-      const size = this.hookShape(name, batch, pos).reduce((a, b) => a * b, 1);
-      const given = options.outputs?.[name];
-      return given ?? new Float32Array(size);
-    });
-    const wantLogits = options.returnLogits ?? true;
-    const logits = wantLogits ? (options.logitsOutput ?? new Float32Array(batch * pos * this.config.dVocab)) : null;
-    try {
-      await handle.run(flat, batch, pos, Int32Array.from(names, (n) => this.hookIndex.get(n)!), buffers, logits);
-    } catch (err) {
-      throw wrapError(err);
+  /**
+   * Generates up to `maxNewTokens` per sequence with a KV cache (prompts of different lengths
+   * are left-padded), applying hooks and captures at every step. Resolves to the prompts with
+   * their new tokens.
+   */
+  async generate(input: ModelInput, options: GenerateOptions<F>): Promise<GenerateResult> {
+    const it = generateSteps(this, this.toTokens(input, options.addSpecialTokens ?? true), options);
+    for (;;) {
+      const next = await it.next();
+      if (next.done) return next.value;
     }
-    const cache = new ActivationCache();
-    names.forEach((name, i) => cache.set(name, new Tensor(this.hookShape(name, batch, pos), buffers[i]!)));
-    return {
-      logits: logits ? new Tensor([batch, pos, this.config.dVocab], logits) : null,
-      cache,
-      tokens,
-    };
+  }
+
+  /** Like {@link generate}, streaming one step (a token per sequence) at a time. */
+  generateStream(input: ModelInput, options: GenerateOptions<F>): AsyncGenerator<GenerateStep, GenerateResult> {
+    return generateSteps(this, this.toTokens(input, options.addSpecialTokens ?? true), options);
   }
 
   /** Frees the model's native memory. Runs already started finish first; later calls throw DisposedError. */
@@ -168,12 +202,96 @@ export class Model {
     this.dispose();
   }
 
+  /** @internal A KV cache for `batch` sequences of up to `capacity` positions. */
+  createCache(batch: number, capacity: number): NativeKvCache {
+    try {
+      return this.live().createCache(batch, capacity);
+    } catch (err) {
+      throw wrapError(err);
+    }
+  }
+
+  /** @internal One native forward with hooks and captures. */
+  async forward(req: ForwardRequest): Promise<{ logits: Tensor | null; cache: ActivationCache }> {
+    const handle = this.live();
+    const { batch, pos } = req;
+    const keyPos = (req.cache?.length ?? 0) + pos;
+    const names = resolveHooks([...req.capture, ...Object.keys(req.outputs ?? {})], this.hookNames);
+    const buffers = names.map((name) => {
+      const size = this.hookShape(name, batch, pos, keyPos).reduce((a, b) => a * b, 1);
+      return req.outputs?.[name] ?? new Float32Array(size);
+    });
+    const { actions, fns } = this.actions(req.hooks ?? {}, batch, pos, keyPos, req.maxPositions);
+    const V = this.config.dVocab;
+    const logits =
+      req.logits === 'none' ? null : (req.logitsOutput ?? new Float32Array((req.logits === 'last' ? batch : batch * pos) * V));
+    try {
+      await handle.run({
+        tokens: req.tokens,
+        batch,
+        pos,
+        ...(req.pad ? { pad: req.pad } : {}),
+        ...(req.cache ? { cache: req.cache } : {}),
+        captures: names.map((n, i) => ({ index: this.hookIndex.get(n)!, buffer: buffers[i]! })),
+        logits,
+        logitsLastOnly: req.logits === 'last',
+        actions,
+        ...(fns.length ? { dispatcher: makeDispatcher(fns) } : {}),
+      });
+    } catch (err) {
+      throw wrapError(err);
+    }
+    const cache = new ActivationCache();
+    names.forEach((name, i) => cache.set(name, new Tensor(this.hookShape(name, batch, pos, keyPos), buffers[i]!)));
+    const shape = req.logits === 'last' ? [batch, V] : [batch, pos, V];
+    return { logits: logits ? new Tensor(shape, logits) : null, cache };
+  }
+
+  /** Translates the hooks option into native actions, validating each edit up front. */
+  private actions(hooks: Partial<Record<string, HookSpec>>, batch: number, pos: number, keyPos: number, maxPositions: number): { actions: NativeAction[]; fns: { fn: HookFunction; hook: string }[] } {
+    const actions: NativeAction[] = [];
+    const fns: { fn: HookFunction; hook: string }[] = [];
+    for (const [name, spec] of Object.entries(hooks)) {
+      if (spec === undefined) continue;
+      const [resolved] = resolveHooks([name], this.hookNames);  // exact names only; throws with suggestions
+      if (resolved !== name || /[*?]/.test(name)) throw new InvalidInputError('ERR_INVALID_INPUT', `hooks takes exact hook names, not patterns: '${name}'`);
+      const index = this.hookIndex.get(name)!;
+      const shape = this.hookShape(name, batch, pos, keyPos);
+      const kind = name.slice(name.lastIndexOf('.') + 1);
+      const headMajor = kind === 'hook_pattern' || kind === 'hook_attn_scores';
+      const perHead = headMajor || ['hook_q', 'hook_k', 'hook_v', 'hook_z', 'hook_rot_q', 'hook_rot_k'].includes(kind);
+      const geometry: HookGeometry = {
+        name,
+        index,
+        shape,
+        width: shape[shape.length - 1]!,
+        heads: perHead ? shape[headMajor ? 1 : 2]! : 1,
+        batch,
+        maxPositions,
+      };
+      const list = (Array.isArray(spec) ? spec : [spec]) as (Edit | HookFunction)[];
+      for (const item of list) {
+        if (typeof item === 'function') {
+          actions.push({ kind: 'callback', index, id: fns.length });
+          fns.push({ fn: item, hook: name });
+        } else if (item && typeof item === 'object') {
+          actions.push(editToAction(item, geometry));
+        } else {
+          throw new InvalidInputError('ERR_INVALID_INPUT', `hooks['${name}'] must be an edit, a function or a list of them`);
+        }
+      }
+    }
+    return { actions, fns };
+  }
+
   private live(): NativeModel {
     if (!this.handle) throw new DisposedError('ERR_DISPOSED', 'the model has been disposed');
     return this.handle;
   }
 
+  /** Input as token rows (not yet checked for equal lengths). */
   private toTokens(input: ModelInput, addSpecialTokens: boolean): number[][] {
+    this.live();
     let rows: number[][];
     if (typeof input === 'string' || (Array.isArray(input) && input.length > 0 && input.every((x) => typeof x === 'string'))) {
       rows = this.tokenize(input as string | string[], addSpecialTokens);
@@ -183,23 +301,21 @@ export class Model {
       throw new InvalidInputError('ERR_INVALID_INPUT', 'input must be token ids (number[][]), a string, or an array of strings');
     }
     if (rows.length === 0) throw new InvalidInputError('ERR_INVALID_INPUT', 'the batch is empty');
-    const pos = rows[0]!.length;
-    if (pos === 0) throw new InvalidInputError('ERR_INVALID_INPUT', 'sequences must hold at least one token');
-    const ragged = rows.findIndex((r) => r.length !== pos);
-    if (ragged >= 0)
-      throw new InvalidInputError(
-        'ERR_INVALID_INPUT',
-        `ragged batch: sequence 0 has ${pos} tokens but sequence ${ragged} has ${rows[ragged]!.length}; all sequences must have the same length`,
-      );
+    rows.forEach((row, b) => {
+      if (row.length === 0) throw new InvalidInputError('ERR_INVALID_INPUT', `sequence ${b} is empty: sequences must hold at least one token`);
+      row.forEach((t, p) => {
+        if (!Number.isInteger(t)) throw new InvalidInputError('ERR_INVALID_INPUT', `token at batch ${b}, position ${p} is not an integer: ${t}`);
+      });
+    });
     return rows;
   }
 }
 
 /**
  * Loads a Hugging Face model directory (config.json, safetensors weights, optional
- * tokenizer.json). Loading runs off the JS thread.
+ * tokenizer.json). Loading runs off the JS thread. Pass `family` to type hook names.
  */
-export async function loadModel(dir: string, options: LoadModelOptions = {}): Promise<Model> {
+export async function loadModel<F extends Family = Family>(dir: string, options: LoadModelOptions<F> = {}): Promise<Model<F>> {
   const device = options.device ?? 'cpu';
   if (device === 'cuda') throw new DeviceError('ERR_UNSUPPORTED_DEVICE', "device 'cuda' is not available: this build has no CUDA backend");
   if (device !== 'cpu' && device !== 'auto') throw new DeviceError('ERR_UNSUPPORTED_DEVICE', `unknown device '${String(device)}' (cpu, cuda, auto)`);
@@ -215,5 +331,10 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
   } catch (err) {
     throw wrapError(err);
   }
-  return new Model(abs, handle, tokenizer);
+  const model = new Model<F>(abs, handle, tokenizer);
+  if (options.family && model.config.family !== options.family) {
+    model.dispose();
+    throw new UnsupportedModelError('ERR_FAMILY_MISMATCH', `${abs} is a ${model.config.family} model, not ${options.family}`);
+  }
+  return model;
 }

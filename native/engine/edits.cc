@@ -1,0 +1,137 @@
+// Edit semantics on one unit x (width floats): add x += v; set x = v; zero; scale x *= f;
+// projectOut x -= (x·u)u; projectionCap x += (clamp(x·u, lo, hi) - x·u)u; patch x = source.
+#include "engine/edits.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "engine/error.h"
+
+namespace nt {
+
+UnitLayout unit_layout(HookKind kind, const std::vector<int64_t> &shape) {
+  UnitLayout u;
+  switch (kind) {
+    case HookKind::AttnQ:
+    case HookKind::AttnK:
+    case HookKind::AttnV:
+    case HookKind::AttnRotQ:
+    case HookKind::AttnRotK:
+    case HookKind::AttnZ:
+      u.heads = shape[2];
+      u.width = shape[3];
+      break;
+    case HookKind::AttnScores:
+    case HookKind::AttnPattern:
+      u.heads = shape[1];
+      u.width = shape[3];
+      u.head_major = true;
+      break;
+    default:
+      u.width = shape[2];
+  }
+  return u;
+}
+
+void validate_edit(const Edit &e, const HookPoint &hook, const std::vector<int64_t> &shape) {
+  const UnitLayout u = unit_layout(hook.kind, shape);
+  const std::string where = "edit at '" + hook.name + "': ";
+  const bool needs_vec = e.op == EditOp::Add || e.op == EditOp::Set || e.op == EditOp::ProjectOut || e.op == EditOp::ProjectionCap;
+  if (needs_vec && static_cast<int64_t>(e.vec.size()) != u.width)
+    fail(code::kInvalidInput, where + "vector has " + std::to_string(e.vec.size()) + " floats but the hook's units have width " +
+                                  std::to_string(u.width));
+  if (e.op == EditOp::Patch) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    if (!e.source || e.source_numel != n)
+      fail(code::kInvalidInput, where + "patch source has " + std::to_string(e.source_numel) + " floats, the activation has " + std::to_string(n));
+  }
+  if (e.lo > e.hi) fail(code::kInvalidInput, where + "projectionCap needs min <= max");
+  for (int32_t r : e.rows)
+    if (r < 0 || r >= shape[0]) fail(code::kInvalidInput, where + "batch row " + std::to_string(r) + " is outside [0, " + std::to_string(shape[0]) + ")");
+  if (!e.heads.empty() && u.heads == 1 && !(hook.kind == HookKind::AttnScores || hook.kind == HookKind::AttnPattern))
+    fail(code::kInvalidInput, where + "head selection needs a per-head hook (attn.hook_q/k/v/z/rot_q/rot_k/attn_scores/pattern)");
+  for (int32_t h : e.heads)
+    if (h < 0 || h >= u.heads) fail(code::kInvalidInput, where + "head " + std::to_string(h) + " is outside [0, " + std::to_string(u.heads) + ")");
+}
+
+namespace {
+
+bool contains(const std::vector<int32_t> &v, int64_t x) { return v.empty() || std::find(v.begin(), v.end(), x) != v.end(); }
+
+void edit_unit(const Edit &e, float *x, const float *src, int64_t w) {
+  switch (e.op) {
+    case EditOp::Add:
+      for (int64_t i = 0; i < w; ++i) x[i] += e.vec[static_cast<size_t>(i)];
+      break;
+    case EditOp::Set:
+      std::memcpy(x, e.vec.data(), static_cast<size_t>(w) * sizeof(float));
+      break;
+    case EditOp::Zero:
+      std::fill(x, x + w, 0.0f);
+      break;
+    case EditOp::Scale:
+      for (int64_t i = 0; i < w; ++i) x[i] *= e.factor;
+      break;
+    case EditOp::ProjectOut:
+    case EditOp::ProjectionCap: {
+      double c = 0;
+      for (int64_t i = 0; i < w; ++i) c += static_cast<double>(x[i]) * e.vec[static_cast<size_t>(i)];
+      double target = e.op == EditOp::ProjectOut ? 0.0 : std::min<double>(std::max<double>(c, e.lo), e.hi);
+      const float delta = static_cast<float>(target - c);
+      if (delta != 0.0f)
+        for (int64_t i = 0; i < w; ++i) x[i] += delta * e.vec[static_cast<size_t>(i)];
+      break;
+    }
+    case EditOp::Patch:
+      std::memcpy(x, src, static_cast<size_t>(w) * sizeof(float));
+      break;
+  }
+}
+
+}  // namespace
+
+void apply_edit(const Edit &e, HookKind kind, float *data, const std::vector<int64_t> &shape, const HookContext &ctx) {
+  const UnitLayout u = unit_layout(kind, shape);
+  const int64_t B = shape[0];
+  const int64_t T = u.head_major ? shape[2] : shape[1];
+  for (int64_t b = 0; b < B; ++b) {
+    if (!contains(e.rows, b)) continue;
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t real = ctx.real_pos(b, t);
+      if (real < 0) continue;  // left padding is never edited
+      if (e.last_only && t != T - 1) continue;
+      if (e.generated_only && ctx.pos0 + t < ctx.prompt_len) continue;
+      if (!e.positions.empty() && std::find(e.positions.begin(), e.positions.end(), real) == e.positions.end()) continue;
+      for (int64_t h = 0; h < u.heads; ++h) {
+        if (!contains(e.heads, h)) continue;
+        const int64_t unit = u.head_major ? (b * u.heads + h) * T + t : (b * T + t) * u.heads + h;
+        edit_unit(e, data + unit * u.width, e.source ? e.source + unit * u.width : nullptr, u.width);
+      }
+    }
+  }
+}
+
+std::vector<const Edit *> HookPlan::edits(int index) const {
+  std::vector<const Edit *> out;
+  for (const Action &a : slots_[static_cast<size_t>(index)].actions)
+    if (a.edit) out.push_back(a.edit.get());
+  return out;
+}
+
+void HookPlan::fire(const HookTable &table, int index, float *data, const std::vector<int64_t> &shape, const HookContext &ctx) {
+  Slot &s = slots_[static_cast<size_t>(index)];
+  const HookKind kind = table.points()[static_cast<size_t>(index)].kind;
+  for (const Action &a : s.actions) {
+    if (a.edit) apply_edit(*a.edit, kind, data, shape, ctx);
+    else a.callback->call(index, data, shape, ctx);
+  }
+  if (s.capture) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    if (n != s.capture_numel) fail(code::kBufferSize, "capture buffer for '" + table.points()[static_cast<size_t>(index)].name + "' has the wrong size");
+    std::copy(data, data + n, s.capture);
+  }
+}
+
+}  // namespace nt

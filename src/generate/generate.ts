@@ -1,0 +1,101 @@
+// Generation with a KV cache: left-padded prompts, one native forward per new token, hooks and
+// captures at every step, sampling in JS with a seeded RNG. Reference: HF `generate`
+// (test/generate.test.ts compares greedy outputs with and without steering).
+import { InvalidInputError } from '../errors.js';
+import type { HookPattern, Family } from '../hooks/names.js';
+import type { ActivationCache, HookMap, Model } from '../model/Model.js';
+import { Rng, sampleToken, type SamplingOptions } from './sampling.js';
+
+/** Options for {@link Model.generate}. */
+export interface GenerateOptions<F extends Family = Family> extends SamplingOptions {
+  /** New tokens per sequence, at most. */
+  maxNewTokens: number;
+  /** Tokens that end a sequence (kept in its output). Defaults to none. */
+  stopTokens?: readonly number[];
+  /** Edits and JS hook functions, applied in every forward (prompt and each step). Defaults to none. */
+  hooks?: HookMap<F>;
+  /** Hooks to capture at every forward; step i's captures are those of the forward that produced token i. Defaults to none. */
+  capture?: readonly HookPattern[];
+  /** Aborts between steps; the generation rejects with the signal's reason. Defaults to none. */
+  signal?: AbortSignal;
+  /** Add the tokenizer's special tokens when the input is text. Defaults to true. */
+  addSpecialTokens?: boolean;
+}
+
+/** One generation step: a new token for every sequence. */
+export interface GenerateStep {
+  step: number;
+  /** The token chosen for each sequence (for a finished sequence, its last token again). */
+  tokens: number[];
+  /** Whether each sequence has finished (stop token or length) after this step. */
+  finished: boolean[];
+  /** Captures of the forward that produced these tokens: the prompt forward `[batch, prompt_len, ...]` (left-padded) for step 0, then `[batch, 1, ...]`. */
+  captures: ActivationCache;
+}
+
+/** What {@link Model.generate} resolves to. */
+export interface GenerateResult {
+  /** Each sequence: its prompt followed by its new tokens (no padding). */
+  tokens: number[][];
+  /** Each sequence's new tokens. */
+  newTokens: number[][];
+  /** Decoded prompt + new tokens per sequence, when the model has a tokenizer. */
+  text?: string[];
+  /** Why each sequence ended. */
+  stopReasons: ('stop' | 'length')[];
+  /** Left padding of each row in the step-0 captures. */
+  pad: number[];
+  /** Captures per step (empty unless `capture` was given). */
+  steps: ActivationCache[];
+}
+
+/** The generation loop; yields each step, returns the result. */
+export async function* generateSteps<F extends Family>(model: Model<F>, prompts: number[][], opts: GenerateOptions<F>): AsyncGenerator<GenerateStep, GenerateResult> {
+  const maxNew = opts.maxNewTokens;
+  if (!Number.isInteger(maxNew) || maxNew < 1) throw new InvalidInputError('ERR_INVALID_INPUT', `maxNewTokens must be a positive integer, got ${maxNew}`);
+  const temperature = opts.temperature ?? 0;
+  if (!(temperature >= 0) || !Number.isFinite(temperature)) throw new InvalidInputError('ERR_INVALID_INPUT', `temperature must be >= 0, got ${temperature}`);
+  if (opts.topK !== undefined && (!Number.isInteger(opts.topK) || opts.topK < 0)) throw new InvalidInputError('ERR_INVALID_INPUT', `topK must be a non-negative integer, got ${opts.topK}`);
+  if (opts.topP !== undefined && !(opts.topP > 0 && opts.topP <= 1)) throw new InvalidInputError('ERR_INVALID_INPUT', `topP must be in (0, 1], got ${opts.topP}`);
+  opts.signal?.throwIfAborted();
+  const rng = new Rng(opts.seed ?? Math.floor(Math.random() * 2 ** 32));
+  const stop = new Set(opts.stopTokens ?? []);
+  const B = prompts.length;
+  const P = Math.max(...prompts.map((p) => p.length));
+  const pad = prompts.map((p) => P - p.length);
+  // Padding slots hold a valid id (the row's first token); attention never sees them.
+  const padded = Int32Array.from(prompts.flatMap((p, b) => [...Array<number>(pad[b]!).fill(p[0]!), ...p]));
+  const V = model.config.dVocab;
+  const cache = model.createCache(B, P + maxNew);
+  const common = { capture: opts.capture ?? [], ...(opts.hooks ? { hooks: opts.hooks as Record<string, never> } : {}), maxPositions: P + maxNew, logits: 'last' as const, cache };
+
+  const newTokens: number[][] = prompts.map(() => []);
+  const finished = prompts.map(() => false);
+  const stopReasons: ('stop' | 'length')[] = prompts.map(() => 'length');
+  const steps: ActivationCache[] = [];
+  let out = await model.forward({ ...common, tokens: padded, batch: B, pos: P, pad: Int32Array.from(pad) });
+  for (let step = 0; step < maxNew; step++) {
+    opts.signal?.throwIfAborted();
+    const logits = out.logits!.data;
+    const chosen = prompts.map((p, b) => {
+      if (finished[b]) return newTokens[b]!.at(-1) ?? p.at(-1)!;
+      const t = sampleToken(logits.subarray(b * V, (b + 1) * V), opts, rng);
+      newTokens[b]!.push(t);
+      if (stop.has(t)) {
+        finished[b] = true;
+        stopReasons[b] = 'stop';
+      } else if (newTokens[b]!.length >= maxNew) {
+        finished[b] = true;
+      }
+      return t;
+    });
+    if (opts.capture?.length) steps.push(out.cache);
+    yield { step, tokens: chosen, finished: [...finished], captures: out.cache };
+    if (finished.every(Boolean)) break;
+    out = await model.forward({ ...common, tokens: Int32Array.from(chosen), batch: B, pos: 1 });
+  }
+  const tokens = prompts.map((p, b) => [...p, ...newTokens[b]!]);
+  const result: GenerateResult = { tokens, newTokens, stopReasons, pad, steps };
+  if (model.tokenizer) result.text = tokens.map((t) => model.tokenizer!.decode(t));
+  return result;
+}
