@@ -65,6 +65,8 @@ export async function* generateSteps<F extends Family>(model: Model<F>, prompts:
   const pad = prompts.map((p) => P - p.length);
   // Padding slots hold a valid id (the row's first token); attention never sees them.
   const padded = Int32Array.from(prompts.flatMap((p, b) => [...Array<number>(pad[b]!).fill(p[0]!), ...p]));
+  if (model.config.positionalEmbedding === 'standard' && P + maxNew - 1 > model.config.nCtx)
+    throw new InvalidInputError('ERR_INVALID_INPUT', `a ${P}-token prompt plus ${maxNew} new tokens exceeds the model's ${model.config.nCtx} learned positions`);
   const V = model.config.dVocab;
   const cache = model.createCache(B, P + maxNew);
   const common = { capture: opts.capture ?? [], ...(opts.hooks ? { hooks: opts.hooks as Record<string, never> } : {}), maxPositions: P + maxNew, logits: 'last' as const, cache };
