@@ -22,3 +22,9 @@ export {
   DeviceError,
 } from './errors.js';
 export { readSafetensors, writeSafetensors } from './io/safetensors.js';
+export { trainSteeringVector, steeringHooks, mergeHooks } from './steering/steer.js';
+export type { ContrastivePair, TrainSteeringOptions } from './steering/steer.js';
+export { saveSteeringSafetensors, loadSteeringSafetensors, loadSingleVector, saveControlVector, loadControlVector } from './steering/vectors.js';
+export type { SteeringVector, ControlVectorOptions } from './steering/vectors.js';
+export { meanDifference, firstPrincipalComponent } from './steering/train-math.js';
+export { readGguf, writeGguf } from './steering/gguf.js';

@@ -6,11 +6,19 @@ import { NeurotapError } from '../errors.js';
 import { writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { loadModel, type Model } from '../model/Model.js';
 import { one, parseArgs, required, UsageError, type FlagSpec } from './args.js';
+import { runGenerate, runSteerTrain } from './generate.js';
+import { steeringFromFlags } from './steering-flags.js';
 
 const USAGE = `usage:
   neurotap run --model DIR (--tokens JSON | --tokens @FILE.json | --text STR)
-               [--capture NAME_OR_GLOB]... [--dtype f32] [--device cpu]
+               [--capture NAME_OR_GLOB]... [--steer HOOK=FILE.safetensors[:SCALE]]...
+               [--control-vector FILE.gguf[:SCALE]]... [--dtype f32] [--device cpu]
                [--threads N] [--out FILE.safetensors]
+  neurotap generate --model DIR (--text STR | --tokens JSON | --tokens @FILE.json)
+               --max-new-tokens N [--temperature T] [--top-k K] [--top-p P] [--seed S]
+               [--stop-token ID]... [--steer ...]... [--control-vector ...]... [--stream]
+  neurotap steer-train --model DIR --pairs FILE.jsonl --layers A-B --method mean|pca
+               --out FILE.safetensors|FILE.gguf
   neurotap tokenize --model DIR --text STR
   neurotap hooks --model DIR`;
 
@@ -19,6 +27,11 @@ const COMMON: Record<string, FlagSpec> = {
   dtype: { value: true },
   device: { value: true },
   threads: { value: true },
+};
+
+const STEERING: Record<string, FlagSpec> = {
+  steer: { value: true, repeat: true },
+  'control-vector': { value: true, repeat: true },
 };
 
 async function openModel(args: ReturnType<typeof parseArgs>): Promise<Model> {
@@ -50,14 +63,15 @@ function fmtShape(shape: readonly number[]): string {
 }
 
 async function cmdRun(argv: string[]): Promise<void> {
-  const args = parseArgs(argv, { ...COMMON, tokens: { value: true }, text: { value: true }, capture: { value: true, repeat: true }, out: { value: true } });
+  const args = parseArgs(argv, { ...COMMON, ...STEERING, tokens: { value: true }, text: { value: true }, capture: { value: true, repeat: true }, out: { value: true } });
   const tokensSpec = one(args, 'tokens');
   const text = one(args, 'text');
   if ((tokensSpec === undefined) === (text === undefined)) throw new UsageError('give exactly one of --tokens and --text');
   const model = await openModel(args);
   try {
     const input = tokensSpec !== undefined ? parseTokens(tokensSpec) : text!;
-    const result = await model.run(input, { capture: args.flags.get('capture') ?? [] });
+    const hooks = steeringFromFlags(model, args.flags.get('steer') ?? [], args.flags.get('control-vector') ?? []);
+    const result = await model.run(input, { capture: args.flags.get('capture') ?? [], hooks });
     const out = one(args, 'out');
     if (out) {
       const tensors = new Map<string, TensorToWrite>();
@@ -103,6 +117,38 @@ function printSummary(model: Model, tokens: number[][], logits: NonNullable<Awai
   process.stdout.write(lines.join('\n') + '\n');
 }
 
+async function cmdGenerate(argv: string[]): Promise<void> {
+  const args = parseArgs(argv, {
+    ...COMMON,
+    ...STEERING,
+    tokens: { value: true },
+    text: { value: true },
+    'max-new-tokens': { value: true },
+    temperature: { value: true },
+    'top-k': { value: true },
+    'top-p': { value: true },
+    seed: { value: true },
+    'stop-token': { value: true, repeat: true },
+    stream: { value: false },
+  });
+  const model = await openModel(args);
+  try {
+    await runGenerate(model, args);
+  } finally {
+    model.dispose();
+  }
+}
+
+async function cmdSteerTrain(argv: string[]): Promise<void> {
+  const args = parseArgs(argv, { ...COMMON, pairs: { value: true }, layers: { value: true }, method: { value: true }, out: { value: true } });
+  const model = await openModel(args);
+  try {
+    await runSteerTrain(model, args);
+  } finally {
+    model.dispose();
+  }
+}
+
 async function cmdTokenize(argv: string[]): Promise<void> {
   const args = parseArgs(argv, { ...COMMON, text: { value: true } });
   const text = required(args, 'text');
@@ -133,6 +179,12 @@ export async function main(argv: string[]): Promise<number> {
     switch (cmd) {
       case 'run':
         await cmdRun(rest);
+        return 0;
+      case 'generate':
+        await cmdGenerate(rest);
+        return 0;
+      case 'steer-train':
+        await cmdSteerTrain(rest);
         return 0;
       case 'tokenize':
         await cmdTokenize(rest);

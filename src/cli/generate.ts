@@ -1,0 +1,121 @@
+// `neurotap generate` and `neurotap steer-train` (README "CLI").
+import { readFileSync } from 'node:fs';
+
+import { InvalidInputError } from '../errors.js';
+import type { Model } from '../model/Model.js';
+import { trainSteeringVector, type ContrastivePair } from '../steering/steer.js';
+import { saveControlVector, saveSteeringSafetensors } from '../steering/vectors.js';
+import { one, required, UsageError, type ParsedArgs } from './args.js';
+import { steeringFromFlags } from './steering-flags.js';
+
+function numberFlag(args: ParsedArgs, name: string, check: (n: number) => boolean, what: string): number | undefined {
+  const v = one(args, name);
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n) || !check(n)) throw new UsageError(`--${name} must be ${what}, got '${v}'`);
+  return n;
+}
+
+/** Token rows from --tokens (one array or an array of arrays; rows may differ in length). */
+export function parseTokenRows(spec: string): number[][] {
+  const text = spec.startsWith('@') ? readFileSync(spec.slice(1), 'utf8') : spec;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`--tokens is not valid JSON: ${(err as Error).message}`);
+  }
+  if (Array.isArray(value) && value.every((x) => typeof x === 'number')) return [value as number[]];
+  if (Array.isArray(value) && value.every((r) => Array.isArray(r) && r.every((x) => typeof x === 'number'))) return value as number[][];
+  throw new UsageError('--tokens must be a JSON array of token ids or an array of such arrays');
+}
+
+export async function runGenerate(model: Model, args: ParsedArgs): Promise<void> {
+  const tokensSpec = one(args, 'tokens');
+  const text = one(args, 'text');
+  if ((tokensSpec === undefined) === (text === undefined)) throw new UsageError('give exactly one of --tokens and --text');
+  const maxNewTokens = numberFlag(args, 'max-new-tokens', (n) => Number.isInteger(n) && n >= 1, 'a positive integer');
+  if (maxNewTokens === undefined) throw new UsageError('--max-new-tokens is required');
+  const temperature = numberFlag(args, 'temperature', (n) => n >= 0, 'a number >= 0');
+  const topK = numberFlag(args, 'top-k', (n) => Number.isInteger(n) && n >= 0, 'a non-negative integer');
+  const topP = numberFlag(args, 'top-p', (n) => n > 0 && n <= 1, 'in (0, 1]');
+  const seed = numberFlag(args, 'seed', (n) => Number.isInteger(n) && n >= 0, 'a non-negative integer');
+  const stopTokens = (args.flags.get('stop-token') ?? []).map((s) => {
+    const n = Number(s);
+    if (!Number.isInteger(n)) throw new UsageError(`--stop-token must be a token id, got '${s}'`);
+    return n;
+  });
+  const hooks = steeringFromFlags(model, args.flags.get('steer') ?? [], args.flags.get('control-vector') ?? []);
+  const input = tokensSpec !== undefined ? parseTokenRows(tokensSpec) : text!;
+  const opts = {
+    maxNewTokens,
+    hooks,
+    stopTokens,
+    ...(temperature !== undefined ? { temperature } : {}),
+    ...(topK !== undefined ? { topK } : {}),
+    ...(topP !== undefined ? { topP } : {}),
+    ...(seed !== undefined ? { seed } : {}),
+  };
+  const stream = model.generateStream(input, opts);
+  const streaming = args.flags.has('stream');
+  for (;;) {
+    const r = await stream.next();
+    if (r.done) {
+      const out: { tokens: number[][]; text?: string[] } = { tokens: r.value.tokens };
+      if (r.value.text) out.text = r.value.text;
+      process.stdout.write(JSON.stringify(out) + '\n');
+      return;
+    }
+    if (streaming) {
+      const line: { step: number; tokens: number[]; text?: string[] } = { step: r.value.step, tokens: r.value.tokens };
+      if (model.tokenizer) line.text = r.value.tokens.map((t) => model.tokenizer!.decode([t]));
+      process.stdout.write(JSON.stringify(line) + '\n');
+    }
+  }
+}
+
+/** Parses `A-B`, `A,B,C` or `A`. */
+export function parseLayers(spec: string, nLayers: number): number[] {
+  const out: number[] = [];
+  for (const part of spec.split(',')) {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(part.trim());
+    if (!m) throw new UsageError(`--layers expects A-B, A,B,C or A, got '${spec}'`);
+    const a = Number(m[1]);
+    const b = m[2] === undefined ? a : Number(m[2]);
+    if (b < a) throw new UsageError(`--layers range ${part} is empty`);
+    for (let l = a; l <= b; l++) out.push(l);
+  }
+  for (const l of out) if (l >= nLayers) throw new InvalidInputError('ERR_INVALID_INPUT', `--layers: layer ${l} is outside [0, ${nLayers})`);
+  return out;
+}
+
+export async function runSteerTrain(model: Model, args: ParsedArgs): Promise<void> {
+  const pairsPath = required(args, 'pairs');
+  const out = required(args, 'out');
+  const method = one(args, 'method') ?? 'mean';
+  if (method !== 'mean' && method !== 'pca') throw new UsageError(`--method must be mean or pca, got '${method}'`);
+  if (!/\.(safetensors|gguf)$/.test(out)) throw new UsageError('--out must end in .safetensors or .gguf');
+  const layers = parseLayers(required(args, 'layers'), model.config.nLayers);
+  const pairs: ContrastivePair[] = [];
+  readFileSync(pairsPath, 'utf8')
+    .split('\n')
+    .forEach((line, i) => {
+      if (line.trim() === '') return;
+      let v: unknown;
+      try {
+        v = JSON.parse(line);
+      } catch {
+        throw new InvalidInputError('ERR_INVALID_INPUT', `${pairsPath}:${i + 1}: not valid JSON`);
+      }
+      const p = v as Partial<ContrastivePair>;
+      const ok = (x: unknown) => typeof x === 'string' || (Array.isArray(x) && x.every((t) => typeof t === 'number'));
+      if (!p || !ok(p.positive) || !ok(p.negative))
+        throw new InvalidInputError('ERR_INVALID_INPUT', `${pairsPath}:${i + 1}: expected {"positive": text or ids, "negative": text or ids}`);
+      pairs.push({ positive: p.positive!, negative: p.negative! });
+    });
+  const sv = await trainSteeringVector(model, pairs, { layers, method });
+  if (out.endsWith('.gguf')) saveControlVector(out, sv, { modelHint: model.config.family });
+  else saveSteeringSafetensors(out, sv);
+  const norms = [...sv.directions].map(([h, v]) => `${h} |v|=${Math.hypot(...v).toPrecision(4)}`);
+  process.stdout.write(`wrote ${sv.directions.size} directions (${method}, ${pairs.length} pairs) to ${out}\n${norms.join('\n')}\n`);
+}
