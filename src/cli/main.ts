@@ -1,12 +1,10 @@
 // The neurotap CLI: run, tokenize, hooks. Its flags and output formats are a contract for
 // scripts and other languages (README "CLI"); test/cli.test.ts runs it as a subprocess.
-import { readFileSync } from 'node:fs';
-
 import { NeurotapError } from '../errors.js';
 import { writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { loadModel, type Model } from '../model/Model.js';
 import { one, parseArgs, required, UsageError, type FlagSpec } from './args.js';
-import { runGenerate, runSteerTrain } from './generate.js';
+import { parseTokenRows, runGenerate, runSteerTrain } from './generate.js';
 import { steeringFromFlags } from './steering-flags.js';
 
 const USAGE = `usage:
@@ -45,19 +43,6 @@ async function openModel(args: ReturnType<typeof parseArgs>): Promise<Model> {
   });
 }
 
-function parseTokens(spec: string): number[][] {
-  const text = spec.startsWith('@') ? readFileSync(spec.slice(1), 'utf8') : spec;
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (err) {
-    throw new UsageError(`--tokens is not valid JSON: ${(err as Error).message}`);
-  }
-  if (Array.isArray(value) && value.every((x) => typeof x === 'number')) return [value as number[]];
-  if (Array.isArray(value) && value.every((r) => Array.isArray(r) && r.every((x) => typeof x === 'number'))) return value as number[][];
-  throw new UsageError('--tokens must be a JSON array of token ids or an array of such arrays');
-}
-
 function fmtShape(shape: readonly number[]): string {
   return `[${shape.join(', ')}]`;
 }
@@ -69,7 +54,7 @@ async function cmdRun(argv: string[]): Promise<void> {
   if ((tokensSpec === undefined) === (text === undefined)) throw new UsageError('give exactly one of --tokens and --text');
   const model = await openModel(args);
   try {
-    const input = tokensSpec !== undefined ? parseTokens(tokensSpec) : text!;
+    const input = tokensSpec !== undefined ? parseTokenRows(tokensSpec) : text!;
     const hooks = steeringFromFlags(model, args.flags.get('steer') ?? [], args.flags.get('control-vector') ?? []);
     const result = await model.run(input, { capture: args.flags.get('capture') ?? [], hooks });
     const out = one(args, 'out');

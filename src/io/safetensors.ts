@@ -13,7 +13,8 @@ export interface SafetensorsEntry {
 
 const SIZES: Record<string, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4 };
 
-function f16ToF32(h: number): number {
+/** IEEE half-precision bits to a number (exact). */
+export function f16ToF32(h: number): number {
   const s = h & 0x8000 ? -1 : 1;
   const e = (h >> 10) & 0x1f;
   const m = h & 0x3ff;

@@ -4,6 +4,7 @@ import { closeSync, openSync, readFileSync, renameSync, rmSync, writeSync } from
 import { endianness } from 'node:os';
 
 import { InvalidInputError, ModelLoadError, NeurotapError } from '../errors.js';
+import { f16ToF32 } from '../io/safetensors.js';
 
 /** GGUF metadata value types (ggml's `gguf_type`). */
 export const GgufType = {
@@ -84,15 +85,6 @@ const SCALAR_BYTES: Partial<Record<number, number>> = { 0: 1, 1: 1, 2: 2, 3: 2, 
 const minBytes = (t: number): number => SCALAR_BYTES[t] ?? (t === GgufType.STRING ? 8 : 12);
 const MIN_KV_BYTES = 8 + 1 + 4 + 1;  // key length, a 1-byte key, value type, a 1-byte value
 const MIN_TENSOR_INFO_BYTES = 8 + 1 + 4 + 4 + 8;  // name length, a 1-byte name, n_dims, type, offset
-
-function f16ToF32(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
