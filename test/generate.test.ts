@@ -134,6 +134,15 @@ describe('generation behaviour', () => {
     const a = plain.steps[1]!.get('blocks.0.hook_resid_post').data;
     const b = steered.steps[1]!.get('blocks.0.hook_resid_post').data;
     expect(b[0]! - a[0]!).toBeCloseTo(3, 4);
+    // 'prompt' is the complement: the prompt forward changes, the first generated position does not.
+    const promptOnly = await model.generate(prompt, { maxNewTokens: 2, capture: ['blocks.0.hook_resid_post'], hooks: { 'blocks.0.hook_resid_post': edits.add(v, { positions: 'prompt' }) } });
+    const p0 = plain.steps[0]!.get('blocks.0.hook_resid_post').data;
+    expect(promptOnly.steps[0]!.get('blocks.0.hook_resid_post').data[0]! - p0[0]!).toBeCloseTo(3, 4);
+    const plain1 = await model.run([[...prompt[0]!, promptOnly.newTokens[0]![0]!]], { capture: ['blocks.0.hook_resid_post'], hooks: { 'blocks.0.hook_resid_post': edits.add(v, { positions: [0, 1, 2, 3] }) } });
+    const d = model.config.dModel;
+    const gen1 = promptOnly.steps[1]!.get('blocks.0.hook_resid_post').data;
+    const ref1 = plain1.cache.get('blocks.0.hook_resid_post').data.subarray(4 * d, 5 * d);
+    expect(compare(gen1, ref1, 1e-5).relError).toBeLessThanOrEqual(1e-5);
   });
 
   it('aborts between steps with the signal reason', async () => {

@@ -90,7 +90,7 @@ float number_or(Napi::Object o, const char *key, float fallback) {
 }
 
 // Reads one edit action: {index, op, vector?, factor?, lo?, hi?, source?, positions?, last?,
-// generated?, rows?, heads?}.
+// generated?, prompt?, rows?, heads?}.
 Edit parse_edit(Napi::Env env, Napi::Object a, RunWorker *w) {
   static const std::pair<const char *, EditOp> ops[] = {{"add", EditOp::Add},
                                                          {"set", EditOp::Set},
@@ -128,6 +128,7 @@ Edit parse_edit(Napi::Env env, Napi::Object a, RunWorker *w) {
   e.heads = int_list<int32_t>(env, a, "heads");
   e.last_only = a.Get("last").ToBoolean();
   e.generated_only = a.Get("generated").ToBoolean();
+  e.prompt_only = a.Get("prompt").ToBoolean();
   return e;
 }
 

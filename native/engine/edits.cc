@@ -102,6 +102,7 @@ void apply_edit(const Edit &e, HookKind kind, float *data, const std::vector<int
       if (real < 0) continue;  // left padding is never edited
       if (e.last_only && t != T - 1) continue;
       if (e.generated_only && ctx.pos0 + t < ctx.prompt_len) continue;
+      if (e.prompt_only && ctx.pos0 + t >= ctx.prompt_len) continue;
       if (!e.positions.empty() && std::find(e.positions.begin(), e.positions.end(), real) == e.positions.end()) continue;
       for (int64_t h = 0; h < u.heads; ++h) {
         if (!contains(e.heads, h)) continue;

@@ -42,6 +42,7 @@ struct Edit {
   std::vector<int64_t> positions;  // real positions (see HookContext)
   bool last_only = false;          // only the last query position of each forward
   bool generated_only = false;     // only positions past the prompt
+  bool prompt_only = false;        // only prompt positions
   std::vector<int32_t> rows;
   std::vector<int32_t> heads;
 };

@@ -4,8 +4,8 @@
 import { InvalidInputError } from '../errors.js';
 import { Tensor } from '../tensor.js';
 
-/** Which positions an edit touches: all, the last of each forward, only generated ones, or a list. */
-export type PositionSelector = 'all' | 'last' | 'generated' | readonly number[];
+/** Which positions an edit touches: all, the last of each forward, only the prompt's, only generated ones, or a list. */
+export type PositionSelector = 'all' | 'last' | 'prompt' | 'generated' | readonly number[];
 
 /** Where an edit applies within the activation. */
 export interface EditSelection {
@@ -87,6 +87,7 @@ export type NativeAction =
       positions?: Int32Array;
       last?: boolean;
       generated?: boolean;
+      prompt?: boolean;
       rows?: Int32Array;
       heads?: Int32Array;
     }
@@ -136,8 +137,9 @@ export function editToAction(e: Edit, g: HookGeometry): NativeAction {
   const pos = e.positions ?? 'all';
   if (pos === 'last') action.last = true;
   else if (pos === 'generated') action.generated = true;
+  else if (pos === 'prompt') action.prompt = true;
   else if (pos !== 'all') {
-    if (!Array.isArray(pos)) bad(g.name, `positions must be 'all', 'last', 'generated' or a list of indices`);
+    if (!Array.isArray(pos)) bad(g.name, `positions must be 'all', 'last', 'prompt', 'generated' or a list of indices`);
     action.positions = indexList(pos, g.maxPositions, g.name, 'position');
   }
   if (e.rows) action.rows = indexList(e.rows, g.batch, g.name, 'batch row');
