@@ -48,7 +48,7 @@ static void test_gemm(nt::ThreadPool &pool) {
 static void test_attention_paths(nt::ThreadPool &pool) {
   std::mt19937 rng(11);
   for (int window : {0, 3}) {
-    nt::AttentionShape s{2, 9, 4, 2, 8, 0.35f, window};
+    nt::AttentionShape s{2, 9, 4, 2, 8, /*S=*/9, /*KV=*/9, /*q0=*/0, 0.35f, window, nullptr};
     const int64_t nq = s.B * s.T * s.H * s.D, nk = s.B * s.T * s.G * s.D;
     std::vector<float> q = randn(nq, rng), k = randn(nk, rng), v = randn(nk, rng);
     std::vector<float> z1(nq), z2(nq), pattern(s.B * s.H * s.T * s.T);
@@ -74,6 +74,36 @@ static void test_attention_paths(nt::ThreadPool &pool) {
   }
 }
 
+// The KV-cache path: the last query run alone against a strided key store equals the last
+// row of the full run; a left-padded row equals the unpadded sequence.
+static void test_attention_cache_and_padding(nt::ThreadPool &pool) {
+  std::mt19937 rng(13);
+  const int64_t T = 7, H = 4, G = 2, D = 8, cap = 12;
+  nt::AttentionShape full{1, T, H, G, D, T, T, 0, 0.4f, 0, nullptr};
+  std::vector<float> q = randn(T * H * D, rng), k = randn(T * G * D, rng), v = randn(T * G * D, rng), z(T * H * D);
+  nt::attention_f32(pool, full, q.data(), k.data(), v.data(), z.data());
+  std::vector<float> kc(cap * G * D, 99.0f), vc(cap * G * D, 99.0f), z1(H * D);
+  std::copy(k.begin(), k.end(), kc.begin());
+  std::copy(v.begin(), v.end(), vc.begin());
+  nt::AttentionShape step{1, 1, H, G, D, cap, T, T - 1, 0.4f, 0, nullptr};
+  nt::attention_f32(pool, step, q.data() + (T - 1) * H * D, kc.data(), vc.data(), z1.data());
+  double worst = 0;
+  for (int64_t i = 0; i < H * D; ++i) worst = std::max(worst, static_cast<double>(std::fabs(z1[i] - z[(T - 1) * H * D + i])));
+  CHECK(worst == 0.0, "cached step differs from the full run by %g", worst);
+
+  const int32_t pad = 3;
+  std::vector<float> qp(pad * H * D, 5.0f), kp(pad * G * D, -7.0f), vp(pad * G * D, 11.0f), zp((T + pad) * H * D);
+  qp.insert(qp.end(), q.begin(), q.end());
+  kp.insert(kp.end(), k.begin(), k.end());
+  vp.insert(vp.end(), v.begin(), v.end());
+  nt::AttentionShape padded{1, T + pad, H, G, D, T + pad, T + pad, 0, 0.4f, 0, &pad};
+  nt::attention_f32(pool, padded, qp.data(), kp.data(), vp.data(), zp.data());
+  worst = 0;
+  for (int64_t i = 0; i < T * H * D; ++i) worst = std::max(worst, static_cast<double>(std::fabs(zp[pad * H * D + i] - z[i])));
+  CHECK(worst == 0.0, "left-padded attention differs from unpadded by %g", worst);
+  for (int64_t i = 0; i < pad * H * D; ++i) CHECK(zp[i] == 0.0f, "padding query produced %g", zp[i]);
+}
+
 static void test_thread_pool() {
   for (int threads : {1, 2, 5}) {
     nt::ThreadPool pool(threads);
@@ -93,6 +123,7 @@ int main() {
   nt::ThreadPool pool(3);
   test_gemm(pool);
   test_attention_paths(pool);
+  test_attention_cache_and_padding(pool);
   test_thread_pool();
   return report("test-ops");
 }
