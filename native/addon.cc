@@ -40,6 +40,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeModel", nt::ModelWrap::define(env, &data->model_ctor));
   exports.Set("NativeKvCache", nt::CacheWrap::define(env, &data->cache_ctor));
   exports.Set("loadModel", Napi::Function::New(env, nt::load_model, "loadModel"));
+  exports.Set("probeBackend", Napi::Function::New(env, nt::probe_backend, "probeBackend"));
   exports.Set("hookKinds", Napi::Function::New(env, hook_kinds, "hookKinds"));
   exports.Set("cpuFeatures", Napi::Function::New(env, cpu_features, "cpuFeatures"));
   return exports;

@@ -52,6 +52,8 @@ const byCode: Record<string, new (code: string, message: string) => NeurotapErro
   ERR_DISPOSED: DisposedError,
   ERR_UNSUPPORTED_DEVICE: DeviceError,
   ERR_UNSUPPORTED_DTYPE: DeviceError,
+  ERR_DEVICE_UNAVAILABLE: DeviceError,
+  ERR_BACKEND: DeviceError,
 };
 
 /** Converts an error from the addon into the NeurotapError subclass for its code. */

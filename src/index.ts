@@ -1,5 +1,5 @@
 // Public exports of neurotap.
-export { loadModel, Model, ActivationCache } from './model/Model.js';
+export { loadModel, Model, ActivationCache, probeDevice } from './model/Model.js';
 export type { LoadModelOptions, ModelInput, RunOptions, RunResult, HookInfo, ModelConfig, HookMap } from './model/Model.js';
 export { edits } from './hooks/edits.js';
 export type { Edit, EditSelection, PositionSelector, HookFunction, HookContext, HookSpec } from './hooks/edits.js';

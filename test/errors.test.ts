@@ -11,6 +11,7 @@ import {
   InvalidInputError,
   loadModel,
   ModelLoadError,
+  probeDevice,
   UnknownHookError,
   UnsupportedModelError,
   type Model,
@@ -192,8 +193,18 @@ describe('bad model files', () => {
   });
 
   it('an unavailable device or dtype', async () => {
-    await expect(loadModel(GPT2, { device: 'cuda' })).rejects.toBeInstanceOf(DeviceError);
-    await expect(loadModel(GPT2, { dtype: 'bf16' as 'f32' })).rejects.toMatchObject({ code: 'ERR_UNSUPPORTED_DTYPE' });
+    const cuda = probeDevice('cuda');
+    if (!cuda.available) {
+      // The reason names what is missing (the library, the driver or a GPU).
+      const err = await loadModel(GPT2, { device: 'cuda' }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(DeviceError);
+      expect(err).toMatchObject({ code: 'ERR_DEVICE_UNAVAILABLE', message: cuda.reason });
+      const auto = await loadModel(GPT2, { device: 'auto', threads: 1 });
+      expect(auto.device).toBe('cpu');
+      auto.dispose();
+    }
+    await expect(loadModel(GPT2, { dtype: 'bf16' })).rejects.toMatchObject({ code: 'ERR_UNSUPPORTED_DTYPE' });
+    await expect(loadModel(GPT2, { device: 'tpu' as 'cpu' })).rejects.toMatchObject({ code: 'ERR_UNSUPPORTED_DEVICE' });
   });
 });
 

@@ -185,6 +185,9 @@ Napi::Value ModelWrap::config(const Napi::CallbackInfo &info) {
     o.Set("rope", rope);
   }
   o.Set("threads", checked(env)->threads());
+  o.Set("device", checked(env)->backend().name());
+  o.Set("deviceName", checked(env)->backend().device_name());
+  o.Set("dtype", checked(env)->dtype() == NT_F32 ? "f32" : checked(env)->dtype() == NT_F16 ? "f16" : "bf16");
   return o;
 }
 
@@ -358,15 +361,40 @@ Napi::Value CacheWrap::capacity(const Napi::CallbackInfo &info) {
 }
 Napi::Value CacheWrap::batch(const Napi::CallbackInfo &info) { return Napi::Number::New(info.Env(), cache ? static_cast<double>(cache->batch) : 0); }
 
+// loadModel(dir, { threads?, device?: 'cpu' | 'cuda', dtype?: 'f32' | 'f16' | 'bf16', backendDir? })
 Napi::Value load_model(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsString()) throw_coded(env, code::kInvalidInput, "loadModel(dir: string, threads?: number)");
+  if (info.Length() < 1 || !info[0].IsString()) throw_coded(env, code::kInvalidInput, "loadModel(dir: string, options?: object)");
   LoadOptions options;
-  if (info.Length() > 1 && info[1].IsNumber()) options.threads = info[1].As<Napi::Number>().Int32Value();
+  if (info.Length() > 1 && info[1].IsObject()) {
+    Napi::Object o = info[1].As<Napi::Object>();
+    if (o.Get("threads").IsNumber()) options.threads = o.Get("threads").As<Napi::Number>().Int32Value();
+    if (o.Get("device").IsString()) options.device = o.Get("device").As<Napi::String>().Utf8Value();
+    if (o.Get("backendDir").IsString()) options.backend_dir = o.Get("backendDir").As<Napi::String>().Utf8Value();
+    const std::string dtype = o.Get("dtype").IsString() ? o.Get("dtype").As<Napi::String>().Utf8Value() : "f32";
+    if (dtype == "f32") options.dtype = NT_F32;
+    else if (dtype == "f16") options.dtype = NT_F16;
+    else if (dtype == "bf16") options.dtype = NT_BF16;
+    else throw_coded(env, code::kInvalidInput, "dtype must be f32, f16 or bf16");
+    if (options.device != "cpu" && options.device != "cuda") throw_coded(env, code::kInvalidInput, "device must be cpu or cuda");
+  }
   auto *w = new LoadWorker(env, info[0].As<Napi::String>().Utf8Value(), options);
   Napi::Promise promise = w->promise();
   w->Queue();
   return promise;
+}
+
+// probeBackend(name, backendDir): { available, reason, device }
+Napi::Value probe_backend(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString()) throw_coded(env, code::kInvalidInput, "probeBackend(name, dir)");
+  std::string device;
+  const std::string reason = Backend::probe(info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::String>().Utf8Value(), &device);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("available", reason.empty());
+  o.Set("reason", reason);
+  o.Set("device", device);
+  return o;
 }
 
 }  // namespace nt

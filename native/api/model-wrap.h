@@ -47,7 +47,9 @@ struct AddonData {
   Napi::FunctionReference cache_ctor;
 };
 
-// loadModel(dir: string, threads: number): Promise<NativeModel>
+// loadModel(dir: string, options): Promise<NativeModel>
 Napi::Value load_model(const Napi::CallbackInfo &info);
+// probeBackend(name: string, dir: string): { available, reason, device }
+Napi::Value probe_backend(const Napi::CallbackInfo &info);
 
 }  // namespace nt

@@ -93,8 +93,10 @@ void edit_unit(const Edit &e, float *x, const float *src, int64_t w) {
 
 void apply_edit(const Edit &e, HookKind kind, float *data, const std::vector<int64_t> &shape, const HookContext &ctx) {
   const UnitLayout u = unit_layout(kind, shape);
-  const int64_t B = shape[0];
-  const int64_t T = u.head_major ? shape[2] : shape[1];
+  apply_edit_units(e, shape[0], u.head_major ? shape[2] : shape[1], u, data, ctx);
+}
+
+void apply_edit_units(const Edit &e, int64_t B, int64_t T, const UnitLayout &u, float *data, const HookContext &ctx) {
   for (int64_t b = 0; b < B; ++b) {
     if (!contains(e.rows, b)) continue;
     for (int64_t t = 0; t < T; ++t) {

@@ -66,11 +66,18 @@ UnitLayout unit_layout(HookKind kind, const std::vector<int64_t> &shape);
 // EngineError(ERR_INVALID_INPUT) with the hook's name.
 void validate_edit(const Edit &e, const HookPoint &hook, const std::vector<int64_t> &shape);
 void apply_edit(const Edit &e, HookKind kind, float *data, const std::vector<int64_t> &shape, const HookContext &ctx);
+// The same over an explicit unit grid: B rows of T positions of u.heads units of u.width.
+void apply_edit_units(const Edit &e, int64_t B, int64_t T, const UnitLayout &u, float *data, const HookContext &ctx);
 
 // Everything one run does at its hooks, in order per hook: edits and callbacks as given,
 // then the capture (which therefore sees the edited activation).
 class HookPlan {
  public:
+  struct Action {
+    std::shared_ptr<Edit> edit;              // or
+    std::shared_ptr<HookCallback> callback;
+  };
+
   explicit HookPlan(size_t n_hooks) : slots_(n_hooks) {}
 
   void add_edit(int index, Edit e) { slots_[static_cast<size_t>(index)].actions.push_back({std::make_shared<Edit>(std::move(e)), nullptr}); }
@@ -86,16 +93,15 @@ class HookPlan {
   }
   bool has_capture(int index) const { return slots_[static_cast<size_t>(index)].capture != nullptr; }
   int64_t capture_numel(int index) const { return slots_[static_cast<size_t>(index)].capture_numel; }
-  // Edits and callbacks registered at `index`, for validation before the run.
+  float *capture(int index) const { return slots_[static_cast<size_t>(index)].capture; }
+  // Edits and callbacks registered at `index`, in order.
+  const std::vector<Action> &actions(int index) const { return slots_[static_cast<size_t>(index)].actions; }
   std::vector<const Edit *> edits(int index) const;
 
+  // Runs the actions and capture of `index` on host memory `data`.
   void fire(const HookTable &table, int index, float *data, const std::vector<int64_t> &shape, const HookContext &ctx);
 
  private:
-  struct Action {
-    std::shared_ptr<Edit> edit;
-    std::shared_ptr<HookCallback> callback;
-  };
   struct Slot {
     std::vector<Action> actions;
     float *capture = nullptr;

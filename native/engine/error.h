@@ -25,6 +25,8 @@ inline constexpr const char *kDisposed = "ERR_DISPOSED";
 inline constexpr const char *kOutOfMemory = "ERR_OUT_OF_MEMORY";
 inline constexpr const char *kHookFailed = "ERR_HOOK_FAILED";
 inline constexpr const char *kAborted = "ERR_ABORTED";
+inline constexpr const char *kDeviceUnavailable = "ERR_DEVICE_UNAVAILABLE";
+inline constexpr const char *kBackend = "ERR_BACKEND";
 inline constexpr const char *kInternal = "ERR_INTERNAL";
 }  // namespace code
 

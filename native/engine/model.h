@@ -1,5 +1,6 @@
-// A loaded model: config, hook table, float32 weights in HF Linear layout, and the forward
-// loop that fires hooks. No N-API here, so C++ tests link it without Node.
+// A loaded model: config, hook table, weights on a backend (CPU in process, or a loaded
+// library such as CUDA) in HF Linear layout, and the forward loop that fires hooks. No N-API
+// here, so C++ tests link it without Node.
 #pragma once
 
 #include <memory>
@@ -7,22 +8,23 @@
 #include <string>
 #include <vector>
 
+#include "engine/backend.h"
 #include "engine/config.h"
 #include "engine/edits.h"
 #include "engine/hooks.h"
-#include "ops/thread-pool.h"
 
 namespace nt {
 
 struct Linear {
-  std::vector<float> w;  // [out, in]
-  std::vector<float> b;  // [out] or empty
+  DeviceBuffer w;  // [out, in], `dtype`
+  DeviceBuffer b;  // [out] float32, or empty
   int64_t out = 0, in = 0;
+  nt_dtype dtype = NT_F32;
 };
 
 struct Norm {
-  std::vector<float> w;  // [d]
-  std::vector<float> b;  // [d] or empty (RMSNorm)
+  DeviceBuffer w;  // [d] float32
+  DeviceBuffer b;  // [d] float32, or empty (RMSNorm)
 };
 
 struct LayerWeights {
@@ -34,39 +36,45 @@ struct LayerWeights {
 };
 
 struct LoadOptions {
-  int threads = 0;  // 0 = hardware concurrency
+  int threads = 0;                // 0 = hardware concurrency
+  std::string device = "cpu";     // "cpu", or a backend library name ("cuda")
+  nt_dtype dtype = NT_F32;        // weight matrices on the device (CPU: F32 only)
+  std::string backend_dir;        // where backend libraries live (next to the addon)
 };
 
-// Keys and values of every layer for `batch` sequences of up to `capacity` positions, so that
-// generation runs each new token against the cached prefix. Left padding is fixed by the
-// first forward that fills it.
+// Keys and values of every layer for `batch` sequences of up to `capacity` positions, on the
+// model's backend, so that generation runs each new token against the cached prefix. Left
+// padding is fixed by the first forward that fills it.
 struct KvCache {
+  std::shared_ptr<Backend> backend;
   int64_t batch = 0, capacity = 0, heads = 0, d_head = 0;
-  std::vector<std::vector<float>> k, v;  // [layer] -> [batch, capacity, kv_head, d_head] (after rotary)
-  int64_t len = 0;                       // positions filled
-  std::vector<int32_t> pad;              // [batch] left padding
-  int64_t prompt_len = 0;                // padded length of the first forward (the prompt)
-  int steps = 0;                         // forwards run so far
+  std::vector<DeviceBuffer> k, v;  // [layer] -> [batch, capacity, kv_head, d_head] (after rotary)
+  int64_t len = 0;                 // positions filled
+  std::vector<int32_t> pad;        // [batch] left padding
+  int64_t prompt_len = 0;          // padded length of the first forward (the prompt)
+  int steps = 0;                   // forwards run so far
 };
 
 struct ForwardRequest {
-  const int32_t *tokens = nullptr;  // [batch, pos]
+  const int32_t *tokens = nullptr;  // [batch, pos], host
   int64_t batch = 0;
   int64_t pos = 0;
-  const int32_t *pad = nullptr;     // [batch] left padding (first forward of a cache, or no cache)
+  const int32_t *pad = nullptr;     // [batch] left padding (first forward of a cache, or no cache), host
   KvCache *cache = nullptr;         // appends this forward's keys and values when non-null
-  float *logits = nullptr;          // [batch, pos, vocab], or [batch, vocab] with logits_last_only; null skips the LM head
+  float *logits = nullptr;          // host [batch, pos, vocab], or [batch, vocab] with logits_last_only; null skips the LM head
   bool logits_last_only = false;
 };
 
 class Model {
  public:
-  // Loads `dir` (config.json + safetensors). Throws EngineError.
+  // Loads `dir` (config.json + safetensors) onto the backend of `options`. Throws EngineError.
   static std::unique_ptr<Model> load(const std::string &dir, const LoadOptions &options);
 
   const ModelConfig &config() const { return config_; }
   const HookTable &hooks() const { return hooks_; }
-  int threads() const { return pool_->size(); }
+  const Backend &backend() const { return *be_; }
+  int threads() const { return threads_; }
+  nt_dtype dtype() const { return dtype_; }
 
   // A cache for `batch` sequences of up to `capacity` positions.
   std::unique_ptr<KvCache> create_cache(int64_t batch, int64_t capacity) const;
@@ -82,14 +90,17 @@ class Model {
 
   ModelConfig config_;
   HookTable hooks_;
-  std::unique_ptr<ThreadPool> pool_;
+  std::shared_ptr<Backend> be_;
+  int threads_ = 1;
+  nt_dtype dtype_ = NT_F32;
   std::mutex run_mutex_;
 
-  std::vector<float> embed_;      // [vocab, d_model]
-  std::vector<float> pos_embed_;  // [n_ctx, d_model] (learned positions only)
+  DeviceBuffer embed_;      // [vocab, d_model], dtype_
+  DeviceBuffer pos_embed_;  // [n_ctx, d_model], dtype_ (learned positions only)
   std::vector<LayerWeights> layers_;
   Norm ln_final_;
-  std::vector<float> lm_head_;    // [vocab, d_model]; empty when tied to embed_
+  DeviceBuffer lm_head_;    // [vocab, d_model], dtype_; empty when tied to embed_
+  DeviceBuffer inv_freq_;   // [d_head / 2] float32 (rotary only)
 };
 
 }  // namespace nt

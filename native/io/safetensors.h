@@ -73,6 +73,9 @@ class Checkpoint {
 // Scalar conversions, exact (round-trip tested against numpy in test/native).
 float f16_to_f32(uint16_t h);
 float bf16_to_f32(uint16_t b);
+// Round to nearest even, as torch's .to(float16 / bfloat16).
+uint16_t f32_to_f16(float f);
+uint16_t f32_to_bf16(float f);
 
 std::string shape_string(const std::vector<int64_t> &shape);
 

@@ -35,6 +35,12 @@ export interface NativeConfig {
   slidingWindow: number[];
   rope?: { type: string; theta: number; factor: number };
   threads: number;
+  /** Backend the model runs on. */
+  device: 'cpu' | 'cuda';
+  /** The device's name (e.g. the GPU model). */
+  deviceName: string;
+  /** Weight dtype on the device. */
+  dtype: 'f32' | 'f16' | 'bf16';
 }
 
 /** A KV cache made by NativeModel.createCache. */
@@ -67,8 +73,17 @@ export interface NativeModel {
   readonly disposed: boolean;
 }
 
+export interface NativeLoadOptions {
+  threads: number;
+  device: 'cpu' | 'cuda';
+  dtype: 'f32' | 'f16' | 'bf16';
+  /** Where backend libraries (libneurotap_cuda.so) are looked up first. */
+  backendDir: string;
+}
+
 export interface NativeAddon {
-  loadModel(dir: string, threads: number): Promise<NativeModel>;
+  loadModel(dir: string, options: NativeLoadOptions): Promise<NativeModel>;
+  probeBackend(name: string, dir: string): { available: boolean; reason: string; device: string };
   cpuFeatures(): { avx2: boolean; avx512f: boolean };
   hookKinds(): { suffix: string; perBlock: boolean }[];
 }
@@ -84,4 +99,9 @@ let addon: NativeAddon | undefined;
 export function native(): NativeAddon {
   addon ??= load(root) as NativeAddon;
   return addon;
+}
+
+/** The folder holding the loaded addon, where backend libraries are looked up first. */
+export function addonDir(): string {
+  return dirname((load as unknown as { path(dir: string): string }).path(root));
 }

@@ -4,7 +4,7 @@
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 
-import { native, type NativeConfig, type NativeHookInfo, type NativeKvCache, type NativeModel } from '../bindings/native.js';
+import { addonDir, native, type NativeConfig, type NativeHookInfo, type NativeKvCache, type NativeModel } from '../bindings/native.js';
 import { DeviceError, DisposedError, InvalidInputError, UnsupportedModelError, wrapError } from '../errors.js';
 import { editToAction, makeDispatcher, type Edit, type HookFunction, type HookGeometry, type HookSpec, type NativeAction } from '../hooks/edits.js';
 import { resolveHooks, type Family, type HookNameFor, type HookPattern } from '../hooks/names.js';
@@ -14,10 +14,10 @@ import { generateSteps, type GenerateOptions, type GenerateResult, type Generate
 
 /** Options for {@link loadModel}. */
 export interface LoadModelOptions<F extends Family = Family> {
-  /** Compute device. `'auto'` picks the best available (only the CPU in this build). Defaults to `'cpu'`. */
+  /** Compute device. `'cuda'` needs the CUDA backend library (built by `npm run build:cmake` with CUDA) and a GPU; `'auto'` takes the GPU when that works, else the CPU. Defaults to `'cpu'`. */
   device?: 'cpu' | 'cuda' | 'auto';
-  /** Compute dtype. Weights in f16/bf16 files are upcast. Defaults to `'f32'`. */
-  dtype?: 'f32';
+  /** Weight dtype on the device; activations are float32. The CPU runs f32 only. Defaults to `'f32'`. */
+  dtype?: 'f32' | 'f16' | 'bf16';
   /** Worker threads for the forward pass. Defaults to `os.availableParallelism()`. */
   threads?: number;
   /** Expected family: types the model's hook names and is checked against config.json. Defaults to any family. */
@@ -76,7 +76,12 @@ export interface HookInfo {
 }
 
 /** Normalized model configuration. */
-export type ModelConfig = Omit<NativeConfig, 'threads'>;
+export type ModelConfig = Omit<NativeConfig, 'threads' | 'device' | 'deviceName' | 'dtype'>;
+
+/** Whether a backend can run here, and if not, why (e.g. no CUDA library, driver or GPU). */
+export function probeDevice(device: 'cuda'): { available: boolean; reason: string; device: string } {
+  return native().probeBackend(device, addonDir());
+}
 
 /** @internal One native forward as Model.run and generation issue it. */
 export interface ForwardRequest {
@@ -105,6 +110,10 @@ export class Model<F extends Family = Family> {
   readonly tokenizer: Tokenizer | null;
   /** Worker threads used by the forward pass. */
   readonly threads: number;
+  /** The backend the model runs on, its device name, and the weight dtype there. */
+  readonly device: 'cpu' | 'cuda';
+  readonly deviceName: string;
+  readonly dtype: 'f32' | 'f16' | 'bf16';
   private handle: NativeModel | null;
   private readonly hookIndex: Map<string, number>;
 
@@ -115,9 +124,12 @@ export class Model<F extends Family = Family> {
     tokenizer: Tokenizer | null,
   ) {
     this.handle = handle;
-    const { threads, ...config } = handle.config();
+    const { threads, device, deviceName, dtype, ...config } = handle.config();
     this.config = config;
     this.threads = threads;
+    this.device = device;
+    this.deviceName = deviceName;
+    this.dtype = dtype;
     const hooks: NativeHookInfo[] = handle.hooks();
     this.hooks = hooks;
     this.hookNames = hooks.map((h) => h.name as HookNameFor<F>);
@@ -316,18 +328,20 @@ export class Model<F extends Family = Family> {
  * tokenizer.json). Loading runs off the JS thread. Pass `family` to type hook names.
  */
 export async function loadModel<F extends Family = Family>(dir: string, options: LoadModelOptions<F> = {}): Promise<Model<F>> {
-  const device = options.device ?? 'cpu';
-  if (device === 'cuda') throw new DeviceError('ERR_UNSUPPORTED_DEVICE', "device 'cuda' is not available: this build has no CUDA backend");
-  if (device !== 'cpu' && device !== 'auto') throw new DeviceError('ERR_UNSUPPORTED_DEVICE', `unknown device '${String(device)}' (cpu, cuda, auto)`);
+  const requested = options.device ?? 'cpu';
+  if (requested !== 'cpu' && requested !== 'cuda' && requested !== 'auto')
+    throw new DeviceError('ERR_UNSUPPORTED_DEVICE', `unknown device '${String(requested)}' (cpu, cuda, auto)`);
   const dtype = options.dtype ?? 'f32';
-  if (dtype !== 'f32') throw new DeviceError('ERR_UNSUPPORTED_DTYPE', `dtype '${String(dtype)}' is not supported on the CPU; use 'f32'`);
+  if (dtype !== 'f32' && dtype !== 'f16' && dtype !== 'bf16') throw new DeviceError('ERR_UNSUPPORTED_DTYPE', `unknown dtype '${String(dtype)}' (f32, f16, bf16)`);
+  const device: 'cpu' | 'cuda' = requested === 'auto' ? (probeDevice('cuda').available ? 'cuda' : 'cpu') : requested;
+  if (device === 'cpu' && dtype !== 'f32') throw new DeviceError('ERR_UNSUPPORTED_DTYPE', `dtype '${dtype}' is not supported on the CPU; use 'f32'`);
   const threads = options.threads ?? availableParallelism();
   if (!Number.isInteger(threads) || threads < 1) throw new InvalidInputError('ERR_INVALID_INPUT', `threads must be a positive integer, got ${threads}`);
   const abs = resolve(dir);
   const tokenizer = Tokenizer.fromDir(abs);
   let handle: NativeModel;
   try {
-    handle = await native().loadModel(abs, threads);
+    handle = await native().loadModel(abs, { threads, device, dtype, backendDir: addonDir() });
   } catch (err) {
     throw wrapError(err);
   }

@@ -17,7 +17,7 @@ const extra = (process.env.NATIVE_TEST_FLAGS || '').split(' ').filter(Boolean);
 let failed = 0;
 for (const test of readdirSync(here).filter((f) => /^test-.*\.cc$/.test(f))) {
   const exe = join(out, test.replace(/\.cc$/, ''));
-  execFileSync(cxx, ['-std=c++17', '-O2', '-Wall', '-Wno-uninitialized', '-Wno-format-zero-length', ...extra, '-I', join(root, 'native'), join(here, test), ...engine, '-o', exe, '-lpthread'], { stdio: 'inherit' });
+  execFileSync(cxx, ['-std=c++17', '-O2', '-Wall', '-Wno-uninitialized', '-Wno-format-zero-length', ...extra, '-I', join(root, 'native'), join(here, test), ...engine, '-o', exe, '-lpthread', '-ldl'], { stdio: 'inherit' });
   try {
     execFileSync(exe, { stdio: 'inherit' });
   } catch {

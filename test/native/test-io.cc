@@ -125,6 +125,24 @@ static void test_half_conversions() {
       break;
     }
   }
+  // f32 -> f16 -> f32 is exact on every f16 value, and rounds to nearest even in between.
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float f = nt::f16_to_f32(static_cast<uint16_t>(h));
+    if (std::isnan(f)) continue;
+    const uint16_t back = nt::f32_to_f16(f);
+    if (back != h) {
+      CHECK(back == h, "f32_to_f16(f16 0x%04x) = 0x%04x", h, back);
+      break;
+    }
+  }
+  CHECK(nt::f32_to_f16(1.0f + std::ldexp(1.0f, -11)) == 0x3C00, "ties round to even (down)");
+  CHECK(nt::f32_to_f16(1.0f + 3 * std::ldexp(1.0f, -11)) == 0x3C02, "ties round to even (up)");
+  CHECK(nt::f32_to_f16(70000.0f) == 0x7C00, "overflow to infinity");
+  CHECK(nt::f32_to_f16(std::ldexp(1.0f, -25)) == 0x0000, "half the smallest subnormal rounds to zero (even)");
+  CHECK(nt::f32_to_f16(std::ldexp(1.5f, -25)) == 0x0001, "above half rounds up to the smallest subnormal");
+  CHECK(nt::f32_to_bf16(1.0f) == 0x3F80 && nt::f32_to_bf16(-5.0f) == 0xC0A0);
+  CHECK(nt::f32_to_bf16(1.0f + std::ldexp(1.0f, -8)) == 0x3F80, "bf16 ties round to even");
+  CHECK(nt::f32_to_bf16(1.0f + 3 * std::ldexp(1.0f, -8)) == 0x3F82, "bf16 ties round to even (up)");
   CHECK(nt::bf16_to_f32(0x3F80) == 1.0f);
   CHECK(nt::bf16_to_f32(0xC0A0) == -5.0f);
   CHECK(std::isinf(nt::bf16_to_f32(0x7F80)));

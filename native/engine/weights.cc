@@ -1,0 +1,156 @@
+// Model loading: config.json, then each HF tensor read as float32, rearranged into the engine's
+// Linear layout, converted to the device dtype and uploaded to the backend one at a time (so
+// host memory peaks at one tensor). Reference: HF modeling_gpt2.py / modeling_llama.py.
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "engine/error.h"
+#include "engine/model.h"
+#include "io/safetensors.h"
+
+namespace nt {
+
+namespace {
+
+std::string read_text_file(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(code::kFileNotFound, "cannot read " + path + " (is this a Hugging Face model directory?)");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// GPT-2 Conv1D stores weights as [in, out]; the engine's Linear layout is [out, in].
+std::vector<float> transpose(const std::vector<float> &w, int64_t rows, int64_t cols) {
+  std::vector<float> t(w.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) t[c * rows + r] = w[r * cols + c];
+  return t;
+}
+
+// Uploads host float32 data to the backend as `dtype`.
+class Uploader {
+ public:
+  Uploader(std::shared_ptr<Backend> be, nt_dtype dtype) : be_(std::move(be)), dtype_(dtype) {}
+
+  DeviceBuffer f32(const std::vector<float> &v) const { return DeviceBuffer::upload(be_, v.data(), v.size() * sizeof(float)); }
+
+  DeviceBuffer matrix(const std::vector<float> &v) const {
+    if (dtype_ == NT_F32) return f32(v);
+    std::vector<uint16_t> h(v.size());
+    for (size_t i = 0; i < v.size(); ++i) h[i] = dtype_ == NT_BF16 ? f32_to_bf16(v[i]) : f32_to_f16(v[i]);
+    return DeviceBuffer::upload(be_, h.data(), h.size() * sizeof(uint16_t));
+  }
+
+  Linear linear(const std::vector<float> &w, const std::vector<float> *b, int64_t out, int64_t in) const {
+    Linear l;
+    l.w = matrix(w);
+    if (b) l.b = f32(*b);
+    l.out = out;
+    l.in = in;
+    l.dtype = dtype_;
+    return l;
+  }
+
+  Linear linear(const Checkpoint &ck, const std::string &name, int64_t out, int64_t in, bool bias) const {
+    std::vector<float> b;
+    if (bias) b = ck.load_f32(name + ".bias", {out});
+    return linear(ck.load_f32(name + ".weight", {out, in}), bias ? &b : nullptr, out, in);
+  }
+
+  Norm norm(const Checkpoint &ck, const std::string &name, int64_t d, bool bias) const {
+    Norm n;
+    n.w = f32(ck.load_f32(name + ".weight", {d}));
+    if (bias) n.b = f32(ck.load_f32(name + ".bias", {d}));
+    return n;
+  }
+
+ private:
+  std::shared_ptr<Backend> be_;
+  nt_dtype dtype_;
+};
+
+}  // namespace
+
+std::unique_ptr<Model> Model::load(const std::string &dir, const LoadOptions &options) {
+  const std::string config_path = dir + "/config.json";
+  ModelConfig config = parse_model_config(read_text_file(config_path), config_path);
+  std::unique_ptr<Model> model(new Model(std::move(config)));
+  int threads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
+  model->threads_ = std::max(1, std::min(threads, 256));
+  if (options.device == "cpu") {
+    if (options.dtype != NT_F32) fail(code::kInvalidInput, "the CPU backend computes in f32");
+    model->be_ = Backend::cpu(model->threads_);
+  } else {
+    model->be_ = Backend::load(options.device, options.backend_dir, 0, model->threads_);
+  }
+  model->dtype_ = options.dtype;
+  model->load_weights(dir);
+  return model;
+}
+
+void Model::load_weights(const std::string &dir) {
+  const ModelConfig &c = config_;
+  std::unique_ptr<Checkpoint> ck = Checkpoint::open(dir);
+  const Uploader up(be_, dtype_);
+  const int64_t d = c.d_model, V = c.d_vocab;
+  layers_.resize(static_cast<size_t>(c.n_layers));
+
+  if (c.family == Family::GPT2) {
+    // The hub's gpt2 checkpoint has bare names (wte.weight); save_pretrained writes transformer.*.
+    const std::string p = ck->has("transformer.wte.weight") ? "transformer." : "";
+    embed_ = up.matrix(ck->load_f32(p + "wte.weight", {V, d}));
+    pos_embed_ = up.matrix(ck->load_f32(p + "wpe.weight", {c.n_ctx, d}));
+    const int64_t dq = static_cast<int64_t>(c.n_heads) * c.d_head;
+    for (int L = 0; L < c.n_layers; ++L) {
+      const std::string h = p + "h." + std::to_string(L) + ".";
+      LayerWeights &lw = layers_[static_cast<size_t>(L)];
+      lw.ln1 = up.norm(*ck, h + "ln_1", d, true);
+      lw.ln2 = up.norm(*ck, h + "ln_2", d, true);
+      // c_attn: [d, 3d] (Conv1D) holding q | k | v along the output axis.
+      const std::vector<float> qkv = transpose(ck->load_f32(h + "attn.c_attn.weight", {d, 3 * dq}), d, 3 * dq);
+      const std::vector<float> qkv_b = ck->load_f32(h + "attn.c_attn.bias", {3 * dq});
+      Linear *parts[3] = {&lw.q, &lw.k, &lw.v};
+      for (int i = 0; i < 3; ++i) {
+        const std::vector<float> w(qkv.begin() + i * dq * d, qkv.begin() + (i + 1) * dq * d);
+        const std::vector<float> b(qkv_b.begin() + i * dq, qkv_b.begin() + (i + 1) * dq);
+        *parts[i] = up.linear(w, &b, dq, d);
+      }
+      const std::vector<float> o_b = ck->load_f32(h + "attn.c_proj.bias", {d});
+      lw.o = up.linear(transpose(ck->load_f32(h + "attn.c_proj.weight", {dq, d}), dq, d), &o_b, d, dq);
+      const std::vector<float> fc_b = ck->load_f32(h + "mlp.c_fc.bias", {c.d_mlp});
+      lw.up = up.linear(transpose(ck->load_f32(h + "mlp.c_fc.weight", {d, c.d_mlp}), d, c.d_mlp), &fc_b, c.d_mlp, d);
+      const std::vector<float> proj_b = ck->load_f32(h + "mlp.c_proj.bias", {d});
+      lw.down = up.linear(transpose(ck->load_f32(h + "mlp.c_proj.weight", {c.d_mlp, d}), c.d_mlp, d), &proj_b, d, c.d_mlp);
+    }
+    ln_final_ = up.norm(*ck, p + "ln_f", d, true);
+  } else {
+    embed_ = up.matrix(ck->load_f32("model.embed_tokens.weight", {V, d}));
+    const int64_t dq = static_cast<int64_t>(c.n_heads) * c.d_head;
+    const int64_t dkv = static_cast<int64_t>(c.n_kv_heads) * c.d_head;
+    for (int L = 0; L < c.n_layers; ++L) {
+      const std::string h = "model.layers." + std::to_string(L) + ".";
+      LayerWeights &lw = layers_[static_cast<size_t>(L)];
+      lw.ln1 = up.norm(*ck, h + "input_layernorm", d, false);
+      lw.ln2 = up.norm(*ck, h + "post_attention_layernorm", d, false);
+      lw.q = up.linear(*ck, h + "self_attn.q_proj", dq, d, c.qkv_bias);
+      lw.k = up.linear(*ck, h + "self_attn.k_proj", dkv, d, c.qkv_bias);
+      lw.v = up.linear(*ck, h + "self_attn.v_proj", dkv, d, c.qkv_bias);
+      lw.o = up.linear(*ck, h + "self_attn.o_proj", d, dq, c.o_bias);
+      lw.gate = up.linear(*ck, h + "mlp.gate_proj", c.d_mlp, d, c.mlp_bias);
+      lw.up = up.linear(*ck, h + "mlp.up_proj", c.d_mlp, d, c.mlp_bias);
+      lw.down = up.linear(*ck, h + "mlp.down_proj", d, c.d_mlp, c.mlp_bias);
+    }
+    ln_final_ = up.norm(*ck, "model.norm", d, false);
+    inv_freq_ = up.f32(c.inv_freq);
+  }
+  if (!c.tied_embeddings) {
+    if (!ck->has("lm_head.weight"))
+      fail(code::kTensorMissing, "tensor 'lm_head.weight' is missing from the checkpoint in " + dir +
+                                     " and config.json says tie_word_embeddings is false");
+    lm_head_ = up.matrix(ck->load_f32("lm_head.weight", {V, d}));
+  }
+}
+
+}  // namespace nt

@@ -1,0 +1,180 @@
+// The CPU backend behind the backend ABI (backend-abi.h): the ops of ops.h over host memory,
+// on a thread pool. It is the reference the CUDA backend is compared with
+// (test/native/test-backend-ops.cc).
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "engine/edits.h"
+#include "ops/backend-abi.h"
+#include "ops/ops.h"
+
+struct nt_backend {
+  explicit nt_backend(int threads) : pool(threads) {}
+  nt::ThreadPool pool;
+  std::string error;
+};
+
+namespace {
+
+using nt::ThreadPool;
+
+int fail_op(nt_backend *be, const char *why) {
+  be->error = why;
+  return 1;
+}
+
+nt_backend *cpu_create(int32_t, int32_t threads, char *err, size_t err_len) {
+  try {
+    return new nt_backend(threads > 0 ? threads : 1);
+  } catch (const std::exception &e) {
+    if (err && err_len) std::snprintf(err, err_len, "cannot start the CPU backend: %s", e.what());
+    return nullptr;
+  }
+}
+
+void cpu_destroy(nt_backend *be) { delete be; }
+const char *cpu_device_name(nt_backend *) { return "cpu"; }
+const char *cpu_last_error(nt_backend *be) { return be->error.c_str(); }
+int cpu_synchronize(nt_backend *) { return 0; }
+
+void *cpu_alloc(nt_backend *, size_t bytes) {
+  // 64-byte alignment for the vector kernels; size rounded up as aligned_alloc requires.
+  return std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+}
+void cpu_free(nt_backend *, void *p) { std::free(p); }
+int cpu_copy(nt_backend *, void *dst, const void *src, size_t bytes) {
+  if (bytes) std::memcpy(dst, src, bytes);
+  return 0;
+}
+int cpu_copy_2d(nt_backend *, void *dst, size_t dst_pitch, const void *src, size_t src_pitch, size_t row_bytes, size_t rows) {
+  for (size_t r = 0; r < rows; ++r)
+    std::memcpy(static_cast<char *>(dst) + r * dst_pitch, static_cast<const char *>(src) + r * src_pitch, row_bytes);
+  return 0;
+}
+
+int cpu_embed(nt_backend *be, const void *table, nt_dtype dtype, const int32_t *tokens, int64_t M, int64_t d, float *out) {
+  if (dtype != NT_F32) return fail_op(be, "the CPU backend keeps weights in F32");
+  const float *t = static_cast<const float *>(table);
+  for (int64_t i = 0; i < M; ++i) std::memcpy(out + i * d, t + static_cast<int64_t>(tokens[i]) * d, static_cast<size_t>(d) * sizeof(float));
+  return 0;
+}
+
+int cpu_add_positions(nt_backend *be, const void *table, nt_dtype dtype, int64_t B, int64_t T, int64_t d, int64_t pos0, const int32_t *pad, float *x) {
+  if (dtype != NT_F32) return fail_op(be, "the CPU backend keeps weights in F32");
+  const float *t = static_cast<const float *>(table);
+  be->pool.parallel_for(B * T, [&](int64_t i) {
+    const int64_t p = std::max<int64_t>(0, pos0 + i % T - (pad ? pad[i / T] : 0));
+    for (int64_t j = 0; j < d; ++j) x[i * d + j] += t[p * d + j];
+  });
+  return 0;
+}
+
+int cpu_gemm(nt_backend *be, const float *A, int64_t M, int64_t K, const void *W, nt_dtype w_dtype, int64_t N, const float *bias, float *C) {
+  if (w_dtype != NT_F32) return fail_op(be, "the CPU backend keeps weights in F32");
+  nt::gemm_f32(be->pool, A, M, K, static_cast<const float *>(W), N, bias, C);
+  return 0;
+}
+
+int cpu_layer_norm(nt_backend *be, const float *x, int64_t M, int64_t d, const float *w, const float *b, float eps, float *out, float *scale_out) {
+  nt::layer_norm_f32(be->pool, x, M, d, w, b, eps, out, scale_out);
+  return 0;
+}
+int cpu_rms_norm(nt_backend *be, const float *x, int64_t M, int64_t d, const float *w, float eps, float *out, float *scale_out) {
+  nt::rms_norm_f32(be->pool, x, M, d, w, eps, out, scale_out);
+  return 0;
+}
+int cpu_mul_rows(nt_backend *be, const float *x, int64_t M, int64_t d, const float *w, float *out) {
+  nt::mul_rows_f32(be->pool, x, M, d, w, out);
+  return 0;
+}
+int cpu_add(nt_backend *be, const float *a, const float *b, int64_t n, float *out) {
+  nt::add_f32(be->pool, a, b, n, out);
+  return 0;
+}
+int cpu_activation(nt_backend *be, nt_activation act, float *x, int64_t n) {
+  switch (act) {
+    case NT_ACT_GELU_TANH: nt::gelu_tanh_f32(be->pool, x, n); return 0;
+    case NT_ACT_GELU_ERF: nt::gelu_erf_f32(be->pool, x, n); return 0;
+    case NT_ACT_SILU: nt::silu_f32(be->pool, x, n); return 0;
+    case NT_ACT_RELU: nt::relu_f32(be->pool, x, n); return 0;
+  }
+  return fail_op(be, "unknown activation");
+}
+int cpu_gated_activation(nt_backend *be, nt_activation act, const float *gate, const float *up, int64_t n, float *out) {
+  // nt::Activation and nt_activation share their numbering (static_asserts in engine/backend.cc).
+  nt::gated_act_f32(be->pool, static_cast<int>(act), gate, up, n, out);
+  return 0;
+}
+int cpu_rope(nt_backend *be, float *x, int64_t B, int64_t T, int64_t heads, int64_t D, const float *inv_freq, int64_t pos0, const int32_t *pad) {
+  nt::rope_f32(be->pool, x, B, T, heads, D, inv_freq, pos0, pad);
+  return 0;
+}
+
+nt::AttentionShape shape_of(const nt_attention_shape *s) {
+  return nt::AttentionShape{s->B, s->T, s->H, s->G, s->D, s->S, s->KV, s->q0, s->scale, s->window, s->pad};
+}
+int cpu_attention(nt_backend *be, const nt_attention_shape *s, const float *q, const float *k, const float *v, float *z) {
+  nt::attention_f32(be->pool, shape_of(s), q, k, v, z);
+  return 0;
+}
+int cpu_attention_scores(nt_backend *be, const nt_attention_shape *s, const float *q, const float *k, float *scores) {
+  nt::attention_scores_f32(be->pool, shape_of(s), q, k, scores);
+  return 0;
+}
+int cpu_softmax_rows(nt_backend *be, float *x, int64_t rows, int64_t n) {
+  nt::softmax_rows_f32(be->pool, x, rows, n);
+  return 0;
+}
+int cpu_attention_apply(nt_backend *be, const nt_attention_shape *s, const float *pattern, const float *v, float *z) {
+  nt::attention_apply_f32(be->pool, shape_of(s), pattern, v, z);
+  return 0;
+}
+
+int cpu_apply_edit(nt_backend *be, const nt_edit *e, const nt_edit_context *c, float *x) {
+  try {
+    nt::Edit edit;
+    edit.op = static_cast<nt::EditOp>(e->op);
+    const bool has_vec = e->op == NT_EDIT_ADD || e->op == NT_EDIT_SET || e->op == NT_EDIT_PROJECT_OUT || e->op == NT_EDIT_PROJECTION_CAP;
+    if (has_vec) edit.vec.assign(e->vec, e->vec + c->width);
+    edit.factor = e->factor;
+    edit.lo = e->lo;
+    edit.hi = e->hi;
+    edit.source = e->source;
+    if (e->positions) edit.positions.assign(e->positions, e->positions + e->n_positions);
+    if (e->rows) edit.rows.assign(e->rows, e->rows + e->n_rows);
+    if (e->heads) edit.heads.assign(e->heads, e->heads + e->n_heads);
+    edit.last_only = e->last_only != 0;
+    edit.generated_only = e->generated_only != 0;
+    edit.prompt_only = e->prompt_only != 0;
+    nt::HookContext ctx;
+    ctx.batch = c->B;
+    ctx.pos = c->T;
+    ctx.pos0 = c->pos0;
+    ctx.pad = c->pad;
+    ctx.prompt_len = c->prompt_len;
+    nt::UnitLayout u;
+    u.heads = c->heads;
+    u.width = c->width;
+    u.head_major = c->head_major != 0;
+    nt::apply_edit_units(edit, c->B, c->T, u, x, ctx);
+    return 0;
+  } catch (const std::exception &err) {
+    be->error = err.what();
+    return 1;
+  }
+}
+
+const nt_backend_api kCpuApi = {
+    NT_BACKEND_ABI_VERSION, "cpu", cpu_create, cpu_destroy, cpu_device_name, cpu_last_error, cpu_synchronize,
+    cpu_alloc, cpu_free, cpu_copy, cpu_copy, cpu_copy_2d, cpu_embed, cpu_add_positions, cpu_gemm, cpu_layer_norm,
+    cpu_rms_norm, cpu_mul_rows, cpu_add, cpu_activation, cpu_gated_activation, cpu_rope, cpu_attention,
+    cpu_attention_scores, cpu_softmax_rows, cpu_attention_apply, cpu_apply_edit,
+};
+
+}  // namespace
+
+namespace nt {
+const nt_backend_api *cpu_backend_api() { return &kCpuApi; }
+}  // namespace nt
