@@ -68,6 +68,18 @@ describe('Model API', () => {
     expect(r.cache.get('ln_final.hook_normalized').shape).toEqual([1, 2, gpt2.config.dModel]);
   });
 
+  it('stopAtLayer runs only the first blocks (exclusive, as TransformerLens)', async () => {
+    const tokens = [[1, 2, 3, 4]];
+    const full = await gpt2.run(tokens, { capture: ['blocks.0.hook_resid_post', 'blocks.0.attn.hook_pattern'] });
+    const part = await gpt2.run(tokens, { stopAtLayer: 1, capture: ['blocks.0.hook_resid_post', 'blocks.0.attn.hook_pattern'] });
+    expect(part.logits).toBeNull();
+    expect(Array.from(part.cache.get('blocks.0.hook_resid_post').data)).toEqual(Array.from(full.cache.get('blocks.0.hook_resid_post').data));
+    await expect(gpt2.run(tokens, { stopAtLayer: 1, capture: ['blocks.1.hook_resid_pre'] })).rejects.toMatchObject({ code: 'ERR_INVALID_INPUT', message: expect.stringMatching(/not reached/) });
+    await expect(gpt2.run(tokens, { stopAtLayer: 1, returnLogits: true })).rejects.toMatchObject({ code: 'ERR_INVALID_INPUT' });
+    await expect(gpt2.run(tokens, { stopAtLayer: 9 })).rejects.toMatchObject({ code: 'ERR_INVALID_INPUT' });
+    expect((await gpt2.run(tokens, { stopAtLayer: 2 })).logits).not.toBeNull();
+  });
+
   it('batches: each row equals the same sequence run alone', async () => {
     const a = [3, 1, 4, 1, 5];
     const b = [9, 2, 6, 5, 3];

@@ -277,6 +277,7 @@ Napi::Value ModelWrap::run(const Napi::CallbackInfo &info) {
       }
     }
     w->req_.logits_last_only = o.Get("logitsLastOnly").ToBoolean();
+    if (o.Get("stopAtLayer").IsNumber()) w->req_.stop_at_layer = o.Get("stopAtLayer").As<Napi::Number>().Int32Value();
     Napi::Value logits = o.Get("logits");
     if (!logits.IsUndefined() && !logits.IsNull()) {
       Napi::Float32Array f = typed(env, logits, napi_float32_array, "logits").As<Napi::Float32Array>();

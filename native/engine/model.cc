@@ -111,9 +111,18 @@ void Model::forward(const ForwardRequest &req, HookPlan *plan) {
       fail(code::kTokenOutOfRange, "token id " + std::to_string(t) + " at batch " + std::to_string(i / req.pos) + ", position " +
                                        std::to_string(i % req.pos) + " is outside the vocabulary [0, " + std::to_string(c.d_vocab) + ")");
   }
+  const bool stopping = req.stop_at_layer >= 0 && req.stop_at_layer < c.n_layers;
+  if (req.stop_at_layer < -1 || req.stop_at_layer > c.n_layers)
+    fail(code::kInvalidInput, "stopAtLayer must be in [0, " + std::to_string(c.n_layers) + "]");
+  if (stopping && req.logits) fail(code::kInvalidInput, "logits are not computed when stopping at layer " + std::to_string(req.stop_at_layer));
+  if (stopping && cache) fail(code::kInvalidInput, "stopAtLayer cannot be used with a KV cache");
   if (plan) {
     for (size_t i = 0; i < hooks_.points().size(); ++i) {
       const int idx = static_cast<int>(i);
+      const HookPoint &hp = hooks_.points()[i];
+      const bool past = stopping && (hp.layer >= req.stop_at_layer || hp.kind == HookKind::LnFinalScale || hp.kind == HookKind::LnFinalNormalized);
+      if (past && plan->active(idx))
+        fail(code::kInvalidInput, "hook '" + hp.name + "' is not reached when stopping at layer " + std::to_string(req.stop_at_layer));
       const std::vector<int64_t> shape = hooks_.shape(idx, req.batch, req.pos, pos0 + req.pos);
       for (const Edit *e : plan->edits(idx)) validate_edit(*e, hooks_.points()[i], shape);
       if (plan->has_capture(idx) && plan->capture_numel(idx) != hooks_.numel(idx, req.batch, req.pos, pos0 + req.pos))
@@ -244,7 +253,8 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
     be.check(api.gemm(bx, in, M, l.in, l.w.data(), l.dtype, l.out, l.b.empty() ? nullptr : l.b.f32(), o), "gemm");
   };
 
-  for (int L = 0; L < c.n_layers; ++L) {
+  const int n_run = req.stop_at_layer >= 0 ? std::min(req.stop_at_layer, c.n_layers) : c.n_layers;
+  for (int L = 0; L < n_run; ++L) {
     const LayerWeights &lw = layers_[static_cast<size_t>(L)];
     fire(active(HookKind::ResidPre, L), x.f32());
 
@@ -320,7 +330,7 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
   }
 
   const int fs = active(HookKind::LnFinalScale, -1), fn = active(HookKind::LnFinalNormalized, -1);
-  if (req.logits || fs >= 0 || fn >= 0) {
+  if (n_run == c.n_layers && (req.logits || fs >= 0 || fn >= 0)) {
     norm(ln_final_, HookKind::LnFinalScale, HookKind::LnFinalNormalized, -1);
     if (req.logits) {
       const DeviceBuffer &head = lm_head_.empty() ? embed_ : lm_head_;

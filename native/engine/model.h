@@ -63,6 +63,7 @@ struct ForwardRequest {
   KvCache *cache = nullptr;         // appends this forward's keys and values when non-null
   float *logits = nullptr;          // host [batch, pos, vocab], or [batch, vocab] with logits_last_only; null skips the LM head
   bool logits_last_only = false;
+  int stop_at_layer = -1;           // run blocks [0, stop_at_layer) only (TransformerLens's exclusive stop); -1 = all
 };
 
 class Model {

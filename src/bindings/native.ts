@@ -60,6 +60,8 @@ export interface NativeRunOptions {
   captures?: { index: number; buffer: Float32Array }[];
   logits?: Float32Array | null;
   logitsLastOnly?: boolean;
+  /** Run blocks [0, stopAtLayer) only. */
+  stopAtLayer?: number;
   actions?: NativeAction[];
   dispatcher?: (id: number, data: Float32Array, shape: number[], ctx: { step: number; pos0: number; promptLength: number }) => void;
 }

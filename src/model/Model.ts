@@ -44,6 +44,8 @@ export interface RunOptions<F extends Family = Family> {
   logitsOutput?: Float32Array;
   /** Add the tokenizer's special tokens when `input` is text. Defaults to true. */
   addSpecialTokens?: boolean;
+  /** Run only blocks `0 .. stopAtLayer - 1` (exclusive, as TransformerLens): no logits, no later hooks. Defaults to running the whole model. */
+  stopAtLayer?: number;
 }
 
 /** Activations captured by a run, keyed by hook name. */
@@ -97,6 +99,8 @@ export interface ForwardRequest {
   logitsOutput?: Float32Array;
   /** Positions an edit's selection may name. */
   maxPositions: number;
+  /** Run blocks [0, stopAtLayer) only. */
+  stopAtLayer?: number;
 }
 
 /** A loaded model. Dispose it (or `await using`) to free its weights. */
@@ -179,7 +183,8 @@ export class Model<F extends Family = Family> {
       capture: options.capture ?? [],
       ...(options.outputs ? { outputs: options.outputs as Record<string, Float32Array> } : {}),
       ...(options.hooks ? { hooks: options.hooks as Record<string, HookSpec> } : {}),
-      logits: options.returnLogits ?? true ? 'all' : 'none',
+      logits: (options.returnLogits ?? (options.stopAtLayer === undefined || options.stopAtLayer >= this.config.nLayers)) ? 'all' : 'none',
+      ...(options.stopAtLayer !== undefined ? { stopAtLayer: options.stopAtLayer } : {}),
       ...(options.logitsOutput ? { logitsOutput: options.logitsOutput } : {}),
       maxPositions: pos,
     });
@@ -247,6 +252,7 @@ export class Model<F extends Family = Family> {
         captures: names.map((n, i) => ({ index: this.hookIndex.get(n)!, buffer: buffers[i]! })),
         logits,
         logitsLastOnly: req.logits === 'last',
+        ...(req.stopAtLayer !== undefined ? { stopAtLayer: req.stopAtLayer } : {}),
         actions,
         ...(fns.length ? { dispatcher: makeDispatcher(fns) } : {}),
       });
