@@ -28,3 +28,5 @@ export { saveSteeringSafetensors, loadSteeringSafetensors, loadSingleVector, sav
 export type { SteeringVector, ControlVectorOptions } from './steering/vectors.js';
 export { meanDifference, firstPrincipalComponent } from './steering/train-math.js';
 export { readGguf, writeGguf } from './steering/gguf.js';
+export type { ExtractOptions, ExtractBatch } from './extract/extract.js';
+export type { SourceSpec, Document } from './extract/sources.js';

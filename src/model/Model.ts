@@ -10,6 +10,8 @@ import { editToAction, makeDispatcher, type Edit, type HookFunction, type HookGe
 import { resolveHooks, type Family, type HookNameFor, type HookPattern } from '../hooks/names.js';
 import { Tensor } from '../tensor.js';
 import { Tokenizer } from '../tokenizer.js';
+import { extractBatches, type ExtractBatch, type ExtractOptions } from '../extract/extract.js';
+import type { Document, SourceSpec } from '../extract/sources.js';
 import { generateSteps, type GenerateOptions, type GenerateResult, type GenerateStep } from '../generate/generate.js';
 
 /** Options for {@link loadModel}. */
@@ -207,6 +209,15 @@ export class Model<F extends Family = Family> {
   /** Like {@link generate}, streaming one step (a token per sequence) at a time. */
   generateStream(input: ModelInput, options: GenerateOptions<F>): AsyncGenerator<GenerateStep, GenerateResult> {
     return generateSteps(this, this.toTokens(input, options.addSpecialTokens ?? true), options);
+  }
+
+  /**
+   * Streams activations over a corpus: documents are read, tokenized and packed into
+   * `seqLen` windows ahead of the forward (bounded), batched, run, and yielded with their
+   * tokens. Iterating slowly applies backpressure; breaking out stops the pipeline.
+   */
+  extract(source: SourceSpec | AsyncIterable<Document>, options: ExtractOptions): AsyncGenerator<ExtractBatch> {
+    return extractBatches(this, source, options);
   }
 
   /** Frees the model's native memory. Runs already started finish first; later calls throw DisposedError. */
