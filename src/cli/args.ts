@@ -6,6 +6,8 @@ export interface FlagSpec {
   value: boolean;
   /** May be given more than once. */
   repeat?: boolean;
+  /** Takes every following argument up to the next `--flag` (`--input a.txt b.txt`). */
+  multi?: boolean;
 }
 
 export interface ParsedArgs {
@@ -33,6 +35,14 @@ export function parseArgs(argv: readonly string[], spec: Record<string, FlagSpec
     const s = spec[name];
     if (!s) throw new UsageError(`unknown option --${name}`);
     let value = 'true';
+    if (s.multi) {
+      const list = flags.get(name) ?? [];
+      if (eq >= 0) list.push(arg.slice(eq + 1));
+      while (i + 1 < argv.length && !argv[i + 1]!.startsWith('--')) list.push(argv[++i]!);
+      if (list.length === 0) throw new UsageError(`--${name} needs at least one value`);
+      flags.set(name, list);
+      continue;
+    }
     if (s.value) {
       if (eq >= 0) value = arg.slice(eq + 1);
       else if (i + 1 < argv.length) value = argv[++i]!;
