@@ -5,6 +5,7 @@ import { writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { loadModel, type Model } from '../model/Model.js';
 import { one, parseArgs, required, UsageError, type FlagSpec } from './args.js';
 import { parseTokenRows, runGenerate, runSteerTrain } from './generate.js';
+import { runExtract, runMerge } from './extract.js';
 import { steeringFromFlags } from './steering-flags.js';
 
 const USAGE = `usage:
@@ -17,6 +18,11 @@ const USAGE = `usage:
                [--stop-token ID]... [--steer ...]... [--control-vector ...]... [--stream]
   neurotap steer-train --model DIR --pairs FILE.jsonl --layers A-B --method mean|pca
                --out FILE.safetensors|FILE.gguf
+  neurotap extract --model DIR (--input FILE... [--whole-file | --text-field F] | --tokens FILE.jsonl...)
+               --hooks NAME_OR_GLOB... --seq-len N --out DIR [--batch-size B | --max-memory SIZE]
+               [--stop-at-layer N] [--max-tokens N] [--out-dtype f32|f16|bf16] [--pad-last] [--no-pack]
+               [--shard I/N] [--shard-size SEQS] [--overwrite] [--quiet] [--device cpu] [--dtype f32]
+  neurotap merge OUT1 OUT2 ... --out DIR [--overwrite]
   neurotap tokenize --model DIR --text STR
   neurotap hooks --model DIR`;
 
@@ -134,6 +140,40 @@ async function cmdSteerTrain(argv: string[]): Promise<void> {
   }
 }
 
+async function cmdExtract(argv: string[]): Promise<void> {
+  const args = parseArgs(argv, {
+    ...COMMON,
+    input: { value: true, multi: true },
+    tokens: { value: true, multi: true },
+    'whole-file': { value: false },
+    'text-field': { value: true },
+    hooks: { value: true, multi: true, repeat: true },
+    'seq-len': { value: true },
+    out: { value: true },
+    'batch-size': { value: true },
+    'max-memory': { value: true },
+    'stop-at-layer': { value: true },
+    'max-tokens': { value: true },
+    'out-dtype': { value: true },
+    'pad-last': { value: false },
+    'no-pack': { value: false },
+    shard: { value: true },
+    'shard-size': { value: true },
+    overwrite: { value: false },
+    quiet: { value: false },
+  });
+  const model = await openModel(args);
+  try {
+    await runExtract(model, args);
+  } finally {
+    model.dispose();
+  }
+}
+
+async function cmdMerge(argv: string[]): Promise<void> {
+  await runMerge(parseArgs(argv, { out: { value: true }, overwrite: { value: false } }));
+}
+
 async function cmdTokenize(argv: string[]): Promise<void> {
   const args = parseArgs(argv, { ...COMMON, text: { value: true } });
   const text = required(args, 'text');
@@ -170,6 +210,12 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case 'steer-train':
         await cmdSteerTrain(rest);
+        return 0;
+      case 'extract':
+        await cmdExtract(rest);
+        return 0;
+      case 'merge':
+        await cmdMerge(rest);
         return 0;
       case 'tokenize':
         await cmdTokenize(rest);

@@ -34,7 +34,7 @@ export interface ExtractOptions {
   shard?: { index: number; count: number };
   /** Skip this many sequences of the (sharded) stream first: resuming. Defaults to 0. */
   skipSequences?: number;
-  /** Batches never straddle a multiple of this many sequences (output shard files). Defaults to none. */
+  /** Batches never straddle a multiple of this many sequences (output shard files); each group is read ahead whole so its size is known before its first batch (`groupSequences`). Defaults to none. */
   groupSize?: number;
   /** Batches tokenized ahead of the forward. Defaults to 4. */
   queueCapacity?: number;
@@ -50,6 +50,8 @@ export interface ExtractOptions {
 export interface ExtractBatch {
   /** Position of the first sequence in this run's (sharded, resumed) stream. */
   sequenceStart: number;
+  /** With `groupSize`: how many sequences the batch's group holds (less than groupSize only for the last). */
+  groupSequences?: number;
   /** Global window indices of the sequences. */
   windows: number[];
   /** `[batch, seqLen]` token ids. */
@@ -63,6 +65,7 @@ export interface ExtractBatch {
 interface PendingBatch {
   start: number;
   windows: Window[];
+  group?: number;
 }
 
 /** Sequences per batch from a memory budget: captures (double-buffered) plus the forward's working set. */
@@ -116,21 +119,30 @@ export async function* extractBatches<F extends Family>(
     const encode = tok ? (t: string) => tok.encode(t, { addSpecialTokens: opts.addSpecialTokens ?? true }) : null;
     let windows: AsyncIterable<Window> = packWindows(counted, encode, { seqLen, pack: opts.pack ?? true, padLast: opts.padLast ?? false, padId });
     if (opts.shard) windows = shardFilter(windows, opts.shard);
+    // Windows of one group (or one batch without groups) are collected, then cut into batches.
+    const groupSize = Number.isFinite(group) ? group : batchSize;
     let n = 0;
-    let pending: PendingBatch = { start: skip, windows: [] };
+    let start = skip;
+    let held: Window[] = [];
+    const flush = async (): Promise<boolean> => {
+      for (let i = 0; i < held.length; i += batchSize) {
+        const b: PendingBatch = { start: start + i, windows: held.slice(i, i + batchSize) };
+        if (Number.isFinite(group)) b.group = held.length;
+        await queue.push(b);
+        if (queue.isClosed) return false;  // the consumer stopped early
+      }
+      start += held.length;
+      held = [];
+      return true;
+    };
     for await (const w of windows) {
       if (n >= maxSequences) break;
       n++;
       if (n <= skip) continue;
-      pending.windows.push(w);
-      const seq = pending.start + pending.windows.length;
-      if (pending.windows.length >= batchSize || seq % group === 0) {
-        await queue.push(pending);
-        if (queue.isClosed) return;  // the consumer stopped early
-        pending = { start: seq, windows: [] };
-      }
+      held.push(w);
+      if ((start + held.length) % groupSize === 0 && !(await flush())) return;
     }
-    if (pending.windows.length) await queue.push(pending);
+    await flush();
   };
   const producing = produce().then(
     () => queue.close(),
@@ -143,7 +155,7 @@ export async function* extractBatches<F extends Family>(
     const tokens = new Int32Array(B * seqLen);
     b.windows.forEach((w, i) => tokens.set(w.tokens, i * seqLen));
     const { cache } = await model.forward({ tokens, batch: B, pos: seqLen, capture: hooks, logits: 'none', maxPositions: seqLen, stopAtLayer });
-    return { sequenceStart: b.start, windows: b.windows.map((w) => w.index), tokens, lengths: Int32Array.from(b.windows, (w) => w.length), activations: cache };
+    return { sequenceStart: b.start, ...(b.group !== undefined ? { groupSequences: b.group } : {}), windows: b.windows.map((w) => w.index), tokens, lengths: Int32Array.from(b.windows, (w) => w.length), activations: cache };
   };
   let pending: Promise<ExtractBatch> | undefined;
   try {

@@ -1,0 +1,164 @@
+// `neurotap extract` (corpus -> shard-NNNNN.safetensors + manifest.json, resumable) and
+// `neurotap merge` (README "Extraction"). Tests: test/extract.test.ts.
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+
+import { InvalidInputError } from '../errors.js';
+import { isOutDtype, type OutDtype } from '../extract/dtype.js';
+import { deriveBatchSize } from '../extract/extract.js';
+import { assertCompatible, cleanTemp, manifestTotals, mergeManifests, writeManifest, type Manifest } from '../extract/manifest.js';
+import { describePacking, parseShard } from '../extract/packing.js';
+import { ShardWriter } from '../extract/shards.js';
+import type { SourceSpec } from '../extract/sources.js';
+import { resolveHooks } from '../hooks/names.js';
+import type { Model } from '../model/Model.js';
+import { one, required, UsageError, type ParsedArgs } from './args.js';
+import { Progress } from './progress.js';
+
+/** Shard files aim at about this many bytes when --shard-size is not given. */
+const TARGET_SHARD_BYTES = 256 * 2 ** 20;
+
+function intFlag(args: ParsedArgs, name: string, min: number): number | undefined {
+  const v = one(args, name);
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}, got '${v}'`);
+  return n;
+}
+
+/** "4GB", "512MiB", "1e9" -> bytes. */
+export function parseBytes(spec: string): number {
+  const m = /^(\d+(?:\.\d+)?(?:e\d+)?)\s*([kmgt]?)(i?b)?$/i.exec(spec.trim());
+  if (!m) throw new UsageError(`--max-memory expects a size like 4GB or 512MiB, got '${spec}'`);
+  const unit = { '': 1, k: 1e3, m: 1e6, g: 1e9, t: 1e12 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
+  const binary = m[3]?.toLowerCase() === 'ib' ? { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'] : unit;
+  return Math.floor(Number(m[1]) * binary);
+}
+
+function sourceFromArgs(args: ParsedArgs): SourceSpec {
+  const input = args.flags.get('input');
+  const tokens = args.flags.get('tokens');
+  if (!!input === !!tokens) throw new UsageError('give exactly one of --input FILE... and --tokens FILE.jsonl...');
+  if (tokens) {
+    if (args.flags.has('text-field') || args.flags.has('whole-file')) throw new UsageError('--text-field and --whole-file apply to --input only');
+    return { kind: 'tokens', files: tokens };
+  }
+  const field = one(args, 'text-field');
+  if (field !== undefined) {
+    if (args.flags.has('whole-file')) throw new UsageError('--whole-file and --text-field cannot be combined');
+    return { kind: 'jsonl', files: input!, textField: field };
+  }
+  return { kind: 'text', files: input!, wholeFile: args.flags.has('whole-file') };
+}
+
+export async function runExtract(model: Model, args: ParsedArgs): Promise<void> {
+  const t0 = performance.now();
+  const out = resolve(required(args, 'out'));
+  const seqLen = intFlag(args, 'seq-len', 1);
+  if (seqLen === undefined) throw new UsageError('--seq-len is required');
+  const hookPatterns = args.flags.get('hooks') ?? [];
+  if (hookPatterns.length === 0) throw new UsageError('--hooks is required');
+  const hooks = resolveHooks(hookPatterns, model.hookNames);
+  const outDtype = (one(args, 'out-dtype') ?? 'f32') as OutDtype;
+  if (!isOutDtype(outDtype)) throw new UsageError(`--out-dtype must be f32, f16 or bf16, got '${outDtype}'`);
+  const source = sourceFromArgs(args);
+  const pack = !args.flags.has('no-pack');
+  const padLast = args.flags.has('pad-last');
+  const shard = one(args, 'shard') !== undefined ? parseShard(one(args, 'shard')!) : null;
+  const stopAtLayer = intFlag(args, 'stop-at-layer', 0);
+  const maxTokens = intFlag(args, 'max-tokens', 1);
+  if (args.flags.has('batch-size') && args.flags.has('max-memory')) throw new UsageError('give --batch-size or --max-memory, not both');
+  const maxMemory = one(args, 'max-memory') !== undefined ? parseBytes(one(args, 'max-memory')!) : undefined;
+  const batchSize = intFlag(args, 'batch-size', 1) ?? (maxMemory ? deriveBatchSize(model, hooks, seqLen, maxMemory) : 8);
+  const shapes = hooks.map((name) => ({ name, shapePerSeq: model.hookShape(name, 1, seqLen).slice(1) }));
+  const bytesPerSeq = seqLen * 4 + shapes.reduce((a, h) => a + h.shapePerSeq.reduce((x, y) => x * y, 1) * (outDtype === 'f32' ? 4 : 2), 0);
+  const perShard = intFlag(args, 'shard-size', 1) ?? Math.max(batchSize, Math.floor(TARGET_SHARD_BYTES / bytesPerSeq / batchSize) * batchSize);
+  const packing = { ...describePacking({ seqLen, pack, padLast, padId: 0 }, source), maxTokens: maxTokens ?? null, stopAtLayer: stopAtLayer ?? null };
+  const config = await readFile(join(model.dir, 'config.json'));
+
+  const manifest: Manifest = {
+    version: 1,
+    tool: 'neurotap',
+    model: { path: model.dir, configHash: createHash('sha256').update(config).digest('hex'), family: model.config.family },
+    run: {
+      hooks: shapes.map((h) => ({ name: h.name, shape: h.shapePerSeq, dtype: outDtype })),
+      seqLen,
+      outDtype,
+      packing,
+      shard,
+      batchSize,
+      sequencesPerShard: perShard,
+    },
+    shards: [],
+    totals: { sequences: 0, tokens: 0, bytes: 0 },
+    complete: false,
+  };
+  await mkdir(out, { recursive: true });
+  const existing = await assertCompatible(out, manifest, args.flags.has('overwrite'));
+  await cleanTemp(out);
+  const quiet = args.flags.has('quiet');
+  if (existing?.complete) {
+    if (!quiet) process.stderr.write(`${out} is already complete: ${existing.totals.tokens} tokens in ${existing.shards.length} shards\n`);
+    return;
+  }
+  if (existing) manifest.shards = existing.shards;
+  manifest.totals = manifestTotals(seqLen, manifest.shards);
+  await writeManifest(out, manifest);
+
+  const totalBytes = (await Promise.all(source.files.map((f) => stat(f).then((s) => s.size)))).reduce((a, b) => a + b, 0);
+  const progress = new Progress(quiet ? 'quiet' : process.stderr.isTTY ? 'tty' : 'lines');
+  let readUnits = 0;
+  let tokensDone = 0;
+  let bytesWritten = 0;
+  let writer: ShardWriter | null = null;
+  try {
+    const batches = model.extract(source, {
+      hooks,
+      seqLen,
+      pack,
+      padLast,
+      batchSize,
+      groupSize: perShard,
+      skipSequences: manifest.totals.sequences,
+      ...(stopAtLayer !== undefined ? { stopAtLayer } : {}),
+      ...(maxTokens !== undefined ? { maxTokens } : {}),
+      ...(shard ? { shard } : {}),
+      onRead: (u) => (readUnits = u),
+    });
+    for await (const batch of batches) {
+      if (!writer) {
+        writer = new ShardWriter(out, manifest.shards.length, { seqLen, hooks: shapes, outDtype, nSeq: batch.groupSequences!, metadata: { producer: 'neurotap extract' } });
+      }
+      const acts = new Map<string, Float32Array>();
+      for (const [name, t] of batch.activations) acts.set(name, t.data);
+      await writer.append({ tokens: batch.tokens, activations: acts });
+      tokensDone += batch.windows.length * seqLen;
+      if (writer.sequences === writer.layout.nSeq) {
+        const done = await writer.finish();
+        writer = null;
+        bytesWritten += done.bytes;
+        manifest.shards.push({ file: done.file, sequences: done.nSeq, bytes: done.bytes, sha256: done.sha256 });
+        manifest.totals = manifestTotals(seqLen, manifest.shards);
+        await writeManifest(out, manifest);
+      }
+      // Characters read over input bytes: an estimate of the fraction done (for the ETA).
+      const fraction = maxTokens ? tokensDone / maxTokens : totalBytes > 0 ? readUnits / totalBytes : NaN;
+      progress.update(manifest.totals.tokens + (writer ? writer.sequences * seqLen : 0), fraction);
+    }
+  } catch (err) {
+    await writer?.abort().catch(() => undefined);
+    throw err;
+  }
+  if (writer) throw new InvalidInputError('ERR_INTERNAL', `shard ${writer.file} was left incomplete`);
+  manifest.complete = true;
+  await writeManifest(out, manifest);
+  progress.finish({ tokens: tokensDone, seconds: (performance.now() - t0) / 1000, bytes: bytesWritten });
+}
+
+export async function runMerge(args: ParsedArgs): Promise<void> {
+  const inputs = args.positional;
+  if (inputs.length === 0) throw new UsageError('merge needs the output directories to combine');
+  const m = await mergeManifests(inputs, required(args, 'out'), { overwrite: args.flags.has('overwrite') });
+  process.stdout.write(`merged ${inputs.length} outputs: ${m.shards.length} shards, ${m.totals.tokens} tokens${m.complete ? '' : ' (not every part is present: incomplete)'}\n`);
+}
