@@ -67,6 +67,14 @@ describe('neurotap extract', () => {
     expect(manifest.totals.tokens).toBe(manifest.totals.sequences * 16);
   });
 
+  it('prints a summary (tokens, seconds, tokens/s, bytes) unless --quiet', () => {
+    const out = join(tmp, 'summary');
+    const r = cli(base(out).filter((a) => a !== '--quiet'));
+    expect(r.code).toBe(0);
+    const m = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
+    expect(r.stderr).toMatch(new RegExp(`done: ${m.totals.tokens} tokens in [0-9.]+ s \\([0-9.]+k? tokens/s\\), ${m.totals.bytes} bytes written`));
+  });
+
   it('is readable from Python with numpy alone', (ctx) => {
     if (spawnSync('python3', ['-c', 'import numpy']).status !== 0) {
       console.warn('skipping: python3 with numpy is not available');
