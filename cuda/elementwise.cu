@@ -1,0 +1,98 @@
+// Residual adds and MLP activations (gelu tanh / erf, silu, relu; gated act(gate) * up).
+// Reference: native/ops/elementwise.cc; the formulas are the same float expressions.
+#include "common.cuh"
+#include "ops.cuh"
+
+namespace {
+
+__device__ __forceinline__ float gelu_tanh(float x) {
+  const float k = 0.7978845608028654f;  // sqrt(2 / pi)
+  return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+__device__ __forceinline__ float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f)); }
+__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
+__device__ __forceinline__ float relu(float x) { return x > 0.0f ? x : 0.0f; }
+
+template <nt_activation A>
+__device__ __forceinline__ float activate(float x) {
+  if (A == NT_ACT_GELU_TANH) return gelu_tanh(x);
+  if (A == NT_ACT_GELU_ERF) return gelu_erf(x);
+  if (A == NT_ACT_SILU) return silu(x);
+  return relu(x);
+}
+
+// All kernels here are grid-stride loops over n floats (see nt_elementwise_blocks).
+#define NT_GRID_STRIDE(i, n) \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
+// out [n] = a [n] + b [n] (out may alias a or b)
+__global__ void add_f32_kernel(const float *a, const float *b, int64_t n, float *out) {
+  NT_GRID_STRIDE(i, n) out[i] = a[i] + b[i];
+}
+
+// x [n] = act(x), in place
+template <nt_activation A>
+__global__ void activation_f32_kernel(float *x, int64_t n) {
+  NT_GRID_STRIDE(i, n) x[i] = activate<A>(x[i]);
+}
+
+// out [n] = act(gate [n]) * up [n]
+template <nt_activation A>
+__global__ void gated_activation_f32_kernel(const float *gate, const float *up, int64_t n, float *out) {
+  NT_GRID_STRIDE(i, n) out[i] = activate<A>(gate[i]) * up[i];
+}
+
+template <nt_activation A>
+cudaError_t activation_f32(float *x, int64_t n, cudaStream_t stream) {
+  activation_f32_kernel<A><<<nt_elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(x, n);
+  return cudaGetLastError();
+}
+
+template <nt_activation A>
+cudaError_t gated_activation_f32(const float *gate, const float *up, int64_t n, float *out, cudaStream_t stream) {
+  gated_activation_f32_kernel<A><<<nt_elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(gate, up, n, out);
+  return cudaGetLastError();
+}
+
+bool known_activation(nt_activation act) {
+  return act == NT_ACT_GELU_TANH || act == NT_ACT_GELU_ERF || act == NT_ACT_SILU || act == NT_ACT_RELU;
+}
+
+}  // namespace
+
+int nt_cuda_add(nt_backend *be, const float *a, const float *b, int64_t n, float *out) {
+  if (n < 0) return nt_fail(be, "add: bad length %lld", (long long)n);
+  if (n == 0) return 0;
+  NT_CUDA_ENTER(be);
+  add_f32_kernel<<<nt_elementwise_blocks(n), kElementwiseThreads, 0, be->stream>>>(a, b, n, out);
+  NT_CUDA_CHECK_LAUNCH(be, "add_f32_kernel");
+  return 0;
+}
+
+int nt_cuda_activation(nt_backend *be, nt_activation act, float *x, int64_t n) {
+  if (!known_activation(act)) return nt_fail(be, "unknown activation %d", static_cast<int>(act));
+  if (n < 0) return nt_fail(be, "activation: bad length %lld", (long long)n);
+  if (n == 0) return 0;
+  NT_CUDA_ENTER(be);
+  switch (act) {
+    case NT_ACT_GELU_TANH: NT_CUDA_CHECK(be, activation_f32<NT_ACT_GELU_TANH>(x, n, be->stream)); break;
+    case NT_ACT_GELU_ERF: NT_CUDA_CHECK(be, activation_f32<NT_ACT_GELU_ERF>(x, n, be->stream)); break;
+    case NT_ACT_SILU: NT_CUDA_CHECK(be, activation_f32<NT_ACT_SILU>(x, n, be->stream)); break;
+    case NT_ACT_RELU: NT_CUDA_CHECK(be, activation_f32<NT_ACT_RELU>(x, n, be->stream)); break;
+  }
+  return 0;
+}
+
+int nt_cuda_gated_activation(nt_backend *be, nt_activation act, const float *gate, const float *up, int64_t n, float *out) {
+  if (!known_activation(act)) return nt_fail(be, "unknown activation %d", static_cast<int>(act));
+  if (n < 0) return nt_fail(be, "gated_activation: bad length %lld", (long long)n);
+  if (n == 0) return 0;
+  NT_CUDA_ENTER(be);
+  switch (act) {
+    case NT_ACT_GELU_TANH: NT_CUDA_CHECK(be, gated_activation_f32<NT_ACT_GELU_TANH>(gate, up, n, out, be->stream)); break;
+    case NT_ACT_GELU_ERF: NT_CUDA_CHECK(be, gated_activation_f32<NT_ACT_GELU_ERF>(gate, up, n, out, be->stream)); break;
+    case NT_ACT_SILU: NT_CUDA_CHECK(be, gated_activation_f32<NT_ACT_SILU>(gate, up, n, out, be->stream)); break;
+    case NT_ACT_RELU: NT_CUDA_CHECK(be, gated_activation_f32<NT_ACT_RELU>(gate, up, n, out, be->stream)); break;
+  }
+  return 0;
+}
