@@ -16,7 +16,9 @@
         "native/io/json.cc",
         "native/io/safetensors.cc",
         "native/ops/attention.cc",
+        "native/ops/attention-simd.cc",
         "native/ops/cpu-backend.cc",
+        "native/ops/cpu-features.cc",
         "native/ops/elementwise.cc",
         "native/ops/gemm.cc",
         "native/ops/thread-pool.cc"
