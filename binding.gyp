@@ -20,6 +20,7 @@
         "native/ops/cpu-backend.cc",
         "native/ops/cpu-features.cc",
         "native/ops/elementwise.cc",
+        "native/ops/elementwise-simd.cc",
         "native/ops/gemm.cc",
         "native/ops/thread-pool.cc"
       ],

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "engine/config.h"
+#include "ops/cpu-features.h"
 #include "ops/ops.h"
 
 namespace nt {
@@ -42,6 +43,9 @@ inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
 inline float relu(float x) { return x > 0.0f ? x : 0.0f; }
 
 }  // namespace
+
+// Vector GELU-tanh / SiLU (elementwise-simd.cc).
+bool activation_simd(int isa, int activation, const float *gate, const float *up, float *out, int64_t i0, int64_t i1);
 
 void layer_norm_f32(ThreadPool &pool, const float *x, int64_t M, int64_t d, const float *w, const float *b, float eps, float *out,
                     float *scale_out) {
@@ -98,7 +102,9 @@ void add_f32(ThreadPool &pool, const float *a, const float *b, int64_t n, float 
 }
 
 void gelu_tanh_f32(ThreadPool &pool, float *x, int64_t n) {
+  const int isa = static_cast<int>(cpu_isa());
   for_chunks(pool, n, [&](int64_t i0, int64_t i1) {
+    if (activation_simd(isa, static_cast<int>(Activation::GeluTanh), x, nullptr, x, i0, i1)) return;
     for (int64_t i = i0; i < i1; ++i) x[i] = gelu_tanh(x[i]);
   });
 }
@@ -116,14 +122,18 @@ void relu_f32(ThreadPool &pool, float *x, int64_t n) {
 }
 
 void silu_f32(ThreadPool &pool, float *x, int64_t n) {
+  const int isa = static_cast<int>(cpu_isa());
   for_chunks(pool, n, [&](int64_t i0, int64_t i1) {
+    if (activation_simd(isa, static_cast<int>(Activation::Silu), x, nullptr, x, i0, i1)) return;
     for (int64_t i = i0; i < i1; ++i) x[i] = silu(x[i]);
   });
 }
 
 void gated_act_f32(ThreadPool &pool, int activation, const float *gate, const float *up, int64_t n, float *out) {
   const Activation act = static_cast<Activation>(activation);
+  const int isa = static_cast<int>(cpu_isa());
   for_chunks(pool, n, [&](int64_t i0, int64_t i1) {
+    if (activation_simd(isa, activation, gate, up, out, i0, i1)) return;
     for (int64_t i = i0; i < i1; ++i) {
       float g = gate[i];
       switch (act) {

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "ops/cpu-features.h"
 #include "ops/ops.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -134,8 +135,12 @@ TileKernel pick_kernel() {
   if (forced) {
     if (TileKernel k = kernel_named(forced)) return k;
   }
-  for (const char *name : {"avx512", "avx2", "scalar"})
-    if (TileKernel k = kernel_named(name)) return k;
+  // Otherwise the best the CPU (and the NEUROTAP_CPU cap) allows.
+  switch (cpu_isa()) {
+    case Isa::Avx512: return kernel_named("avx512");
+    case Isa::Avx2: return kernel_named("avx2");
+    case Isa::Scalar: break;
+  }
   return tile_scalar;
 }
 

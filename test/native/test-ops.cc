@@ -104,6 +104,27 @@ static void test_attention_cache_and_padding(nt::ThreadPool &pool) {
   for (int64_t i = 0; i < pad * H * D; ++i) CHECK(zp[i] == 0.0f, "padding query produced %g", zp[i]);
 }
 
+// Vector GELU/SiLU against libm (NEUROTAP_CPU=scalar gives the scalar path itself).
+static void test_activations(nt::ThreadPool &pool) {
+  std::vector<float> x(20001);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = -30.0f + 60.0f * static_cast<float>(i) / static_cast<float>(x.size() - 1);
+  x[0] = -100.0f;
+  x[1] = 100.0f;
+  x[2] = 0.0f;
+  for (int which = 0; which < 2; ++which) {
+    std::vector<float> y = x;
+    if (which == 0) nt::gelu_tanh_f32(pool, y.data(), static_cast<int64_t>(y.size()));
+    else nt::silu_f32(pool, y.data(), static_cast<int64_t>(y.size()));
+    double worst = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double v = x[i];
+      const double ref = which == 0 ? 0.5 * v * (1 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v))) : v / (1 + std::exp(-v));
+      worst = std::max(worst, std::fabs(y[i] - ref) / std::max(1.0, std::fabs(ref)));
+    }
+    CHECK(worst < 2e-6, "%s worst error %g", which == 0 ? "gelu_tanh" : "silu", worst);
+  }
+}
+
 static void test_thread_pool() {
   for (int threads : {1, 2, 5}) {
     nt::ThreadPool pool(threads);
@@ -124,6 +145,7 @@ int main() {
   test_gemm(pool);
   test_attention_paths(pool);
   test_attention_cache_and_padding(pool);
+  test_activations(pool);
   test_thread_pool();
   return report("test-ops");
 }
