@@ -22,6 +22,7 @@
         "native/ops/elementwise.cc",
         "native/ops/elementwise-simd.cc",
         "native/ops/gemm.cc",
+        "native/ops/gemm-packed.cc",
         "native/ops/thread-pool.cc"
       ],
       "include_dirs": [

@@ -125,6 +125,14 @@ DeviceBuffer DeviceBuffer::upload(std::shared_ptr<Backend> be, const void *host,
   return b;
 }
 
+DeviceBuffer DeviceBuffer::adopt(std::shared_ptr<Backend> be, void *ptr, size_t bytes) {
+  DeviceBuffer b;
+  b.be_ = std::move(be);
+  b.ptr_ = ptr;
+  b.bytes_ = bytes;
+  return b;
+}
+
 void DeviceBuffer::reset() {
   if (ptr_) be_->api().free(be_->ctx(), ptr_);
   ptr_ = nullptr;

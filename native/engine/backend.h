@@ -58,6 +58,8 @@ class DeviceBuffer {
 
   // Uploads `bytes` from host memory into a new buffer.
   static DeviceBuffer upload(std::shared_ptr<Backend> be, const void *host, size_t bytes);
+  // Takes ownership of memory the backend allocated (e.g. by pack_weight).
+  static DeviceBuffer adopt(std::shared_ptr<Backend> be, void *ptr, size_t bytes);
 
   void *data() const { return ptr_; }
   float *f32() const { return static_cast<float *>(ptr_); }

@@ -334,6 +334,7 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
     norm(ln_final_, HookKind::LnFinalScale, HookKind::LnFinalNormalized, -1);
     if (req.logits) {
       const DeviceBuffer &head = lm_head_.empty() ? embed_ : lm_head_;
+      const nt_dtype head_dtype = lm_head_.empty() ? dtype_ : lm_head_dtype_;
       const int64_t rows = req.logits_last_only ? B : M;
       const float *in = h.f32();
       DeviceBuffer last;
@@ -344,10 +345,10 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
         in = last.f32();
       }
       if (be.host_memory()) {
-        be.check(api.gemm(bx, in, rows, d, head.data(), dtype_, c.d_vocab, nullptr, req.logits), "gemm");
+        be.check(api.gemm(bx, in, rows, d, head.data(), head_dtype, c.d_vocab, nullptr, req.logits), "gemm");
       } else {
         DeviceBuffer logits = buf(rows * c.d_vocab);
-        be.check(api.gemm(bx, in, rows, d, head.data(), dtype_, c.d_vocab, nullptr, logits.f32()), "gemm");
+        be.check(api.gemm(bx, in, rows, d, head.data(), head_dtype, c.d_vocab, nullptr, logits.f32()), "gemm");
         be.check(api.copy_to_host(bx, req.logits, logits.data(), logits.bytes()), "logits to host");
       }
     }

@@ -100,7 +100,8 @@ class Model {
   DeviceBuffer pos_embed_;  // [n_ctx, d_model], dtype_ (learned positions only)
   std::vector<LayerWeights> layers_;
   Norm ln_final_;
-  DeviceBuffer lm_head_;    // [vocab, d_model], dtype_; empty when tied to embed_
+  DeviceBuffer lm_head_;    // [vocab, d_model] in lm_head_dtype_ (maybe packed); empty when it is embed_
+  nt_dtype lm_head_dtype_ = NT_F32;
   DeviceBuffer inv_freq_;   // [d_head / 2] float32 (rotary only)
 };
 

@@ -46,11 +46,23 @@ class Uploader {
   Linear linear(const std::vector<float> &w, const std::vector<float> *b, int64_t out, int64_t in) const {
     Linear l;
     l.w = matrix(w);
+    l.dtype = dtype_;
+    pack(&l.w, &l.dtype, out, in);
     if (b) l.b = f32(*b);
     l.out = out;
     l.in = in;
-    l.dtype = dtype_;
     return l;
+  }
+
+  // Re-lays a weight matrix out for the backend's gemm when it asks to (CPU: panels of 32).
+  void pack(DeviceBuffer *w, nt_dtype *dtype, int64_t out, int64_t in) const {
+    const nt_backend_api &api = be_->api();
+    if (!api.pack_weight) return;
+    nt_dtype packed = *dtype;
+    void *p = api.pack_weight(be_->ctx(), w->data(), *dtype, out, in, &packed);
+    if (!p) return;
+    *w = DeviceBuffer::adopt(be_, p, 0);
+    *dtype = packed;
   }
 
   Linear linear(const Checkpoint &ck, const std::string &name, int64_t out, int64_t in, bool bias) const {
@@ -145,11 +157,22 @@ void Model::load_weights(const std::string &dir) {
     ln_final_ = up.norm(*ck, "model.norm", d, false);
     inv_freq_ = up.f32(c.inv_freq);
   }
+  std::vector<float> head;
   if (!c.tied_embeddings) {
     if (!ck->has("lm_head.weight"))
       fail(code::kTensorMissing, "tensor 'lm_head.weight' is missing from the checkpoint in " + dir +
                                      " and config.json says tie_word_embeddings is false");
-    lm_head_ = up.matrix(ck->load_f32("lm_head.weight", {V, d}));
+    head = ck->load_f32("lm_head.weight", {V, d});
+  } else if (be_->api().pack_weight) {
+    // Tied: the embedding stays row-major for lookups; the LM head gets its own packed copy.
+    head = c.family == Family::GPT2 ? ck->load_f32((ck->has("transformer.wte.weight") ? "transformer." : std::string()) + "wte.weight", {V, d})
+                                    : ck->load_f32("model.embed_tokens.weight", {V, d});
+  }
+  lm_head_dtype_ = dtype_;
+  if (!head.empty()) {
+    lm_head_ = up.matrix(head);
+    up.pack(&lm_head_, &lm_head_dtype_, V, d);
+    if (c.tied_embeddings && lm_head_dtype_ == dtype_) lm_head_.reset();  // nothing gained: share embed_
   }
 }
 

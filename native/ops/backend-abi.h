@@ -25,7 +25,11 @@ extern "C" {
 
 typedef struct nt_backend nt_backend; /* one device context (device, stream, handles) */
 
-typedef enum nt_dtype { NT_F32 = 0, NT_F16 = 1, NT_BF16 = 2 } nt_dtype;
+typedef enum nt_dtype {
+  NT_F32 = 0, NT_F16 = 1, NT_BF16 = 2,
+  /* Backend-private weight layouts made by pack_weight; only ever passed back to that backend. */
+  NT_PACKED_BASE = 64
+} nt_dtype;
 
 typedef enum nt_activation { NT_ACT_GELU_TANH = 0, NT_ACT_GELU_ERF = 1, NT_ACT_SILU = 2, NT_ACT_RELU = 3 } nt_activation;
 
@@ -111,6 +115,11 @@ typedef struct nt_backend_api {
   int (*softmax_rows)(nt_backend *be, float *x, int64_t rows, int64_t n);
   int (*attention_apply)(nt_backend *be, const nt_attention_shape *s, const float *pattern, const float *v, float *z);
   int (*apply_edit)(nt_backend *be, const nt_edit *e, const nt_edit_context *ctx, float *x);
+
+  /* Optional (NULL: no packing). Re-lays out a weight matrix W [N, K] of `dtype` once, at load,
+   * for this backend's gemm: returns a new buffer (released with `free`) and sets *packed_dtype
+   * (>= NT_PACKED_BASE) to pass to gemm with it, or returns NULL to keep W as it is. */
+  void *(*pack_weight)(nt_backend *be, const void *W, nt_dtype dtype, int64_t N, int64_t K, nt_dtype *packed_dtype);
 } nt_backend_api;
 
 /* The one exported symbol of a backend library: its table for `abi_version`, or NULL when the

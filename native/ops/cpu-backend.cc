@@ -71,10 +71,26 @@ int cpu_add_positions(nt_backend *be, const void *table, nt_dtype dtype, int64_t
   return 0;
 }
 
+// Weights packed by cpu_pack_weight (panels of 32 columns, k-major) carry this dtype.
+constexpr nt_dtype kCpuPackedF32 = static_cast<nt_dtype>(NT_PACKED_BASE + 0);
+
 int cpu_gemm(nt_backend *be, const float *A, int64_t M, int64_t K, const void *W, nt_dtype w_dtype, int64_t N, const float *bias, float *C) {
+  if (w_dtype == kCpuPackedF32) {
+    nt::gemm_f32_packed(be->pool, A, M, K, static_cast<const float *>(W), N, bias, C);
+    return 0;
+  }
   if (w_dtype != NT_F32) return fail_op(be, "the CPU backend keeps weights in F32");
   nt::gemm_f32(be->pool, A, M, K, static_cast<const float *>(W), N, bias, C);
   return 0;
+}
+
+void *cpu_pack_weight(nt_backend *, const void *W, nt_dtype dtype, int64_t N, int64_t K, nt_dtype *packed_dtype) {
+  if (dtype != NT_F32 || !nt::gemm_packing_available()) return nullptr;
+  void *p = cpu_alloc(nullptr, nt::gemm_packed_floats(N, K) * sizeof(float));
+  if (!p) return nullptr;
+  nt::gemm_pack_weights(static_cast<const float *>(W), N, K, static_cast<float *>(p));
+  *packed_dtype = kCpuPackedF32;
+  return p;
 }
 
 int cpu_layer_norm(nt_backend *be, const float *x, int64_t M, int64_t d, const float *w, const float *b, float eps, float *out, float *scale_out) {
@@ -170,7 +186,7 @@ const nt_backend_api kCpuApi = {
     NT_BACKEND_ABI_VERSION, "cpu", cpu_create, cpu_destroy, cpu_device_name, cpu_last_error, cpu_synchronize,
     cpu_alloc, cpu_free, cpu_copy, cpu_copy, cpu_copy_2d, cpu_embed, cpu_add_positions, cpu_gemm, cpu_layer_norm,
     cpu_rms_norm, cpu_mul_rows, cpu_add, cpu_activation, cpu_gated_activation, cpu_rope, cpu_attention,
-    cpu_attention_scores, cpu_softmax_rows, cpu_attention_apply, cpu_apply_edit,
+    cpu_attention_scores, cpu_softmax_rows, cpu_attention_apply, cpu_apply_edit, cpu_pack_weight,
 };
 
 }  // namespace

@@ -4,6 +4,7 @@
 // Every op is checked against HF transformers through the whole-model tests in test/.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "ops/thread-pool.h"
@@ -12,6 +13,13 @@ namespace nt {
 
 // C[M, N] = A[M, K] · W[N, K]^T (+ bias[N] when non-null). W is in HF Linear layout.
 void gemm_f32(ThreadPool &pool, const float *A, int64_t M, int64_t K, const float *W, int64_t N, const float *bias, float *C);
+
+// Weights packed once at load for the vector kernels (gemm-packed.cc): [ceil(N/32)][K][32].
+bool gemm_packing_available();
+size_t gemm_packed_floats(int64_t N, int64_t K);
+void gemm_pack_weights(const float *W, int64_t N, int64_t K, float *Wp);
+// C[M, N] = A[M, K] · W^T (+ bias) with W packed by gemm_pack_weights.
+void gemm_f32_packed(ThreadPool &pool, const float *A, int64_t M, int64_t K, const float *Wp, int64_t N, const float *bias, float *C);
 
 // Selects the GEMM micro-kernel ("avx512", "avx2", "scalar"); false if this CPU lacks it.
 // The default is the best available (NEUROTAP_GEMM_KERNEL caps it). For tests and benchmarks.

@@ -45,6 +45,35 @@ static void test_gemm(nt::ThreadPool &pool) {
   nt::gemm_select_kernel("avx512") || nt::gemm_select_kernel("avx2") || nt::gemm_select_kernel("scalar");
 }
 
+// The packed-weight GEMM (the path models use) against a double reference, at this CPU's ISA
+// (NEUROTAP_CPU=avx2 runs the AVX2 kernel).
+static void test_gemm_packed(nt::ThreadPool &pool) {
+  if (!nt::gemm_packing_available()) {
+    std::printf("test-ops: skipping packed GEMM (no AVX2 or AVX-512)\n");
+    return;
+  }
+  std::mt19937 rng(9);
+  for (int64_t M : {1, 5, 8, 13, 100})
+    for (int64_t K : {1, 7, 64, 300})
+      for (int64_t N : {1, 17, 32, 33, 100}) {
+        std::vector<float> A = randn(M * K, rng), W = randn(N * K, rng), bias = randn(N, rng), C(M * N, -7.0f);
+        std::vector<float> Wp(nt::gemm_packed_floats(N, K));
+        nt::gemm_pack_weights(W.data(), N, K, Wp.data());
+        nt::gemm_f32_packed(pool, A.data(), M, K, Wp.data(), N, (M + N) % 2 ? bias.data() : nullptr, C.data());
+        double worst = 0;
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t n = 0; n < N; ++n) {
+            double ref = (M + N) % 2 ? bias[n] : 0.0, mag = std::fabs(ref);
+            for (int64_t k = 0; k < K; ++k) {
+              ref += static_cast<double>(A[m * K + k]) * W[n * K + k];
+              mag += std::fabs(static_cast<double>(A[m * K + k]) * W[n * K + k]);
+            }
+            worst = std::max(worst, std::fabs(C[m * N + n] - ref) / (mag + 1e-30));
+          }
+        CHECK(worst < 1e-6 * (1 + K / 16.0), "packed M=%ld K=%ld N=%ld worst %g", long(M), long(K), long(N), worst);
+      }
+}
+
 static void test_attention_paths(nt::ThreadPool &pool) {
   std::mt19937 rng(11);
   for (int window : {0, 3}) {
@@ -143,6 +172,7 @@ static void test_thread_pool() {
 int main() {
   nt::ThreadPool pool(3);
   test_gemm(pool);
+  test_gemm_packed(pool);
   test_attention_paths(pool);
   test_attention_cache_and_padding(pool);
   test_activations(pool);
