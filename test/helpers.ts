@@ -4,6 +4,8 @@ import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { edits, type Edit, type Tensor } from '../src/index.js';
+
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const FIXTURES = join(ROOT, 'test', 'fixtures', 'models');
 
@@ -101,4 +103,50 @@ export async function writeRandomGpt2(dir: string, opts: { layers: number; d: nu
   add('ln_f.weight', [d], 1);
   add('ln_f.bias', [d], 0.1);
   writeSafetensors(join(dir, 'model.safetensors'), tensors);
+}
+
+/** One edit as test/fixtures/generate_interventions.py records it. */
+export interface RefEdit {
+  hook: string;
+  op: Edit['op'];
+  vector?: number[];
+  scale?: number;
+  value?: number[];
+  mean?: number[];
+  direction?: number[];
+  factor?: number;
+  min?: number | null;
+  max?: number | null;
+  positions?: 'all' | 'last' | number[];
+  rows?: number[];
+  heads?: number[];
+}
+/** One reference case: edits and, for patching, the source run's ids. */
+export interface RefCase {
+  name: string;
+  edits: RefEdit[];
+  source_ids?: number[][];
+}
+
+/** The neurotap edit for a recorded one (`source`: the patch source activation). */
+export function toEdit(e: RefEdit, source?: Tensor): Edit {
+  const sel = { ...(e.positions ? { positions: e.positions } : {}), ...(e.rows ? { rows: e.rows } : {}), ...(e.heads ? { heads: e.heads } : {}) };
+  switch (e.op) {
+    case 'add':
+      return edits.add(e.vector!, { ...sel, ...(e.scale !== undefined ? { scale: e.scale } : {}) });
+    case 'set':
+      return edits.set(e.value!, sel);
+    case 'zero':
+      return edits.zero(sel);
+    case 'meanAblate':
+      return edits.meanAblate(e.mean!, sel);
+    case 'scale':
+      return edits.scale(e.factor!, sel);
+    case 'projectOut':
+      return edits.projectOut(e.direction!, sel);
+    case 'projectionCap':
+      return edits.projectionCap(e.direction!, { ...sel, min: e.min ?? null, max: e.max ?? null });
+    case 'patch':
+      return edits.patch(source!, sel);
+  }
 }

@@ -7,52 +7,10 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from 'vitest';
 
 import { edits, InvalidInputError, loadModel, readSafetensors, Tensor, UnknownHookError, type Edit, type HookMap, type Model } from '../src/index.js';
-import { compare, fixtureDir, ROOT } from './helpers.js';
+import { compare, fixtureDir, ROOT, toEdit, type RefCase } from './helpers.js';
 
 const TOL = 1e-5;
 
-interface RefEdit {
-  hook: string;
-  op: Edit['op'];
-  vector?: number[];
-  scale?: number;
-  value?: number[];
-  mean?: number[];
-  direction?: number[];
-  factor?: number;
-  min?: number | null;
-  max?: number | null;
-  positions?: 'all' | 'last' | number[];
-  rows?: number[];
-  heads?: number[];
-}
-interface RefCase {
-  name: string;
-  edits: RefEdit[];
-  source_ids?: number[][];
-}
-
-function toEdit(e: RefEdit, source?: Tensor): Edit {
-  const sel = { ...(e.positions ? { positions: e.positions } : {}), ...(e.rows ? { rows: e.rows } : {}), ...(e.heads ? { heads: e.heads } : {}) };
-  switch (e.op) {
-    case 'add':
-      return edits.add(e.vector!, { ...sel, ...(e.scale !== undefined ? { scale: e.scale } : {}) });
-    case 'set':
-      return edits.set(e.value!, sel);
-    case 'zero':
-      return edits.zero(sel);
-    case 'meanAblate':
-      return edits.meanAblate(e.mean!, sel);
-    case 'scale':
-      return edits.scale(e.factor!, sel);
-    case 'projectOut':
-      return edits.projectOut(e.direction!, sel);
-    case 'projectionCap':
-      return edits.projectionCap(e.direction!, { ...sel, min: e.min ?? null, max: e.max ?? null });
-    case 'patch':
-      return edits.patch(source!, sel);
-  }
-}
 
 for (const name of ['gpt2', 'llama-gqa', 'qwen2']) {
   describe(`edits against HF: ${name}`, () => {

@@ -23,7 +23,7 @@ import { fileURLToPath } from 'node:url';
 
 import { edits, loadModel, probeDevice, readSafetensors, Tensor, type Edit, type Model } from '../../src/index.js';
 import type { SafetensorsEntry } from '../../src/io/safetensors.js';
-import { compare } from '../helpers.js';
+import { compare, toEdit, type RefCase } from '../helpers.js';
 
 export const F32_TOL = 1e-4;
 export const BF16_TOL = 3e-2;
@@ -146,48 +146,6 @@ function bitwiseEqual(a: Float32Array, b: Float32Array): boolean {
 // ---------------------------------------------------------------------------------------------
 // Interventions fixtures (as test/interventions.test.ts).
 
-interface RefEdit {
-  hook: string;
-  op: Edit['op'];
-  vector?: number[];
-  scale?: number;
-  value?: number[];
-  mean?: number[];
-  direction?: number[];
-  factor?: number;
-  min?: number | null;
-  max?: number | null;
-  positions?: 'all' | 'last' | number[];
-  rows?: number[];
-  heads?: number[];
-}
-interface RefCase {
-  name: string;
-  edits: RefEdit[];
-  source_ids?: number[][];
-}
-
-function toEdit(e: RefEdit, source?: Tensor): Edit {
-  const sel = { ...(e.positions ? { positions: e.positions } : {}), ...(e.rows ? { rows: e.rows } : {}), ...(e.heads ? { heads: e.heads } : {}) };
-  switch (e.op) {
-    case 'add':
-      return edits.add(e.vector!, { ...sel, ...(e.scale !== undefined ? { scale: e.scale } : {}) });
-    case 'set':
-      return edits.set(e.value!, sel);
-    case 'zero':
-      return edits.zero(sel);
-    case 'meanAblate':
-      return edits.meanAblate(e.mean!, sel);
-    case 'scale':
-      return edits.scale(e.factor!, sel);
-    case 'projectOut':
-      return edits.projectOut(e.direction!, sel);
-    case 'projectionCap':
-      return edits.projectionCap(e.direction!, { ...sel, min: e.min ?? null, max: e.max ?? null });
-    case 'patch':
-      return edits.patch(source!, sel);
-  }
-}
 
 async function runEdits(m: Model, tokens: number[][], c: RefCase): Promise<Float32Array> {
   const hooks: Record<string, Edit[]> = {};
