@@ -62,6 +62,16 @@ describe('Model API', () => {
     expect([...implicit.cache.keys()]).toEqual(['blocks.0.hook_mlp_out']);
   });
 
+  it("returnLogits: 'last' computes only the last position's logits", async () => {
+    const tokens = [[1, 2, 3], [4, 5, 6]];
+    const all = await gpt2.run(tokens);
+    const last = await gpt2.run(tokens, { returnLogits: 'last' });
+    const V = gpt2.config.dVocab;
+    expect(last.logits!.shape).toEqual([2, V]);
+    for (let b = 0; b < 2; b++)
+      expect(Array.from(last.logits!.data.subarray(b * V, (b + 1) * V))).toEqual(Array.from(all.logits!.data.subarray((b * 3 + 2) * V, (b * 3 + 3) * V)));
+  });
+
   it('skips the LM head when logits are not wanted', async () => {
     const r = await gpt2.run([[1, 2]], { returnLogits: false, capture: ['ln_final.hook_normalized'] });
     expect(r.logits).toBeNull();

@@ -40,9 +40,9 @@ export interface RunOptions<F extends Family = Family> {
   hooks?: HookMap<F>;
   /** Preallocated Float32Arrays to capture into, keyed by hook name (each must have the hook's exact size); these hooks are captured even if `capture` omits them. Defaults to fresh arrays. */
   outputs?: Partial<Record<HookNameFor<F> | (string & {}), Float32Array>>;
-  /** Compute logits. `false` skips the LM head. Defaults to true. */
-  returnLogits?: boolean;
-  /** Preallocated Float32Array for logits, `batch * pos * vocab` long. Defaults to a fresh array. */
+  /** Compute logits: `true` for every position, `'last'` for the last position only (`[batch, vocab]`; the LM head runs on one row per sequence), `false` to skip the LM head. Defaults to true. */
+  returnLogits?: boolean | 'last';
+  /** Preallocated Float32Array for logits, `batch * pos * vocab` long (`batch * vocab` with `'last'`). Defaults to a fresh array. */
   logitsOutput?: Float32Array;
   /** Add the tokenizer's special tokens when `input` is text. Defaults to true. */
   addSpecialTokens?: boolean;
@@ -62,7 +62,7 @@ export class ActivationCache extends Map<string, Tensor> {
 
 /** What {@link Model.run} resolves to. */
 export interface RunResult {
-  /** `[batch, pos, vocab]`, or null when `returnLogits` was false. */
+  /** `[batch, pos, vocab]` (`[batch, vocab]` with `returnLogits: 'last'`), or null when `returnLogits` was false. */
   logits: Tensor | null;
   /** Captured activations by hook name. */
   cache: ActivationCache;
@@ -185,7 +185,10 @@ export class Model<F extends Family = Family> {
       capture: options.capture ?? [],
       ...(options.outputs ? { outputs: options.outputs as Record<string, Float32Array> } : {}),
       ...(options.hooks ? { hooks: options.hooks as Record<string, HookSpec> } : {}),
-      logits: (options.returnLogits ?? (options.stopAtLayer === undefined || options.stopAtLayer >= this.config.nLayers)) ? 'all' : 'none',
+      logits: (() => {
+        const want = options.returnLogits ?? (options.stopAtLayer === undefined || options.stopAtLayer >= this.config.nLayers);
+        return want === 'last' ? 'last' : want ? 'all' : 'none';
+      })(),
       ...(options.stopAtLayer !== undefined ? { stopAtLayer: options.stopAtLayer } : {}),
       ...(options.logitsOutput ? { logitsOutput: options.logitsOutput } : {}),
       maxPositions: pos,
