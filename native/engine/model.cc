@@ -60,6 +60,16 @@ DeviceEdit upload_edit(const std::shared_ptr<Backend> &be, const Edit &edit) {
 
 }  // namespace
 
+DeviceBuffer &Model::scratch(size_t slot, int64_t floats) {
+  DeviceBuffer &b = workspace_.at(slot);  // a fixed array: references stay valid across calls
+  const size_t bytes = static_cast<size_t>(floats) * sizeof(float);
+  if (b.bytes() < bytes) {
+    b.reset();
+    b = DeviceBuffer(be_, bytes);
+  }
+  return b;
+}
+
 std::unique_ptr<KvCache> Model::create_cache(int64_t batch, int64_t capacity) const {
   const ModelConfig &c = config_;
   if (batch < 1 || capacity < 1) fail(code::kInvalidInput, "a KV cache needs batch >= 1 and capacity >= 1");
@@ -164,17 +174,18 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
   DeviceBuffer pad_buf = host_pad ? DeviceBuffer::upload(be_, host_pad, static_cast<size_t>(B) * sizeof(int32_t)) : DeviceBuffer();
   const int32_t *pad = static_cast<const int32_t *>(pad_buf.data());
 
-  // Activations, one row per token: [M, width].
-  DeviceBuffer x = buf(M * d);       // residual stream
-  DeviceBuffer h = buf(M * d);       // normalized input of attn / mlp / unembed
-  DeviceBuffer scale = buf(M);       // norm scales [B, T, 1]
-  DeviceBuffer q = buf(M * dq);      // [B, T, H, D]
-  DeviceBuffer k = buf(M * dkv);     // [B, T, G, D]
-  DeviceBuffer v = buf(M * dkv);     // [B, T, G, D]
-  DeviceBuffer z = buf(M * dq);      // [B, T, H, D]
-  DeviceBuffer out = buf(M * d);     // attn_out / mlp_out / position embeddings
-  DeviceBuffer mlp_a = buf(M * c.d_mlp);                    // pre (gate) -> post
-  DeviceBuffer mlp_b = c.gated_mlp ? buf(M * c.d_mlp) : DeviceBuffer();  // pre_linear (up)
+  // Activations, one row per token: [M, width]. They live in the model's workspace, reused
+  // across runs (runs are serialized), so a steady loop allocates and page-faults nothing.
+  DeviceBuffer &x = scratch(0, M * d);       // residual stream
+  DeviceBuffer &h = scratch(1, M * d);       // normalized input of attn / mlp / unembed
+  DeviceBuffer &scale = scratch(2, M);       // norm scales [B, T, 1]
+  DeviceBuffer &q = scratch(3, M * dq);      // [B, T, H, D]
+  DeviceBuffer &k = scratch(4, M * dkv);     // [B, T, G, D]
+  DeviceBuffer &v = scratch(5, M * dkv);     // [B, T, G, D]
+  DeviceBuffer &z = scratch(6, M * dq);      // [B, T, H, D]
+  DeviceBuffer &out = scratch(7, M * d);     // attn_out / mlp_out / position embeddings
+  DeviceBuffer &mlp_a = scratch(8, M * c.d_mlp);                    // pre (gate) -> post
+  DeviceBuffer &mlp_b = scratch(9, c.gated_mlp ? M * c.d_mlp : 0);  // pre_linear (up)
   DeviceBuffer pattern;              // [B, H, T, KV], only while scores/pattern are hooked
 
   // Hooks. On host-memory backends the plan works on the buffer itself; otherwise edits run

@@ -3,6 +3,7 @@
 // here, so C++ tests link it without Node.
 #pragma once
 
+#include <array>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -88,6 +89,8 @@ class Model {
   Model(ModelConfig config) : config_(std::move(config)), hooks_(config_) {}
   void load_weights(const std::string &dir);
   void forward_locked(const ForwardRequest &req, HookPlan *plan);
+  // Workspace buffer `slot` with room for at least `floats` (grown, never shrunk).
+  DeviceBuffer &scratch(size_t slot, int64_t floats);
 
   ModelConfig config_;
   HookTable hooks_;
@@ -103,6 +106,7 @@ class Model {
   DeviceBuffer lm_head_;    // [vocab, d_model] in lm_head_dtype_ (maybe packed); empty when it is embed_
   nt_dtype lm_head_dtype_ = NT_F32;
   DeviceBuffer inv_freq_;   // [d_head / 2] float32 (rotary only)
+  std::array<DeviceBuffer, 10> workspace_;  // activations, reused across runs (see scratch)
 };
 
 }  // namespace nt
