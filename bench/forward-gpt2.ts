@@ -11,14 +11,14 @@
 // drift on a shared machine falls on both. Results: bench/RESULTS.md. Not a test: timings
 // on a shared 2-core machine are noisy.
 import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadModel } from '../src/index.js';
+import { cpuModel, median, positiveInt } from './common.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -34,11 +34,6 @@ const { values: flags } = parseArgs({
   },
 });
 
-function positiveInt(name: string, s: string): number {
-  const n = Number(s);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got '${s}'`);
-  return n;
-}
 const seq = positiveInt('seq', flags.seq);
 const batch = positiveInt('batch', flags.batch);
 const threads = positiveInt('threads', flags.threads);
@@ -47,21 +42,7 @@ const warmup = flags.warmup === '0' ? 0 : positiveInt('warmup', flags.warmup);
 const modelDir = resolve(flags.model);
 const python = flags.python;
 
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
-function cpuModel(): string {
-  try {
-    const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('model name'));
-    if (line) return line.slice(line.indexOf(':') + 1).trim();
-  } catch {
-    // not Linux
-  }
-  return cpus()[0]?.model ?? 'unknown';
-}
 
 /** A line-oriented JSON channel to the PyTorch worker. */
 class TorchWorker {

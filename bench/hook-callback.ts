@@ -23,12 +23,13 @@
 // Variants alternate within each rep, the order rotating and reversing every other cycle, so
 // drift on a shared machine falls on all alike. Not a test.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { edits, loadModel, Tensor, type HookFunction, type HookSpec, type Model } from '../src/index.js';
+import { cpuModel, median, positiveInt, prng } from './common.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -49,11 +50,6 @@ const { values: flags } = parseArgs({
   },
 });
 
-function positiveInt(name: string, s: string): number {
-  const n = Number(s);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got '${s}'`);
-  return n;
-}
 const threads = positiveInt('threads', flags.threads);
 const reps = positiveInt('reps', flags.reps);
 const inner = positiveInt('inner', flags.inner);
@@ -66,33 +62,8 @@ const bigStack = positiveInt('big-stack', flags['big-stack']);
 const tinyDir = resolve(flags.tiny);
 const modelDir = resolve(flags.model);
 
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
-function cpuModel(): string {
-  try {
-    const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('model name'));
-    if (line) return line.slice(line.indexOf(':') + 1).trim();
-  } catch {
-    // not Linux
-  }
-  return cpus()[0]?.model ?? 'unknown';
-}
 
-/** Deterministic uniform floats in [0, 1) (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Variant {
   name: string;

@@ -13,12 +13,13 @@
 // forward, so the many-add variants measure it in isolation: per add = (tN − t0) / N, which
 // divides the noise by N. --reps defaults to 15 at seq ≤ 256 and 7 above. Not a test.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { edits, loadModel, type HookSpec } from '../src/index.js';
+import { cpuModel, median, positiveInt, prng } from './common.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -38,11 +39,6 @@ const { values: flags } = parseArgs({
   },
 });
 
-function positiveInt(name: string, s: string): number {
-  const n = Number(s);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got '${s}'`);
-  return n;
-}
 const seq = positiveInt('seq', flags.seq);
 const batch = positiveInt('batch', flags.batch);
 const threads = positiveInt('threads', flags.threads);
@@ -56,33 +52,8 @@ const stack = positiveInt('stack', flags.stack);
 const returnLogits = flags.logits === 'all';
 const modelDir = resolve(flags.model);
 
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
-function cpuModel(): string {
-  try {
-    const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('model name'));
-    if (line) return line.slice(line.indexOf(':') + 1).trim();
-  } catch {
-    // not Linux
-  }
-  return cpus()[0]?.model ?? 'unknown';
-}
 
-/** Deterministic uniform floats in [0, 1) (mulberry32), so every run steers the same way. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // 1. The model (written by bench/make-gpt2-small.py on first use, as in forward-gpt2.ts).
 if (!existsSync(join(modelDir, 'config.json')) || !existsSync(join(modelDir, 'model.safetensors'))) {
