@@ -41,7 +41,7 @@ describe('neurotap CLI', () => {
     expect(r.code).toBe(0);
     const file = readSafetensors(out);
     expect([...file.keys()].sort()).toEqual(['blocks.0.attn.hook_pattern', 'blocks.0.hook_resid_post', 'blocks.1.hook_resid_post', 'logits']);
-    const direct = await model.run([[1, 2, 3], [4, 5, 6]], { capture: ['blocks.1.hook_resid_post'] });
+    const direct = await model.run([[1, 2, 3], [4, 5, 6]], { capture: ['blocks.*.hook_resid_post', 'blocks.0.attn.hook_pattern'] });
     expect(file.get('logits')!.shape).toEqual([2, 3, model.config.dVocab]);
     expect(file.get('logits')!.dtype).toBe('F32');
     expect(Array.from(file.get('logits')!.data as Float32Array)).toEqual(Array.from(direct.logits!.data));
