@@ -55,6 +55,8 @@ cudaError_t embed(const void *table, nt_dtype dtype, const int32_t *tokens, int6
     case NT_BF16:
       embed_bf16_kernel<<<blocks, kEmbedThreads, 0, stream>>>(static_cast<const __nv_bfloat16 *>(table), tokens, d, out);
       break;
+    default:  // packed layouts belong to other backends (callers check known_dtype first)
+      return cudaErrorInvalidValue;
   }
   return cudaGetLastError();
 }
@@ -72,6 +74,8 @@ cudaError_t add_positions(const void *table, nt_dtype dtype, int64_t B, int64_t 
     case NT_BF16:
       add_positions_bf16_kernel<<<blocks, kEmbedThreads, 0, stream>>>(static_cast<const __nv_bfloat16 *>(table), T, d, pos0, pad, x);
       break;
+    default:
+      return cudaErrorInvalidValue;
   }
   return cudaGetLastError();
 }
