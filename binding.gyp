@@ -17,6 +17,7 @@
         "native/io/safetensors.cc",
         "native/ops/attention.cc",
         "native/ops/attention-simd.cc",
+        "native/ops/attention-tiled.cc",
         "native/ops/cpu-backend.cc",
         "native/ops/cpu-features.cc",
         "native/ops/elementwise.cc",

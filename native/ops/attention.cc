@@ -40,9 +40,13 @@ inline const float *key_row(const AttentionShape &s, const float *k, int64_t b, 
 
 // AVX-512 / AVX2 versions of the fused path (attention-simd.cc); false when this CPU has neither.
 bool attention_f32_simd(ThreadPool &pool, const AttentionShape &s, const float *q, const float *k, const float *v, float *z, int isa);
+// AVX-512 tiled prefill path (attention-tiled.cc); false for T < 8 or without AVX-512.
+bool attention_f32_tiled_avx512(ThreadPool &pool, const AttentionShape &s, const float *q, const float *k, const float *v, float *z);
 
 void attention_f32(ThreadPool &pool, const AttentionShape &s, const float *q, const float *k, const float *v, float *z) {
-  if (attention_f32_simd(pool, s, q, k, v, z, static_cast<int>(cpu_isa()))) return;
+  const Isa isa = cpu_isa();
+  if (isa == Isa::Avx512 && attention_f32_tiled_avx512(pool, s, q, k, v, z)) return;
+  if (attention_f32_simd(pool, s, q, k, v, z, static_cast<int>(isa))) return;
   const int64_t T = s.T, H = s.H, D = s.D, group = H / s.G;
   // One item per (batch, head): its keys and values are reused across all T queries.
   pool.parallel_for(s.B * H, [&](int64_t item) {

@@ -104,33 +104,67 @@ static void test_attention_paths(nt::ThreadPool &pool) {
 }
 
 // The KV-cache path: the last query run alone against a strided key store equals the last
-// row of the full run; a left-padded row equals the unpadded sequence.
+// row of the full run; a left-padded row equals the unpadded sequence. Exactly when both runs
+// take the same path (T < 8: row path; T >= 8 with AVX-512: tiled), else to f32 rounding.
 static void test_attention_cache_and_padding(nt::ThreadPool &pool) {
   std::mt19937 rng(13);
-  const int64_t T = 7, H = 4, G = 2, D = 8, cap = 12;
-  nt::AttentionShape full{1, T, H, G, D, T, T, 0, 0.4f, 0, nullptr};
-  std::vector<float> q = randn(T * H * D, rng), k = randn(T * G * D, rng), v = randn(T * G * D, rng), z(T * H * D);
-  nt::attention_f32(pool, full, q.data(), k.data(), v.data(), z.data());
-  std::vector<float> kc(cap * G * D, 99.0f), vc(cap * G * D, 99.0f), z1(H * D);
-  std::copy(k.begin(), k.end(), kc.begin());
-  std::copy(v.begin(), v.end(), vc.begin());
-  nt::AttentionShape step{1, 1, H, G, D, cap, T, T - 1, 0.4f, 0, nullptr};
-  nt::attention_f32(pool, step, q.data() + (T - 1) * H * D, kc.data(), vc.data(), z1.data());
-  double worst = 0;
-  for (int64_t i = 0; i < H * D; ++i) worst = std::max(worst, static_cast<double>(std::fabs(z1[i] - z[(T - 1) * H * D + i])));
-  CHECK(worst == 0.0, "cached step differs from the full run by %g", worst);
+  for (const int64_t T : {7, 12}) {
+    const int64_t H = 4, G = 2, D = 8, cap = 16;
+    nt::AttentionShape full{1, T, H, G, D, T, T, 0, 0.4f, 0, nullptr};
+    std::vector<float> q = randn(T * H * D, rng), k = randn(T * G * D, rng), v = randn(T * G * D, rng), z(T * H * D);
+    nt::attention_f32(pool, full, q.data(), k.data(), v.data(), z.data());
+    std::vector<float> kc(cap * G * D, 99.0f), vc(cap * G * D, 99.0f), z1(H * D);
+    std::copy(k.begin(), k.end(), kc.begin());
+    std::copy(v.begin(), v.end(), vc.begin());
+    nt::AttentionShape step{1, 1, H, G, D, cap, T, T - 1, 0.4f, 0, nullptr};
+    nt::attention_f32(pool, step, q.data() + (T - 1) * H * D, kc.data(), vc.data(), z1.data());
+    double worst = 0;
+    for (int64_t i = 0; i < H * D; ++i) worst = std::max(worst, static_cast<double>(std::fabs(z1[i] - z[(T - 1) * H * D + i])));
+    CHECK(worst <= (T < 8 ? 0.0 : 1e-6), "T=%ld: cached step differs from the full run by %g", long(T), worst);
 
-  const int32_t pad = 3;
-  std::vector<float> qp(pad * H * D, 5.0f), kp(pad * G * D, -7.0f), vp(pad * G * D, 11.0f), zp((T + pad) * H * D);
-  qp.insert(qp.end(), q.begin(), q.end());
-  kp.insert(kp.end(), k.begin(), k.end());
-  vp.insert(vp.end(), v.begin(), v.end());
-  nt::AttentionShape padded{1, T + pad, H, G, D, T + pad, T + pad, 0, 0.4f, 0, &pad};
-  nt::attention_f32(pool, padded, qp.data(), kp.data(), vp.data(), zp.data());
-  worst = 0;
-  for (int64_t i = 0; i < T * H * D; ++i) worst = std::max(worst, static_cast<double>(std::fabs(zp[pad * H * D + i] - z[i])));
-  CHECK(worst == 0.0, "left-padded attention differs from unpadded by %g", worst);
-  for (int64_t i = 0; i < pad * H * D; ++i) CHECK(zp[i] == 0.0f, "padding query produced %g", zp[i]);
+    const int32_t pad = 3;
+    std::vector<float> qp(pad * H * D, 5.0f), kp(pad * G * D, -7.0f), vp(pad * G * D, 11.0f), zp((T + pad) * H * D);
+    qp.insert(qp.end(), q.begin(), q.end());
+    kp.insert(kp.end(), k.begin(), k.end());
+    vp.insert(vp.end(), v.begin(), v.end());
+    nt::AttentionShape padded{1, T + pad, H, G, D, T + pad, T + pad, 0, 0.4f, 0, &pad};
+    nt::attention_f32(pool, padded, qp.data(), kp.data(), vp.data(), zp.data());
+    worst = 0;
+    for (int64_t i = 0; i < T * H * D; ++i) worst = std::max(worst, static_cast<double>(std::fabs(zp[pad * H * D + i] - z[i])));
+    CHECK(worst <= (T >= 8 ? 0.0 : 1e-6), "T=%ld: left-padded attention differs from unpadded by %g", long(T), worst);
+    for (int64_t i = 0; i < pad * H * D; ++i) CHECK(zp[i] == 0.0f, "padding query produced %g", zp[i]);
+  }
+}
+
+// Prefill shapes that take the tiled AVX-512 path (T >= 8; several 64-row blocks, partial
+// 8-row tiles, 16-key panels cut by the diagonal, head dims not a multiple of 16, GQA,
+// windows, left padding, queries after cached keys): fused equals the instrumented path.
+static void test_attention_tiled(nt::ThreadPool &pool) {
+  std::mt19937 rng(17);
+  struct Case { int64_t B, T, H, G, D, q0; int window; int32_t pad0, pad1; };
+  const Case cases[] = {{1, 8, 2, 2, 64, 0, 0, 0, 0},  {2, 70, 4, 2, 24, 0, 0, 0, 5},  {1, 130, 2, 1, 80, 0, 7, 0, 0},
+                        {2, 67, 3, 3, 64, 0, 0, 66, 2}, {1, 37, 4, 4, 32, 21, 0, 0, 0}, {1, 41, 2, 1, 256, 9, 13, 3, 0}};
+  for (const Case &c : cases) {
+    const int64_t S = c.q0 + c.T;
+    const int32_t pads[2] = {c.pad0, c.pad1};
+    nt::AttentionShape s{c.B, c.T, c.H, c.G, c.D, S, S, c.q0, 0.3f, c.window, (c.pad0 || c.pad1) ? pads : nullptr};
+    const int64_t nq = c.B * c.T * c.H * c.D;
+    std::vector<float> q = randn(nq, rng), k = randn(c.B * S * c.G * c.D, rng), v = randn(c.B * S * c.G * c.D, rng);
+    std::vector<float> z1(nq, 42.0f), z2(nq), pattern(c.B * c.H * c.T * S);
+    nt::attention_f32(pool, s, q.data(), k.data(), v.data(), z1.data());
+    nt::attention_scores_f32(pool, s, q.data(), k.data(), pattern.data());
+    nt::softmax_rows_f32(pool, pattern.data(), c.B * c.H * c.T, S);
+    nt::attention_apply_f32(pool, s, pattern.data(), v.data(), z2.data());
+    double worst = 0;
+    int64_t at = 0;
+    for (int64_t i = 0; i < nq; ++i) {
+      const double d = std::fabs(z1[i] - z2[i]);
+      if (!(d <= worst)) worst = d, at = i;
+    }
+    // f32 dot products of length D summed in different orders: error grows with D.
+    CHECK(worst < 1e-6 * (2 + c.D / 32.0), "tiled attention B=%ld T=%ld H=%ld G=%ld D=%ld q0=%ld window=%d: worst %g at %ld (%g vs %g)", long(c.B), long(c.T),
+          long(c.H), long(c.G), long(c.D), long(c.q0), c.window, worst, long(at), z1[at], z2[at]);
+  }
 }
 
 // Vector GELU/SiLU against libm (NEUROTAP_CPU=scalar gives the scalar path itself).
@@ -175,6 +209,7 @@ int main() {
   test_gemm_packed(pool);
   test_attention_paths(pool);
   test_attention_cache_and_padding(pool);
+  test_attention_tiled(pool);
   test_activations(pool);
   test_thread_pool();
   return report("test-ops");
