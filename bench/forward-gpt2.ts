@@ -1,11 +1,13 @@
-// Benchmark: full forward pass (LM head included) of a GPT-2-small-shaped random model,
-// neurotap against PyTorch CPU (HF transformers) in the same run, at the same thread count.
+// Benchmark: full forward pass (LM head included) of a GPT-2-small-shaped random model (or,
+// with --arch llama, a Llama-architecture model of the same size), neurotap against PyTorch CPU
+// (HF transformers) in the same run, at the same thread count.
 //
-//   npx tsx bench/forward-gpt2.ts [--seq 1024] [--batch 1] [--threads 2] [--reps 5] [--warmup 2]
-//                                 [--model DIR] [--python python3]
+//   npx tsx bench/forward-gpt2.ts [--arch gpt2|llama] [--seq 1024] [--batch 1] [--threads 2]
+//                                 [--reps 5] [--warmup 2] [--dtype f32|bf16] [--model DIR] [--python python3]
 //
-// The model is written by bench/make-gpt2-small.py (into bench/out/gpt2-small unless --model
-// says otherwise). PyTorch runs in a long-lived worker process (bench/torch-forward.py) that
+// The model is written by bench/make-gpt2-small.py or bench/make-llama-small.py (into
+// bench/out/gpt2-small or bench/out/llama-small unless --model says otherwise). --dtype sets
+// neurotap's weight dtype only; PyTorch always runs f32. PyTorch runs in a long-lived worker process (bench/torch-forward.py) that
 // times one forward per "run" line, so the two engines alternate rep by rep and never
 // compute at the same time. The order inside a rep alternates too (A B, B A, ...), so slow
 // drift on a shared machine falls on both. Results: bench/RESULTS.md. Not a test: timings
@@ -29,7 +31,9 @@ const { values: flags } = parseArgs({
     threads: { type: 'string', default: '2' },
     reps: { type: 'string', default: '5' },
     warmup: { type: 'string', default: '2' },
-    model: { type: 'string', default: join(here, 'out', 'gpt2-small') },
+    arch: { type: 'string', default: 'gpt2' },
+    dtype: { type: 'string', default: 'f32' },
+    model: { type: 'string' },
     python: { type: 'string', default: process.env.PYTHON ?? 'python3' },
   },
 });
@@ -39,7 +43,11 @@ const batch = positiveInt('batch', flags.batch);
 const threads = positiveInt('threads', flags.threads);
 const reps = positiveInt('reps', flags.reps);
 const warmup = flags.warmup === '0' ? 0 : positiveInt('warmup', flags.warmup);
-const modelDir = resolve(flags.model);
+if (flags.arch !== 'gpt2' && flags.arch !== 'llama') throw new Error(`--arch must be gpt2 or llama, not ${flags.arch}`);
+if (flags.dtype !== 'f32' && flags.dtype !== 'bf16') throw new Error(`--dtype must be f32 or bf16, not ${flags.dtype}`);
+const dtype = flags.dtype;
+const maker = `make-${flags.arch}-small.py`;
+const modelDir = resolve(flags.model ?? join(here, 'out', `${flags.arch}-small`));
 const python = flags.python;
 
 
@@ -71,8 +79,8 @@ class TorchWorker {
 // 1. The model.
 if (!existsSync(join(modelDir, 'config.json')) || !existsSync(join(modelDir, 'model.safetensors'))) {
   console.log(`writing ${modelDir} ...`);
-  const r = spawnSync(python, [join(here, 'make-gpt2-small.py'), modelDir], { stdio: 'inherit' });
-  if (r.status !== 0) throw new Error(`make-gpt2-small.py failed (status ${r.status})`);
+  const r = spawnSync(python, [join(here, maker), modelDir], { stdio: 'inherit' });
+  if (r.status !== 0) throw new Error(`${maker} failed (status ${r.status})`);
 }
 
 // 2. The PyTorch worker first (it loads and warms up alone), then neurotap.
@@ -92,7 +100,7 @@ console.log(
     `attention '${String(ready.attn_implementation)}', warm-up ${(ready.warmup_seconds as number).toFixed(3)} s`,
 );
 
-const model = await loadModel(modelDir, { threads });
+const model = await loadModel(modelDir, { threads, dtype });
 try {
   const t0 = performance.now();
   const warm = await model.run(tokens, { capture: [] });

@@ -97,10 +97,14 @@ void gemm_f32_packed(ThreadPool &pool, const float *A, int64_t M, int64_t K, con
   const bool wide = cpu_isa() == Isa::Avx512;
   const int64_t MR = wide ? 8 : 6;
   const int64_t mp = (M + MR - 1) / MR, np = (N + kNR - 1) / kNR;
-  // A in row panels: [mp][K][MR], zero-padded past M.
-  std::vector<float> ap(static_cast<size_t>(mp * K * MR));
+  // A in row panels: [mp][K][MR], zero-padded past M. The buffer lives with the calling (forward)
+  // thread and only grows: a fresh 12 MB vector per MLP GEMM cost a memset and page faults.
+  // (Lambdas below run on pool threads, which have their own thread_local: they use `apd`.)
+  thread_local std::vector<float> ap;
+  if (ap.size() < static_cast<size_t>(mp * K * MR)) ap.resize(static_cast<size_t>(mp * K * MR));
+  float *const apd = ap.data();
   pool.parallel_for(mp, [&](int64_t p) {
-    float *dst = ap.data() + p * K * MR;
+    float *dst = apd + p * K * MR;
     for (int64_t i = 0; i < MR; ++i) {
       const int64_t m = p * MR + i;
       if (m < M) {
@@ -121,7 +125,7 @@ void gemm_f32_packed(ThreadPool &pool, const float *A, int64_t M, int64_t K, con
       const int64_t col = pn * kNR, nr = std::min(kNR, N - col);
       for (int64_t pm = m0; pm < m1; ++pm) {
         const int64_t row = pm * MR, mr = std::min(MR, M - row);
-        const float *a = ap.data() + pm * K * MR;
+        const float *a = apd + pm * K * MR;
         float *c = C + row * N + col;
         const float *b = bias ? bias + col : nullptr;
         if (wide) {
