@@ -203,7 +203,7 @@ describe('bad model files', () => {
       expect(auto.device).toBe('cpu');
       auto.dispose();
     }
-    await expect(loadModel(GPT2, { dtype: 'bf16' })).rejects.toMatchObject({ code: 'ERR_UNSUPPORTED_DTYPE' });
+    await expect(loadModel(GPT2, { dtype: 'f16' })).rejects.toMatchObject({ code: 'ERR_UNSUPPORTED_DTYPE' });
     await expect(loadModel(GPT2, { device: 'tpu' as 'cpu' })).rejects.toMatchObject({ code: 'ERR_UNSUPPORTED_DEVICE' });
   });
 });

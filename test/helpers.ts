@@ -14,7 +14,10 @@ export function fixtureDir(name: string): string {
 }
 
 export function fixtureNames(): string[] {
-  return readdirSync(FIXTURES).sort();
+  return readdirSync(FIXTURES, { withFileTypes: true })
+    .filter((e) => e.isDirectory())
+    .map((e) => e.name)
+    .sort();
 }
 
 export interface Comparison {

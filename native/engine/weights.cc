@@ -92,7 +92,8 @@ std::unique_ptr<Model> Model::load(const std::string &dir, const LoadOptions &op
   int threads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
   model->threads_ = std::max(1, std::min(threads, 256));
   if (options.device == "cpu") {
-    if (options.dtype != NT_F32) fail(code::kInvalidInput, "the CPU backend computes in f32");
+    // bf16 keeps the matrices (embeddings, linears, LM head) in bf16 and computes in f32.
+    if (options.dtype != NT_F32 && options.dtype != NT_BF16) fail(code::kInvalidInput, "the CPU backend supports dtype f32 or bf16");
     model->be_ = Backend::cpu(model->threads_);
   } else {
     model->be_ = Backend::load(options.device, options.backend_dir, 0, model->threads_);

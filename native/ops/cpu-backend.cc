@@ -5,6 +5,7 @@
 #include <cstring>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "engine/edits.h"
 #include "ops/backend-abi.h"
@@ -54,42 +55,68 @@ int cpu_copy_2d(nt_backend *, void *dst, size_t dst_pitch, const void *src, size
   return 0;
 }
 
+// The CPU keeps weights in f32, or in bf16 (the top half of an f32: widening is exact).
+inline float bf16_value(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// Element i of row r of a [rows, d] table of `dtype` (F32 or BF16).
+inline float table_at(const void *table, nt_dtype dtype, int64_t r, int64_t d, int64_t i) {
+  return dtype == NT_BF16 ? bf16_value(static_cast<const uint16_t *>(table)[r * d + i]) : static_cast<const float *>(table)[r * d + i];
+}
+
 int cpu_embed(nt_backend *be, const void *table, nt_dtype dtype, const int32_t *tokens, int64_t M, int64_t d, float *out) {
-  if (dtype != NT_F32) return fail_op(be, "the CPU backend keeps weights in F32");
-  const float *t = static_cast<const float *>(table);
-  for (int64_t i = 0; i < M; ++i) std::memcpy(out + i * d, t + static_cast<int64_t>(tokens[i]) * d, static_cast<size_t>(d) * sizeof(float));
+  if (dtype != NT_F32 && dtype != NT_BF16) return fail_op(be, "the CPU backend keeps weights in F32 or BF16");
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < d; ++j) out[i * d + j] = table_at(table, dtype, tokens[i], d, j);
   return 0;
 }
 
 int cpu_add_positions(nt_backend *be, const void *table, nt_dtype dtype, int64_t B, int64_t T, int64_t d, int64_t pos0, const int32_t *pad, float *x) {
-  if (dtype != NT_F32) return fail_op(be, "the CPU backend keeps weights in F32");
-  const float *t = static_cast<const float *>(table);
+  if (dtype != NT_F32 && dtype != NT_BF16) return fail_op(be, "the CPU backend keeps weights in F32 or BF16");
   be->pool.parallel_for(B * T, [&](int64_t i) {
     const int64_t p = std::max<int64_t>(0, pos0 + i % T - (pad ? pad[i / T] : 0));
-    for (int64_t j = 0; j < d; ++j) x[i * d + j] += t[p * d + j];
+    for (int64_t j = 0; j < d; ++j) x[i * d + j] += table_at(table, dtype, p, d, j);
   });
   return 0;
 }
 
-// Weights packed by cpu_pack_weight (panels of 32 columns, k-major) carry this dtype.
+// Weights packed by cpu_pack_weight (panels of 32 columns, k-major) carry these dtypes.
 constexpr nt_dtype kCpuPackedF32 = static_cast<nt_dtype>(NT_PACKED_BASE + 0);
+constexpr nt_dtype kCpuPackedBf16 = static_cast<nt_dtype>(NT_PACKED_BASE + 1);
 
 int cpu_gemm(nt_backend *be, const float *A, int64_t M, int64_t K, const void *W, nt_dtype w_dtype, int64_t N, const float *bias, float *C) {
-  if (w_dtype == kCpuPackedF32) {
-    nt::gemm_f32_packed(be->pool, A, M, K, static_cast<const float *>(W), N, bias, C);
-    return 0;
+  switch (w_dtype) {
+    case kCpuPackedF32: nt::gemm_f32_packed(be->pool, A, M, K, static_cast<const float *>(W), N, bias, C); return 0;
+    case kCpuPackedBf16: nt::gemm_bf16_packed(be->pool, A, M, K, static_cast<const uint16_t *>(W), N, bias, C); return 0;
+    case NT_F32: nt::gemm_f32(be->pool, A, M, K, static_cast<const float *>(W), N, bias, C); return 0;
+    case NT_BF16: {
+      // Unpacked bf16 only happens without AVX2 (no packing): widen per call, the scalar path.
+      thread_local std::vector<float> w;
+      w.resize(static_cast<size_t>(N * K));
+      for (int64_t i = 0; i < N * K; ++i) w[static_cast<size_t>(i)] = bf16_value(static_cast<const uint16_t *>(W)[i]);
+      nt::gemm_f32(be->pool, A, M, K, w.data(), N, bias, C);
+      return 0;
+    }
+    default: return fail_op(be, "the CPU backend keeps weights in F32 or BF16");
   }
-  if (w_dtype != NT_F32) return fail_op(be, "the CPU backend keeps weights in F32");
-  nt::gemm_f32(be->pool, A, M, K, static_cast<const float *>(W), N, bias, C);
-  return 0;
 }
 
 void *cpu_pack_weight(nt_backend *, const void *W, nt_dtype dtype, int64_t N, int64_t K, nt_dtype *packed_dtype) {
-  if (dtype != NT_F32 || !nt::gemm_packing_available()) return nullptr;
-  void *p = cpu_alloc(nullptr, nt::gemm_packed_floats(N, K) * sizeof(float));
+  if ((dtype != NT_F32 && dtype != NT_BF16) || !nt::gemm_packing_available()) return nullptr;
+  const size_t elems = nt::gemm_packed_floats(N, K);
+  void *p = cpu_alloc(nullptr, elems * (dtype == NT_F32 ? sizeof(float) : sizeof(uint16_t)));
   if (!p) return nullptr;
-  nt::gemm_pack_weights(static_cast<const float *>(W), N, K, static_cast<float *>(p));
-  *packed_dtype = kCpuPackedF32;
+  if (dtype == NT_F32) {
+    nt::gemm_pack_weights(static_cast<const float *>(W), N, K, static_cast<float *>(p));
+    *packed_dtype = kCpuPackedF32;
+  } else {
+    nt::gemm_pack_weights_bf16(static_cast<const uint16_t *>(W), N, K, static_cast<uint16_t *>(p));
+    *packed_dtype = kCpuPackedBf16;
+  }
   return p;
 }
 

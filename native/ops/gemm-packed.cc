@@ -1,7 +1,9 @@
 // CPU GEMM on weights packed once at load: C[M, N] = A[M, K] · W[N, K]^T (+ bias). W is stored
 // as panels of 32 output columns, k-major ([N/32][K][32], zero-padded), so the micro-kernel
 // broadcasts one A value against two (AVX-512) or four (AVX2) vectors of W per k with no
-// horizontal sums. A is packed per call into row panels ([M/MR][K][MR]). Tests:
+// horizontal sums. bf16 weights use the same layout with 16-bit elements and are widened to f32
+// in the kernel (exact), so dtype 'bf16' computes in f32 on half the weight memory. A is packed
+// per call into row panels ([M/MR][K][MR]). Tests:
 // test/native/test-ops.cc (every ISA against a double reference), whole-model HF tests.
 //
 // Blocking: a work item is up to 4 W panels x 16 A panels. At K = 768 a W panel is 96 KB and
@@ -29,13 +31,24 @@ constexpr int64_t kPanelsPerItemN = 4;
 constexpr int64_t kPanelsPerItemM = 16;
 
 #ifdef NT_X86
+// 16 (AVX-512) or 8 (AVX2) packed weights as f32: bf16 is the top half of an f32.
+__attribute__((target("avx512f"))) inline __m512 load16(const float *p) { return _mm512_loadu_ps(p); }
+__attribute__((target("avx512f"))) inline __m512 load16(const uint16_t *p) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p))), 16));
+}
+__attribute__((target("avx2,fma"))) inline __m256 load8(const float *p) { return _mm256_loadu_ps(p); }
+__attribute__((target("avx2,fma"))) inline __m256 load8(const uint16_t *p) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p))), 16));
+}
+
 // C[mr, nr] (+)= A_panel[K][8] · W_panel[K][32]; only the first mr rows and nr columns are stored.
-__attribute__((target("avx512f"))) void kernel_avx512(const float *ap, const float *wp, int64_t K, float *c, int64_t ldc, int64_t mr,
+template <typename Wt>
+__attribute__((target("avx512f"))) void kernel_avx512(const float *ap, const Wt *wp, int64_t K, float *c, int64_t ldc, int64_t mr,
                                                      int64_t nr, const float *bias) {
   __m512 acc[8][2];
   for (int i = 0; i < 8; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   for (int64_t k = 0; k < K; ++k) {
-    const __m512 w0 = _mm512_loadu_ps(wp + k * kNR), w1 = _mm512_loadu_ps(wp + k * kNR + 16);
+    const __m512 w0 = load16(wp + k * kNR), w1 = load16(wp + k * kNR + 16);
     const float *a = ap + k * 8;
     for (int i = 0; i < 8; ++i) {
       const __m512 av = _mm512_set1_ps(a[i]);
@@ -54,12 +67,13 @@ __attribute__((target("avx512f"))) void kernel_avx512(const float *ap, const flo
 }
 
 // AVX2 (16 ymm registers): 6 rows x 16 columns per call, so a 32-wide panel takes two calls.
-__attribute__((target("avx2,fma"))) void kernel_avx2(const float *ap, const float *wp, int64_t K, float *c, int64_t ldc, int64_t mr,
+template <typename Wt>
+__attribute__((target("avx2,fma"))) void kernel_avx2(const float *ap, const Wt *wp, int64_t K, float *c, int64_t ldc, int64_t mr,
                                                     int64_t nr, const float *bias) {
   __m256 acc[6][2];
   for (int i = 0; i < 6; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
   for (int64_t k = 0; k < K; ++k) {
-    const __m256 w0 = _mm256_loadu_ps(wp + k * kNR), w1 = _mm256_loadu_ps(wp + k * kNR + 8);
+    const __m256 w0 = load8(wp + k * kNR), w1 = load8(wp + k * kNR + 8);
     const float *a = ap + k * 6;
     for (int i = 0; i < 6; ++i) {
       const __m256 av = _mm256_broadcast_ss(a + i);
@@ -82,17 +96,21 @@ bool gemm_packing_available() { return cpu_isa() != Isa::Scalar; }
 
 size_t gemm_packed_floats(int64_t N, int64_t K) { return static_cast<size_t>((N + kNR - 1) / kNR * kNR * K); }
 
-void gemm_pack_weights(const float *W, int64_t N, int64_t K, float *Wp) {
+namespace {
+
+template <typename Wt>
+void pack_panels(const Wt *W, int64_t N, int64_t K, Wt *Wp) {
   const int64_t panels = (N + kNR - 1) / kNR;
   for (int64_t p = 0; p < panels; ++p)
     for (int64_t k = 0; k < K; ++k)
       for (int64_t j = 0; j < kNR; ++j) {
         const int64_t n = p * kNR + j;
-        Wp[(p * K + k) * kNR + j] = n < N ? W[n * K + k] : 0.0f;
+        Wp[(p * K + k) * kNR + j] = n < N ? W[n * K + k] : Wt(0);
       }
 }
 
-void gemm_f32_packed(ThreadPool &pool, const float *A, int64_t M, int64_t K, const float *Wp, int64_t N, const float *bias, float *C) {
+template <typename Wt>
+void gemm_packed(ThreadPool &pool, const float *A, int64_t M, int64_t K, const Wt *Wp, int64_t N, const float *bias, float *C) {
 #ifdef NT_X86
   const bool wide = cpu_isa() == Isa::Avx512;
   const int64_t MR = wide ? 8 : 6;
@@ -121,7 +139,7 @@ void gemm_f32_packed(ThreadPool &pool, const float *A, int64_t M, int64_t K, con
     const int64_t n0 = in * kPanelsPerItemN, n1 = std::min(np, n0 + kPanelsPerItemN);
     const int64_t m0 = im * kPanelsPerItemM, m1 = std::min(mp, m0 + kPanelsPerItemM);
     for (int64_t pn = n0; pn < n1; ++pn) {
-      const float *wp = Wp + pn * K * kNR;
+      const Wt *wp = Wp + pn * K * kNR;
       const int64_t col = pn * kNR, nr = std::min(kNR, N - col);
       for (int64_t pm = m0; pm < m1; ++pm) {
         const int64_t row = pm * MR, mr = std::min(MR, M - row);
@@ -140,6 +158,18 @@ void gemm_f32_packed(ThreadPool &pool, const float *A, int64_t M, int64_t K, con
 #else
   (void)pool, (void)A, (void)M, (void)K, (void)Wp, (void)N, (void)bias, (void)C;
 #endif
+}
+
+}  // namespace
+
+void gemm_pack_weights(const float *W, int64_t N, int64_t K, float *Wp) { pack_panels(W, N, K, Wp); }
+void gemm_pack_weights_bf16(const uint16_t *W, int64_t N, int64_t K, uint16_t *Wp) { pack_panels(W, N, K, Wp); }
+
+void gemm_f32_packed(ThreadPool &pool, const float *A, int64_t M, int64_t K, const float *Wp, int64_t N, const float *bias, float *C) {
+  gemm_packed(pool, A, M, K, Wp, N, bias, C);
+}
+void gemm_bf16_packed(ThreadPool &pool, const float *A, int64_t M, int64_t K, const uint16_t *Wp, int64_t N, const float *bias, float *C) {
+  gemm_packed(pool, A, M, K, Wp, N, bias, C);
 }
 
 }  // namespace nt

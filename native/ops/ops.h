@@ -20,6 +20,9 @@ size_t gemm_packed_floats(int64_t N, int64_t K);
 void gemm_pack_weights(const float *W, int64_t N, int64_t K, float *Wp);
 // C[M, N] = A[M, K] · W^T (+ bias) with W packed by gemm_pack_weights.
 void gemm_f32_packed(ThreadPool &pool, const float *A, int64_t M, int64_t K, const float *Wp, int64_t N, const float *bias, float *C);
+// The same with bf16 weights (same panel layout, 16-bit elements) widened to f32 in the kernel.
+void gemm_pack_weights_bf16(const uint16_t *W, int64_t N, int64_t K, uint16_t *Wp);
+void gemm_bf16_packed(ThreadPool &pool, const float *A, int64_t M, int64_t K, const uint16_t *Wp, int64_t N, const float *bias, float *C);
 
 // Selects the GEMM micro-kernel ("avx512", "avx2", "scalar"); false if this CPU lacks it.
 // The default is the best available (NEUROTAP_GEMM_KERNEL caps it). For tests and benchmarks.

@@ -18,7 +18,7 @@ import { generateSteps, type GenerateOptions, type GenerateResult, type Generate
 export interface LoadModelOptions<F extends Family = Family> {
   /** Compute device. `'cuda'` needs the CUDA backend library (built by `npm run build:cmake` with CUDA) and a GPU; `'auto'` takes the GPU when that works, else the CPU. Defaults to `'cpu'`. */
   device?: 'cpu' | 'cuda' | 'auto';
-  /** Weight dtype on the device; activations are float32. The CPU runs f32 only. Defaults to `'f32'`. */
+  /** Weight dtype on the device; activations and arithmetic are float32. On the CPU, `'bf16'` stores the weight matrices (embeddings, linears, LM head) in bfloat16 (rounded to nearest even from an f32 checkpoint) and widens them exactly in the kernels; norms and biases stay f32. `'f16'` is CUDA only. Defaults to `'f32'`. */
   dtype?: 'f32' | 'f16' | 'bf16';
   /** Worker threads for the forward pass. Defaults to `os.availableParallelism()`. */
   threads?: number;
@@ -354,7 +354,7 @@ export async function loadModel<F extends Family = Family>(dir: string, options:
   const dtype = options.dtype ?? 'f32';
   if (dtype !== 'f32' && dtype !== 'f16' && dtype !== 'bf16') throw new DeviceError('ERR_UNSUPPORTED_DTYPE', `unknown dtype '${String(dtype)}' (f32, f16, bf16)`);
   const device: 'cpu' | 'cuda' = requested === 'auto' ? (probeDevice('cuda').available ? 'cuda' : 'cpu') : requested;
-  if (device === 'cpu' && dtype !== 'f32') throw new DeviceError('ERR_UNSUPPORTED_DTYPE', `dtype '${dtype}' is not supported on the CPU; use 'f32'`);
+  if (device === 'cpu' && dtype === 'f16') throw new DeviceError('ERR_UNSUPPORTED_DTYPE', "dtype 'f16' is not supported on the CPU; use 'f32' or 'bf16'");
   const threads = options.threads ?? availableParallelism();
   if (!Number.isInteger(threads) || threads < 1) throw new InvalidInputError('ERR_INVALID_INPUT', `threads must be a positive integer, got ${threads}`);
   const abs = resolve(dir);
