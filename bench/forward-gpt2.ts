@@ -7,7 +7,8 @@
 //
 // The model is written by bench/make-gpt2-small.py or bench/make-llama-small.py (into
 // bench/out/gpt2-small or bench/out/llama-small unless --model says otherwise). --dtype sets
-// neurotap's weight dtype only; PyTorch always runs f32. PyTorch runs in a long-lived worker process (bench/torch-forward.py) that
+// neurotap's weight dtype only; PyTorch always runs f32. PyTorch runs in a long-lived worker
+// process (bench/torch-forward.py) that
 // times one forward per "run" line, so the two engines alternate rep by rep and never
 // compute at the same time. The order inside a rep alternates too (A B, B A, ...), so slow
 // drift on a shared machine falls on both. Results: bench/RESULTS.md. Not a test: timings
@@ -155,7 +156,7 @@ try {
   const cpu = cpuModel();
   const date = new Date().toISOString();
   console.log('');
-  console.log(`GPT-2 small (random weights), batch ${batch}, seq ${seq}, ${threads} threads, ${reps} reps after ${warmup} warm-up; ${cpu}; ${date}`);
+  console.log(`${flags.arch === 'llama' ? 'Llama (GQA, SwiGLU, RoPE) of GPT-2-small size' : 'GPT-2 small'} (random weights), ${dtype}, batch ${batch}, seq ${seq}, ${threads} threads, ${reps} reps after ${warmup} warm-up; ${cpu}; ${date}`);
   console.log('| engine | median s / forward | tokens/s |');
   console.log('|---|---:|---:|');
   console.log(`| neurotap | ${ntMed.toFixed(3)} | ${(n / ntMed).toFixed(1)} |`);
@@ -164,7 +165,8 @@ try {
   console.log(
     JSON.stringify({
       bench: 'forward-gpt2',
-      model: 'gpt2-small-random',
+      model: `${flags.arch}-small-random`,
+      dtype,
       batch,
       seq,
       threads,
