@@ -20,7 +20,8 @@ Napi::Value cpu_features(const Napi::CallbackInfo &info) {
   return o;
 }
 
-// The hook table's kinds in order, for TypeScript's typed names (test/hooks.test.ts).
+// The hook table's kinds in order, for TypeScript's typed names (test/hooks.test.ts); SAE
+// hooks (`{hook}.hook_sae_*`) have `sae: true`.
 Napi::Value hook_kinds(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   const size_t n = static_cast<size_t>(nt::HookKind::Count);
@@ -29,6 +30,7 @@ Napi::Value hook_kinds(const Napi::CallbackInfo &info) {
     Napi::Object k = Napi::Object::New(env);
     k.Set("suffix", nt::hook_kind_suffix(static_cast<nt::HookKind>(i)));
     k.Set("perBlock", nt::hook_kind_per_block(static_cast<nt::HookKind>(i)));
+    k.Set("sae", i >= static_cast<size_t>(nt::HookKind::SaeInput));
     out.Set(static_cast<uint32_t>(i), k);
   }
   return out;

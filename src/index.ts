@@ -1,6 +1,11 @@
 // Public exports of neurotap.
 export { loadModel, Model, ActivationCache, probeDevice } from './model/Model.js';
-export type { LoadModelOptions, ModelInput, RunOptions, RunResult, HookInfo, ModelConfig, HookMap } from './model/Model.js';
+export type { LoadModelOptions, ModelInput, RunOptions, RunResult, HookInfo, ModelConfig, HookMap, AttachSaeOptions, AttachedSae, SparseFeatures } from './model/Model.js';
+export { Sae, loadSae } from './sae/Sae.js';
+export type { SaeConfig, SaeArchitecture, SaeNormalization, LoadSaeOptions } from './sae/Sae.js';
+export { featureHooks } from './sae/features.js';
+export type { FeatureEditOptions } from './sae/features.js';
+export { readNpz } from './io/npz.js';
 export { edits } from './hooks/edits.js';
 export type { Edit, EditSelection, PositionSelector, HookFunction, HookContext, HookSpec } from './hooks/edits.js';
 export type { GenerateOptions, GenerateResult, GenerateStep } from './generate/generate.js';
@@ -10,8 +15,8 @@ export { Tensor } from './tensor.js';
 export type { DType } from './tensor.js';
 export { Tokenizer } from './tokenizer.js';
 export type { EncodeOptions } from './tokenizer.js';
-export { BLOCK_HOOKS, MODEL_HOOKS, blockHook, resolveHooks } from './hooks/names.js';
-export type { HookName, HookPattern, BlockHookSuffix, ModelHookName, Family, HookNameFor, BlockHookSuffixFor, ModelHookNameFor } from './hooks/names.js';
+export { BLOCK_HOOKS, MODEL_HOOKS, SAE_HOOKS, blockHook, resolveHooks } from './hooks/names.js';
+export type { HookName, HookPattern, BlockHookSuffix, ModelHookName, SaeHookSuffix, Family, HookNameFor, BlockHookSuffixFor, ModelHookNameFor } from './hooks/names.js';
 export {
   NeurotapError,
   ModelLoadError,

@@ -2,13 +2,15 @@
 import { describe, expect, expectTypeOf, it } from 'vitest';
 
 import { native } from '../src/bindings/native.js';
-import { BLOCK_HOOKS, blockHook, MODEL_HOOKS, resolveHooks, type HookName } from '../src/index.js';
+import { BLOCK_HOOKS, blockHook, MODEL_HOOKS, resolveHooks, SAE_HOOKS, type HookName } from '../src/index.js';
 
 describe('hook names', () => {
   it('TypeScript lists exactly the native hook kinds', () => {
-    const kinds = native().hookKinds();
+    const all = native().hookKinds();
+    const kinds = all.filter((k) => !k.sae);
     expect(kinds.filter((k) => k.perBlock).map((k) => k.suffix)).toEqual([...BLOCK_HOOKS]);
     expect(kinds.filter((k) => !k.perBlock).map((k) => k.suffix).sort()).toEqual([...MODEL_HOOKS].sort());
+    expect(all.filter((k) => k.sae).map((k) => k.suffix)).toEqual([...SAE_HOOKS]);
   });
 
   it('types hook names', () => {

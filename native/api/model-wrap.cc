@@ -40,7 +40,10 @@ class LoadWorker : public PromiseWorker {
 
 class RunWorker : public PromiseWorker {
  public:
-  RunWorker(Napi::Env env, std::shared_ptr<Model> model) : PromiseWorker(env), model_(std::move(model)), plan_(model_->hooks().points().size()) {}
+  RunWorker(Napi::Env env, std::shared_ptr<Model> model, const HookTable &table)
+      : PromiseWorker(env), model_(std::move(model)), plan_(table.points().size()) {
+    req_.hooks_version = table.version;
+  }
 
   // Keeps a JS object (a typed array, a cache) alive until the worker is destroyed.
   void keep(Napi::Object v) { refs_.push_back(Napi::Persistent(v)); }
@@ -138,6 +141,7 @@ Napi::Function ModelWrap::define(Napi::Env env, Napi::FunctionReference *ctor_ou
   Napi::Function ctor = DefineClass(env, "NativeModel",
                                     {InstanceMethod<&ModelWrap::config>("config"), InstanceMethod<&ModelWrap::hooks>("hooks"),
                                      InstanceMethod<&ModelWrap::run>("run"), InstanceMethod<&ModelWrap::create_cache>("createCache"),
+                                     InstanceMethod<&ModelWrap::attach_sae>("attachSae"), InstanceMethod<&ModelWrap::detach_sae>("detachSae"),
                                      InstanceMethod<&ModelWrap::dispose>("dispose"), InstanceAccessor<&ModelWrap::disposed>("disposed")});
   *ctor_out = Napi::Persistent(ctor);
   return ctor;
@@ -193,7 +197,8 @@ Napi::Value ModelWrap::config(const Napi::CallbackInfo &info) {
 
 Napi::Value ModelWrap::hooks(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  const auto &points = checked(env)->hooks().points();
+  const std::shared_ptr<const HookTable> table = checked(env)->hooks();
+  const auto &points = table->points();
   Napi::Array out = Napi::Array::New(env, points.size());
   for (size_t i = 0; i < points.size(); ++i) {
     Napi::Object h = Napi::Object::New(env);
@@ -229,10 +234,11 @@ Napi::Value ModelWrap::run(const Napi::CallbackInfo &info) {
   if (batch < 1 || pos < 1 || static_cast<int64_t>(tok.ElementLength()) != batch * pos)
     throw_coded(env, code::kInvalidInput, "tokens must hold batch x pos ids with batch, pos >= 1");
 
-  auto *w = new RunWorker(env, model);
+  const std::shared_ptr<const HookTable> snapshot = model->hooks();
+  const HookTable &table = *snapshot;
+  auto *w = new RunWorker(env, model, table);
   Napi::Promise promise = w->promise();
   try {
-    const HookTable &table = model->hooks();
     const int n_hooks = static_cast<int>(table.points().size());
     w->keep(tok);
     w->req_.tokens = tok.As<Napi::Int32Array>().Data();
@@ -274,6 +280,25 @@ Napi::Value ModelWrap::run(const Napi::CallbackInfo &info) {
                                                   std::to_string(f.ElementLength()) + " floats, needs " + std::to_string(need));
         w->keep(f);
         w->plan_.set_capture(index, f.Data(), need);
+      }
+    }
+    Napi::Value topk = o.Get("saeTopK");
+    if (topk.IsArray()) {
+      Napi::Array arr = topk.As<Napi::Array>();
+      for (uint32_t i = 0; i < arr.Length(); ++i) {
+        Napi::Object t = arr.Get(i).As<Napi::Object>();
+        SaeTopK r;
+        r.base = t.Get("index").As<Napi::Number>().Int32Value();
+        r.k = t.Get("k").As<Napi::Number>().Int64Value();
+        Napi::Int32Array idx = typed(env, t.Get("indices"), napi_int32_array, "top-k indices").As<Napi::Int32Array>();
+        Napi::Float32Array val = typed(env, t.Get("values"), napi_float32_array, "top-k values").As<Napi::Float32Array>();
+        if (r.k < 1 || static_cast<int64_t>(idx.ElementLength()) != batch * pos * r.k || static_cast<int64_t>(val.ElementLength()) != batch * pos * r.k)
+          throw_coded(env, code::kBufferSize, "top-k feature buffers must hold batch x pos x k entries");
+        w->keep(idx);
+        w->keep(val);
+        r.indices = idx.Data();
+        r.values = val.Data();
+        w->req_.sae_topk.push_back(r);
       }
     }
     w->req_.logits_last_only = o.Get("logitsLastOnly").ToBoolean();

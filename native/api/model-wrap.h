@@ -12,15 +12,19 @@ namespace nt {
 
 class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
  public:
+  // Also used by sae-wrap.cc.
+  std::shared_ptr<Model> checked(Napi::Env env);
+
   static Napi::Function define(Napi::Env env, Napi::FunctionReference *ctor_out);
   explicit ModelWrap(const Napi::CallbackInfo &info);
 
  private:
-  std::shared_ptr<Model> checked(Napi::Env env);
   Napi::Value config(const Napi::CallbackInfo &info);
   Napi::Value hooks(const Napi::CallbackInfo &info);
   Napi::Value run(const Napi::CallbackInfo &info);
   Napi::Value create_cache(const Napi::CallbackInfo &info);
+  Napi::Value attach_sae(const Napi::CallbackInfo &info);  // sae-wrap.cc
+  Napi::Value detach_sae(const Napi::CallbackInfo &info);
   Napi::Value dispose(const Napi::CallbackInfo &info);
   Napi::Value disposed(const Napi::CallbackInfo &info);
 

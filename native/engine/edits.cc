@@ -27,6 +27,16 @@ UnitLayout unit_layout(HookKind kind, const std::vector<int64_t> &shape) {
       u.width = shape[3];
       u.head_major = true;
       break;
+    case HookKind::SaeActsPre:
+    case HookKind::SaeActsPost:  // each feature is a unit: `heads` selects features
+      u.heads = shape[2];
+      u.width = 1;
+      break;
+    case HookKind::SaeError:
+    case HookKind::SaeOutput:  // one unit per token, flattened like the SAE's d_in (attn.hook_z: heads x d_head)
+      u.width = 1;
+      for (size_t i = 2; i < shape.size(); ++i) u.width *= shape[i];
+      break;
     default:
       u.width = shape[2];
   }
@@ -50,9 +60,12 @@ void validate_edit(const Edit &e, const HookPoint &hook, const std::vector<int64
   for (int32_t r : e.rows)
     if (r < 0 || r >= shape[0]) fail(code::kInvalidInput, where + "batch row " + std::to_string(r) + " is outside [0, " + std::to_string(shape[0]) + ")");
   if (!e.heads.empty() && u.heads == 1 && !(hook.kind == HookKind::AttnScores || hook.kind == HookKind::AttnPattern))
-    fail(code::kInvalidInput, where + "head selection needs a per-head hook (attn.hook_q/k/v/z/rot_q/rot_k/attn_scores/pattern)");
+    fail(code::kInvalidInput, where + "head selection needs a per-head hook (attn.hook_q/k/v/z/rot_q/rot_k/attn_scores/pattern, or features at hook_sae_acts_pre/post)");
+  const bool features = hook.kind == HookKind::SaeActsPre || hook.kind == HookKind::SaeActsPost;
   for (int32_t h : e.heads)
-    if (h < 0 || h >= u.heads) fail(code::kInvalidInput, where + "head " + std::to_string(h) + " is outside [0, " + std::to_string(u.heads) + ")");
+    if (h < 0 || h >= u.heads)
+      fail(features ? code::kFeatureOutOfRange : code::kInvalidInput,
+           where + (features ? "feature " : "head ") + std::to_string(h) + " is outside [0, " + std::to_string(u.heads) + ")");
 }
 
 namespace {

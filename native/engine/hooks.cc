@@ -35,6 +35,12 @@ const KindInfo kKinds[] = {
     {"hook_resid_post", true},
     {"ln_final.hook_scale", false},
     {"ln_final.hook_normalized", false},
+    {"hook_sae_input", false},
+    {"hook_sae_acts_pre", false},
+    {"hook_sae_acts_post", false},
+    {"hook_sae_recons", false},
+    {"hook_sae_error", false},
+    {"hook_sae_output", false},
 };
 static_assert(sizeof(kKinds) / sizeof(kKinds[0]) == static_cast<size_t>(HookKind::Count), "hook kind table out of sync");
 
@@ -96,6 +102,36 @@ HookTable::HookTable(const ModelConfig &c) {
       add(static_cast<HookKind>(k), l);
   add(HookKind::LnFinalScale, -1);
   add(HookKind::LnFinalNormalized, -1);
+  base_count_ = static_cast<int>(points_.size());
+}
+
+std::vector<int> HookTable::set_saes(const std::vector<std::pair<int, int64_t>> &saes) {
+  points_.resize(static_cast<size_t>(base_count_));
+  by_name_.clear();
+  for (size_t i = 0; i < points_.size(); ++i) by_name_[points_[i].name] = static_cast<int>(i);
+  std::vector<int> first;
+  for (const auto &[base, d_sae] : saes) {
+    const HookPoint b = points_[static_cast<size_t>(base)];
+    int64_t d_in = 1;
+    for (size_t i = 2; i < b.shape.size(); ++i) d_in *= b.shape[i];
+    first.push_back(static_cast<int>(points_.size()));
+    for (int k = 0; k < 6; ++k) {
+      HookPoint p;
+      p.kind = static_cast<HookKind>(static_cast<int>(HookKind::SaeInput) + k);
+      p.layer = b.layer;
+      p.name = b.name + "." + hook_kind_suffix(p.kind);
+      switch (p.kind) {
+        case HookKind::SaeActsPre:
+        case HookKind::SaeActsPost: p.shape = {kDimBatch, kDimPos, d_sae}; break;
+        case HookKind::SaeError:
+        case HookKind::SaeOutput: p.shape = b.shape; break;
+        default: p.shape = {kDimBatch, kDimPos, d_in};
+      }
+      by_name_[p.name] = static_cast<int>(points_.size());
+      points_.push_back(std::move(p));
+    }
+  }
+  return first;
 }
 
 int HookTable::find(const std::string &name) const {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/config.h"
@@ -36,6 +37,14 @@ enum class HookKind : uint8_t {
   ResidPost,        // hook_resid_post       [batch, pos, d_model]
   LnFinalScale,     // ln_final.hook_scale   [batch, pos, 1]
   LnFinalNormalized,// ln_final.hook_normalized [batch, pos, d_model]
+  // An attached SAE's hooks, `<hook>.hook_sae_*` (engine/sae.h); d_in = the hook's width
+  // (heads x d_head flattened for attn.hook_z).
+  SaeInput,         // hook_sae_input        [batch, pos, d_in]
+  SaeActsPre,       // hook_sae_acts_pre     [batch, pos, d_sae]
+  SaeActsPost,      // hook_sae_acts_post    [batch, pos, d_sae]
+  SaeRecons,        // hook_sae_recons       [batch, pos, d_in]
+  SaeError,         // hook_sae_error        the hook's shape
+  SaeOutput,        // hook_sae_output       the hook's shape
   Count
 };
 
@@ -71,8 +80,17 @@ class HookTable {
   std::vector<int64_t> shape(int index, int64_t batch, int64_t pos, int64_t key_pos) const;
   int64_t numel(int index, int64_t batch, int64_t pos, int64_t key_pos) const;
 
+  // Replaces the SAE hooks: six points per (base hook, d_sae), appended after the model's own
+  // hooks in the order given. Returns the index of each SAE's first point (hook_sae_input).
+  std::vector<int> set_saes(const std::vector<std::pair<int, int64_t>> &saes);
+  // Number of the model's own hooks (SAE hooks come after them).
+  int base_count() const { return base_count_; }
+  // Bumped with every change of the SAE hooks: a run checks it was planned for this table.
+  uint64_t version = 0;
+
  private:
   std::vector<HookPoint> points_;
+  int base_count_ = 0;
   std::map<std::string, int> by_name_;
   std::vector<int> slot_;  // [(layer + 1) * Count + kind] -> index or -1
 };

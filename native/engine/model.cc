@@ -91,6 +91,9 @@ std::unique_ptr<KvCache> Model::create_cache(int64_t batch, int64_t capacity) co
 
 void Model::forward(const ForwardRequest &req, HookPlan *plan) {
   const ModelConfig &c = config_;
+  std::lock_guard<std::mutex> lock(run_mutex_);  // runs serialize; SAE attach/detach wait for them
+  if (req.hooks_version != hooks_->version)
+    fail(code::kInvalidInput, "an SAE was attached or detached after this run was planned; run it again");
   if (req.batch < 1 || req.pos < 1)
     fail(code::kInvalidInput, "input must have at least one sequence of at least one token (got batch " + std::to_string(req.batch) +
                                   ", pos " + std::to_string(req.pos) + ")");
@@ -127,21 +130,75 @@ void Model::forward(const ForwardRequest &req, HookPlan *plan) {
   if (stopping && req.logits) fail(code::kInvalidInput, "logits are not computed when stopping at layer " + std::to_string(req.stop_at_layer));
   if (stopping && cache) fail(code::kInvalidInput, "stopAtLayer cannot be used with a KV cache");
   if (plan) {
-    for (size_t i = 0; i < hooks_.points().size(); ++i) {
+    for (size_t i = 0; i < hooks_->points().size(); ++i) {
       const int idx = static_cast<int>(i);
-      const HookPoint &hp = hooks_.points()[i];
+      const HookPoint &hp = hooks_->points()[i];
       const bool past = stopping && (hp.layer >= req.stop_at_layer || hp.kind == HookKind::LnFinalScale || hp.kind == HookKind::LnFinalNormalized);
       if (past && plan->active(idx))
         fail(code::kInvalidInput, "hook '" + hp.name + "' is not reached when stopping at layer " + std::to_string(req.stop_at_layer));
-      const std::vector<int64_t> shape = hooks_.shape(idx, req.batch, req.pos, pos0 + req.pos);
-      for (const Edit *e : plan->edits(idx)) validate_edit(*e, hooks_.points()[i], shape);
-      if (plan->has_capture(idx) && plan->capture_numel(idx) != hooks_.numel(idx, req.batch, req.pos, pos0 + req.pos))
-        fail(code::kBufferSize, "capture buffer for '" + hooks_.points()[i].name + "' has " + std::to_string(plan->capture_numel(idx)) +
-                                    " floats, needs " + std::to_string(hooks_.numel(idx, req.batch, req.pos, pos0 + req.pos)));
+      const std::vector<int64_t> shape = hooks_->shape(idx, req.batch, req.pos, pos0 + req.pos);
+      for (const Edit *e : plan->edits(idx)) validate_edit(*e, hooks_->points()[i], shape);
+      if (plan->has_capture(idx) && plan->capture_numel(idx) != hooks_->numel(idx, req.batch, req.pos, pos0 + req.pos))
+        fail(code::kBufferSize, "capture buffer for '" + hooks_->points()[i].name + "' has " + std::to_string(plan->capture_numel(idx)) +
+                                    " floats, needs " + std::to_string(hooks_->numel(idx, req.batch, req.pos, pos0 + req.pos)));
     }
   }
-  std::lock_guard<std::mutex> lock(run_mutex_);
+  for (const SaeTopK &t : req.sae_topk) {
+    const AttachedSae *sae = sae_at(t.base);
+    if (!sae) fail(code::kInvalidInput, "no SAE is attached at the requested features' hook");
+    if (t.k < 1 || t.k > sae->d_sae() || !t.indices || !t.values)
+      fail(code::kInvalidInput, "top-k features need 1 <= k <= d_sae (" + std::to_string(sae->d_sae()) + ") and output buffers");
+    if (stopping && hooks_->points()[static_cast<size_t>(t.base)].layer >= req.stop_at_layer)
+      fail(code::kInvalidInput, "the SAE's hook is not reached when stopping at layer " + std::to_string(req.stop_at_layer));
+  }
+  if (plan)
+    for (const auto &sae : saes_)
+      if (!sae->use_error_term() && plan->active(sae->first() + kSaeError))
+        fail(code::kInvalidInput, "'" + hooks_->points()[static_cast<size_t>(sae->first() + kSaeError)].name +
+                                      "' needs the SAE attached with its error term (useErrorTerm: true)");
   forward_locked(req, plan);
+}
+
+AttachedSae *Model::sae_at(int index) const {
+  for (const auto &s : saes_)
+    if (s->base() == index) return s.get();
+  return nullptr;
+}
+
+void Model::attach_sae(int base, SaeParams params, bool use_error_term) {
+  if (base < 0 || base >= hooks()->base_count()) fail(code::kUnknownHook, "SAEs attach to the model's own hooks");
+  const HookPoint hp = hooks()->points()[static_cast<size_t>(base)];  // base hooks never change
+  if (!be_->host_memory()) fail(code::kInvalidInput, "SAEs run on the CPU backend only for now; load the model with device: 'cpu'");
+  const bool per_token = hp.shape.size() >= 3 && hp.shape[0] == kDimBatch && hp.shape[1] == kDimPos;
+  if (!per_token || hp.kind == HookKind::Ln1Scale || hp.kind == HookKind::Ln2Scale || hp.kind == HookKind::LnFinalScale)
+    fail(code::kInvalidInput, "an SAE needs a [batch, pos, d] or [batch, pos, head, d_head] hook, not '" + hp.name + "'");
+  int64_t width = 1;
+  for (size_t i = 2; i < hp.shape.size(); ++i) width *= hp.shape[i];
+  if (params.d_in != width)
+    fail(code::kSaeMismatch, "the SAE's d_in is " + std::to_string(params.d_in) + " but '" + hp.name + "' has width " + std::to_string(width));
+  auto sae = std::make_unique<AttachedSae>(be_, base, std::move(params), use_error_term);
+  std::lock_guard<std::mutex> lock(run_mutex_);
+  if (sae_at(base)) fail(code::kInvalidInput, "an SAE is already attached at '" + hp.name + "'; detach it first");
+  saes_.push_back(std::move(sae));
+  rebuild_sae_hooks();
+}
+
+void Model::rebuild_sae_hooks() {
+  auto table = std::make_shared<HookTable>(*hooks_);
+  std::vector<std::pair<int, int64_t>> spec;
+  for (const auto &s : saes_) spec.emplace_back(s->base(), s->d_sae());
+  const std::vector<int> first = table->set_saes(spec);
+  for (size_t i = 0; i < saes_.size(); ++i) saes_[i]->set_first(first[i]);
+  table->version = hooks_->version + 1;
+  std::atomic_store(&hooks_, std::shared_ptr<const HookTable>(std::move(table)));
+}
+
+void Model::detach_sae(int base) {
+  std::lock_guard<std::mutex> lock(run_mutex_);
+  auto it = std::find_if(saes_.begin(), saes_.end(), [&](const auto &s) { return s->base() == base; });
+  if (it == saes_.end()) fail(code::kInvalidInput, "no SAE is attached at that hook");
+  saes_.erase(it);
+  rebuild_sae_hooks();
 }
 
 void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
@@ -192,21 +249,22 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
   // on the device and captures and JS callbacks go through host copies.
   std::map<const Edit *, DeviceEdit> device_edits;
   std::vector<float> staging;
+  // A hook is active when the plan acts there or an SAE is attached to it.
   auto active = [&](HookKind kind, int layer) {
-    if (!plan) return -1;
-    const int idx = hooks_.index(kind, layer);
-    return (idx >= 0 && plan->active(idx)) ? idx : -1;
+    const int idx = hooks_->index(kind, layer);
+    if (idx < 0) return -1;
+    return ((plan && plan->active(idx)) || (!saes_.empty() && sae_at(idx))) ? idx : -1;
   };
-  auto fire = [&](int idx, float *data) {
-    if (idx < 0) return;
-    const std::vector<int64_t> shape = hooks_.shape(idx, B, T, KV);
+  auto fire_plan = [&](int idx, float *data) {
+    if (!plan || !plan->active(idx)) return;
+    const std::vector<int64_t> shape = hooks_->shape(idx, B, T, KV);
     if (be.host_memory()) {
-      plan->fire(hooks_, idx, data, shape, ctx);
+      plan->fire(*hooks_, idx, data, shape, ctx);
       return;
     }
     int64_t n = 1;
     for (int64_t s : shape) n *= s;
-    const HookKind kind = hooks_.points()[static_cast<size_t>(idx)].kind;
+    const HookKind kind = hooks_->points()[static_cast<size_t>(idx)].kind;
     const UnitLayout u = unit_layout(kind, shape);
     for (const HookPlan::Action &a : plan->actions(idx)) {
       if (a.edit) {
@@ -222,6 +280,20 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
       }
     }
     if (float *dest = plan->capture(idx)) be.check(api.copy_to_host(bx, dest, data, static_cast<size_t>(n) * sizeof(float)), "capture");
+  };
+  // The plan at idx, then the SAE attached there (host memory only), which replaces `data`.
+  auto fire = [&](int idx, float *data) {
+    if (idx < 0) return;
+    fire_plan(idx, data);
+    AttachedSae *sae = saes_.empty() ? nullptr : sae_at(idx);
+    if (!sae) return;
+    const SaeTopK *topk = nullptr;
+    for (const SaeTopK &t : req.sae_topk)
+      if (t.base == idx) topk = &t;
+    const int first = sae->first();
+    sae->run(
+        data, M, [&](int which, float *d) { fire_plan(first + which, d); },
+        [&](int which) { return plan && !plan->actions(first + which).empty(); }, topk);
   };
 
   // Embedding.

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -13,6 +14,7 @@
 #include "engine/config.h"
 #include "engine/edits.h"
 #include "engine/hooks.h"
+#include "engine/sae.h"
 
 namespace nt {
 
@@ -64,7 +66,9 @@ struct ForwardRequest {
   KvCache *cache = nullptr;         // appends this forward's keys and values when non-null
   float *logits = nullptr;          // host [batch, pos, vocab], or [batch, vocab] with logits_last_only; null skips the LM head
   bool logits_last_only = false;
+  uint64_t hooks_version = 0;       // HookTable::version the plan was built for
   int stop_at_layer = -1;           // run blocks [0, stop_at_layer) only (TransformerLens's exclusive stop); -1 = all
+  std::vector<SaeTopK> sae_topk;    // sparse top-k features of attached SAEs
 };
 
 class Model {
@@ -73,7 +77,8 @@ class Model {
   static std::unique_ptr<Model> load(const std::string &dir, const LoadOptions &options);
 
   const ModelConfig &config() const { return config_; }
-  const HookTable &hooks() const { return hooks_; }
+  // The current hook table (a snapshot: attaching or detaching an SAE swaps in a new one).
+  std::shared_ptr<const HookTable> hooks() const { return std::atomic_load(&hooks_); }
   const Backend &backend() const { return *be_; }
   int threads() const { return threads_; }
   nt_dtype dtype() const { return dtype_; }
@@ -85,15 +90,21 @@ class Model {
   // compute, then runs it. Runs on one model serialize.
   void forward(const ForwardRequest &req, HookPlan *plan);
 
+  // Attaches an SAE at hook `base` (one per hook; the hook table gains its six hooks) or
+  // detaches it. Wait for running forwards. Throws EngineError (ERR_SAE_MISMATCH: d_in is not
+  // the hook's width; ERR_INVALID_INPUT: not a [batch, pos, ...] hook, or one already attached).
+  void attach_sae(int base, SaeParams params, bool use_error_term);
+  void detach_sae(int base);
+
  private:
-  Model(ModelConfig config) : config_(std::move(config)), hooks_(config_) {}
+  Model(ModelConfig config) : config_(std::move(config)), hooks_(std::make_shared<const HookTable>(config_)) {}
   void load_weights(const std::string &dir);
   void forward_locked(const ForwardRequest &req, HookPlan *plan);
   // Workspace buffer `slot` with room for at least `floats` (grown, never shrunk).
   DeviceBuffer &scratch(size_t slot, int64_t floats);
 
   ModelConfig config_;
-  HookTable hooks_;
+  std::shared_ptr<const HookTable> hooks_;  // replaced (atomically, under run_mutex_) by attach/detach
   std::shared_ptr<Backend> be_;
   int threads_ = 1;
   nt_dtype dtype_ = NT_F32;
@@ -107,6 +118,9 @@ class Model {
   nt_dtype lm_head_dtype_ = NT_F32;
   DeviceBuffer inv_freq_;   // [d_head / 2] float32 (rotary only)
   std::array<DeviceBuffer, 10> workspace_;  // activations, reused across runs (see scratch)
+  std::vector<std::unique_ptr<AttachedSae>> saes_;  // in attach order; their hooks follow the model's
+  AttachedSae *sae_at(int index) const;
+  void rebuild_sae_hooks();  // under run_mutex_
 };
 
 }  // namespace nt

@@ -50,6 +50,24 @@ export interface NativeKvCache {
   readonly batch: number;
 }
 
+/** An SAE as the addon takes it: float32 tensors in SAELens's layout. */
+export interface NativeSae {
+  architecture: 'standard' | 'jumprelu' | 'topk' | 'gated';
+  normalization: 'none' | 'scale' | 'constant_norm_rescale' | 'layer_norm';
+  dIn: number;
+  dSae: number;
+  k?: number;
+  applyBDecToInput: boolean;
+  normScale?: number;
+  W_enc: Float32Array;
+  b_enc: Float32Array;
+  W_dec: Float32Array;
+  b_dec: Float32Array;
+  threshold?: Float32Array;
+  r_mag?: Float32Array;
+  b_mag?: Float32Array;
+}
+
 export interface NativeRunOptions {
   tokens: Int32Array;
   batch: number;
@@ -63,6 +81,8 @@ export interface NativeRunOptions {
   /** Run blocks [0, stopAtLayer) only. */
   stopAtLayer?: number;
   actions?: NativeAction[];
+  /** Sparse top-k acts_post of the SAE attached at hook `index`: [batch * pos, k]. */
+  saeTopK?: { index: number; k: number; indices: Int32Array; values: Float32Array }[];
   dispatcher?: (id: number, data: Float32Array, shape: number[], ctx: { step: number; pos0: number; promptLength: number }) => void;
 }
 
@@ -71,6 +91,8 @@ export interface NativeModel {
   hooks(): NativeHookInfo[];
   run(options: NativeRunOptions): Promise<void>;
   createCache(batch: number, capacity: number): NativeKvCache;
+  attachSae(index: number, sae: NativeSae, useErrorTerm: boolean): Promise<void>;
+  detachSae(index: number): Promise<void>;
   dispose(): void;
   readonly disposed: boolean;
 }
@@ -87,7 +109,7 @@ export interface NativeAddon {
   loadModel(dir: string, options: NativeLoadOptions): Promise<NativeModel>;
   probeBackend(name: string, dir: string): { available: boolean; reason: string; device: string };
   cpuFeatures(): { avx2: boolean; avx512f: boolean };
-  hookKinds(): { suffix: string; perBlock: boolean }[];
+  hookKinds(): { suffix: string; perBlock: boolean; sae: boolean }[];
 }
 
 // The package root is two levels above this file in both src/ (tsx, vitest) and dist/.

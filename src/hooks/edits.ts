@@ -102,6 +102,8 @@ export interface HookGeometry {
   /** Width of one unit (last dim) and number of heads (1 if no head axis). */
   width: number;
   heads: number;
+  /** What `heads` selects: attention heads, or SAE features at `hook_sae_acts_pre/post`. Defaults to heads. */
+  unit?: 'head' | 'feature';
   batch: number;
   /** Positions a selection may name: the sequence length (plus new tokens when generating). */
   maxPositions: number;
@@ -144,8 +146,15 @@ export function editToAction(e: Edit, g: HookGeometry): NativeAction {
   }
   if (e.rows) action.rows = indexList(e.rows, g.batch, g.name, 'batch row');
   if (e.heads) {
-    if (g.heads === 1) bad(g.name, 'head selection needs a per-head hook (attn.hook_q/k/v/z/rot_q/rot_k/attn_scores/pattern)');
-    action.heads = indexList(e.heads, g.heads, g.name, 'head');
+    if (g.heads === 1) bad(g.name, 'head selection needs a per-head hook (attn.hook_q/k/v/z/rot_q/rot_k/attn_scores/pattern, or features at hook_sae_acts_pre/post)');
+    if (g.unit === 'feature') {
+      for (const i of e.heads)
+        if (!Number.isInteger(i) || i < 0 || i >= g.heads)
+          throw new InvalidInputError('ERR_FEATURE_OUT_OF_RANGE', `edit at '${g.name}': feature ${i} is outside [0, ${g.heads})`);
+      action.heads = Int32Array.from(e.heads);
+    } else {
+      action.heads = indexList(e.heads, g.heads, g.name, 'head');
+    }
   }
   switch (e.op) {
     case 'add': {

@@ -29,10 +29,14 @@ export const BLOCK_HOOKS = [
   'hook_resid_post',
 ] as const;
 
+/** Hooks an attached SAE adds under its hook, as `{hook}.{suffix}` (SAELens's HookedSAETransformer names). */
+export const SAE_HOOKS = ['hook_sae_input', 'hook_sae_acts_pre', 'hook_sae_acts_post', 'hook_sae_recons', 'hook_sae_error', 'hook_sae_output'] as const;
+
 export type ModelHookName = (typeof MODEL_HOOKS)[number];
+export type SaeHookSuffix = (typeof SAE_HOOKS)[number];
 export type BlockHookSuffix = (typeof BLOCK_HOOKS)[number];
 /** Any TransformerLens hook name, e.g. `blocks.3.attn.hook_pattern`. */
-export type HookName = ModelHookName | `blocks.${number}.${BlockHookSuffix}`;
+export type HookName = ModelHookName | `blocks.${number}.${BlockHookSuffix}` | `${ModelHookName | `blocks.${number}.${BlockHookSuffix}`}.${SaeHookSuffix}`;
 /** A hook name or a glob over hook names (`*` matches within one dot-separated part, `**` across parts). */
 export type HookPattern = HookName | (string & {});
 
@@ -46,8 +50,9 @@ type GatedOnly = 'mlp.hook_pre_linear';
 export type BlockHookSuffixFor<F extends Family> = F extends 'gpt2' ? Exclude<BlockHookSuffix, RotaryOnly | GatedOnly> : BlockHookSuffix;
 /** Model-level hooks a family has: only learned-position models have `hook_pos_embed`. */
 export type ModelHookNameFor<F extends Family> = F extends 'gpt2' ? ModelHookName : Exclude<ModelHookName, 'hook_pos_embed'>;
-/** Hook names of a family, e.g. `HookNameFor<'llama'>` includes `blocks.0.attn.hook_rot_q`. */
-export type HookNameFor<F extends Family> = ModelHookNameFor<F> | `blocks.${number}.${BlockHookSuffixFor<F>}`;
+type OwnHookNameFor<F extends Family> = ModelHookNameFor<F> | `blocks.${number}.${BlockHookSuffixFor<F>}`;
+/** Hook names of a family, e.g. `HookNameFor<'llama'>` includes `blocks.0.attn.hook_rot_q`, and the hooks of SAEs attached to them (`blocks.0.hook_resid_post.hook_sae_acts_post`). */
+export type HookNameFor<F extends Family> = OwnHookNameFor<F> | `${OwnHookNameFor<F>}.${SaeHookSuffix}`;
 
 /** Builds a hook name from its layer and suffix: `blockHook(3, 'attn.hook_z')`. */
 export function blockHook(layer: number, suffix: BlockHookSuffix): HookName {

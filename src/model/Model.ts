@@ -7,7 +7,8 @@ import { resolve } from 'node:path';
 import { addonDir, native, type NativeConfig, type NativeHookInfo, type NativeKvCache, type NativeModel } from '../bindings/native.js';
 import { DeviceError, DisposedError, InvalidInputError, UnsupportedModelError, wrapError } from '../errors.js';
 import { editToAction, makeDispatcher, type Edit, type HookFunction, type HookGeometry, type HookSpec, type NativeAction } from '../hooks/edits.js';
-import { resolveHooks, type Family, type HookNameFor, type HookPattern } from '../hooks/names.js';
+import { resolveHooks, SAE_HOOKS, type Family, type HookNameFor, type HookPattern, type SaeHookSuffix } from '../hooks/names.js';
+import type { Sae } from '../sae/Sae.js';
 import { Tensor } from '../tensor.js';
 import { Tokenizer } from '../tokenizer.js';
 import { extractBatches, type ExtractBatch, type ExtractOptions } from '../extract/extract.js';
@@ -48,6 +49,16 @@ export interface RunOptions<F extends Family = Family> {
   addSpecialTokens?: boolean;
   /** Run only blocks `0 .. stopAtLayer - 1` (exclusive, as TransformerLens): no logits, no later hooks. Defaults to running the whole model. */
   stopAtLayer?: number;
+  /** Sparse SAE features: the `k` largest `hook_sae_acts_post` values per token of each attached SAE (or of the SAEs at `hooks`), in `result.features`. Defaults to none. */
+  saeFeatures?: { k: number; hooks?: readonly string[] };
+}
+
+/** The k largest SAE feature activations per token, `[batch, pos, k]`, largest first (ties: lower index). */
+export interface SparseFeatures {
+  k: number;
+  shape: [number, number, number];
+  indices: Int32Array;
+  values: Float32Array;
 }
 
 /** Activations captured by a run, keyed by hook name. */
@@ -68,6 +79,8 @@ export interface RunResult {
   cache: ActivationCache;
   /** The token ids that were run, `[batch][pos]`. */
   tokens: number[][];
+  /** Sparse SAE features by SAE hook (with `saeFeatures`); empty otherwise. */
+  features: Map<string, SparseFeatures>;
 }
 
 /** Shape and name of one hook point. */
@@ -103,15 +116,37 @@ export interface ForwardRequest {
   maxPositions: number;
   /** Run blocks [0, stopAtLayer) only. */
   stopAtLayer?: number;
+  saeFeatures?: { k: number; hooks?: readonly string[] };
+}
+
+/** Options for {@link Model.attachSae}. */
+export interface AttachSaeOptions {
+  /** Hook to attach at. Defaults to the SAE's hook_name. */
+  hook?: string;
+  /** Keep SAELens's error term (x - reconstruction) so only feature edits change the model. Defaults to false. */
+  useErrorTerm?: boolean;
+}
+
+/** An SAE attached to a model. */
+export interface AttachedSae {
+  hook: string;
+  sae: Sae;
+  useErrorTerm: boolean;
+  /** Its hook names: `hooks.hook_sae_acts_post` is `<hook>.hook_sae_acts_post`. */
+  hooks: Record<SaeHookSuffix, string>;
 }
 
 /** A loaded model. Dispose it (or `await using`) to free its weights. */
 export class Model<F extends Family = Family> {
   readonly config: ModelConfig;
-  /** Every hook name of this model, in forward order. */
-  readonly hookNames: readonly HookNameFor<F>[];
+  /** Every hook name of this model, in forward order, then the hooks of attached SAEs. */
+  get hookNames(): readonly HookNameFor<F>[] {
+    return this.table.names;
+  }
   /** Hook names with their symbolic shapes. */
-  readonly hooks: readonly HookInfo[];
+  get hooks(): readonly HookInfo[] {
+    return this.table.hooks;
+  }
   /** The model's tokenizer, or null when the directory has no tokenizer.json. */
   readonly tokenizer: Tokenizer | null;
   /** Worker threads used by the forward pass. */
@@ -121,7 +156,8 @@ export class Model<F extends Family = Family> {
   readonly deviceName: string;
   readonly dtype: 'f32' | 'f16' | 'bf16';
   private handle: NativeModel | null;
-  private readonly hookIndex: Map<string, number>;
+  private table: { hooks: readonly HookInfo[]; names: readonly HookNameFor<F>[]; index: Map<string, number> };
+  private readonly attached = new Map<string, AttachedSae>();
 
   /** @internal Use {@link loadModel}. */
   constructor(
@@ -136,10 +172,7 @@ export class Model<F extends Family = Family> {
     this.device = device;
     this.deviceName = deviceName;
     this.dtype = dtype;
-    const hooks: NativeHookInfo[] = handle.hooks();
-    this.hooks = hooks;
-    this.hookNames = hooks.map((h) => h.name as HookNameFor<F>);
-    this.hookIndex = new Map(hooks.map((h, i) => [h.name, i]));
+    this.table = Model.readTable<F>(handle);
     this.tokenizer = tokenizer;
   }
 
@@ -148,9 +181,63 @@ export class Model<F extends Family = Family> {
     return this.handle === null;
   }
 
+  private static readTable<F extends Family>(handle: NativeModel): { hooks: readonly HookInfo[]; names: readonly HookNameFor<F>[]; index: Map<string, number> } {
+    const hooks: NativeHookInfo[] = handle.hooks();
+    return { hooks, names: hooks.map((h) => h.name as HookNameFor<F>), index: new Map(hooks.map((h, i) => [h.name, i])) };
+  }
+
+  /**
+   * Attaches an SAE at `hook` (defaults to the SAE's hook_name): from then on every run and
+   * generation passes that activation through the SAE, and its hooks
+   * `<hook>.hook_sae_input / acts_pre / acts_post / recons / error / output` can be captured and
+   * edited. With `useErrorTerm` the downstream computation is unchanged unless a feature is edited
+   * (SAELens's error term); without it the activation is replaced by the reconstruction.
+   * Throws InvalidInputError ERR_SAE_MISMATCH when d_in is not the hook's width.
+   */
+  async attachSae(sae: Sae, options: AttachSaeOptions = {}): Promise<AttachedSae> {
+    const handle = this.live();
+    const hook = options.hook ?? sae.cfg.hookName;
+    if (!hook) throw new InvalidInputError('ERR_INVALID_INPUT', 'this SAE does not name its hook; pass { hook }');
+    const index = this.table.index.get(hook);
+    if (index === undefined || hook.includes('.hook_sae_')) {
+      resolveHooks([hook], this.hookNames);  // throws UnknownHookError with suggestions
+      throw new InvalidInputError('ERR_INVALID_INPUT', `SAEs attach to the model's own hooks, not '${hook}'`);
+    }
+    const useErrorTerm = options.useErrorTerm ?? false;
+    try {
+      await handle.attachSae(index, sae.toNative(), useErrorTerm);
+    } catch (err) {
+      throw wrapError(err);
+    }
+    this.table = Model.readTable<F>(handle);
+    const names = Object.fromEntries(SAE_HOOKS.map((s) => [s, `${hook}.${s}`])) as Record<SaeHookSuffix, string>;
+    const a: AttachedSae = { hook, sae, useErrorTerm, hooks: names };
+    this.attached.set(hook, a);
+    return a;
+  }
+
+  /** Detaches the SAE at `hook` (its hooks disappear). */
+  async detachSae(hook: string): Promise<void> {
+    const handle = this.live();
+    const index = this.table.index.get(hook);
+    if (index === undefined || !this.attached.has(hook)) throw new InvalidInputError('ERR_INVALID_INPUT', `no SAE is attached at '${hook}'`);
+    try {
+      await handle.detachSae(index);
+    } catch (err) {
+      throw wrapError(err);
+    }
+    this.attached.delete(hook);
+    this.table = Model.readTable<F>(handle);
+  }
+
+  /** The attached SAEs by hook. */
+  get saes(): ReadonlyMap<string, AttachedSae> {
+    return this.attached;
+  }
+
   /** Concrete shape of a hook for `batch` sequences of `pos` new tokens attending to `keyPos` positions. */
   hookShape(name: string, batch: number, pos: number, keyPos = pos): number[] {
-    const i = this.hookIndex.get(name);
+    const i = this.table.index.get(name);
     if (i === undefined) resolveHooks([name], this.hookNames);  // throws with suggestions
     return this.hooks[i!]!.shape.map((d) => (d === 'batch' ? batch : d === 'pos' ? pos : d === 'key_pos' ? keyPos : d));
   }
@@ -178,7 +265,7 @@ export class Model<F extends Family = Family> {
       );
     const batch = tokens.length;
     const pos = tokens[0]!.length;
-    const { logits, cache } = await this.forward({
+    const { logits, cache, features } = await this.forward({
       tokens: Int32Array.from(tokens.flat()),
       batch,
       pos,
@@ -191,9 +278,10 @@ export class Model<F extends Family = Family> {
       })(),
       ...(options.stopAtLayer !== undefined ? { stopAtLayer: options.stopAtLayer } : {}),
       ...(options.logitsOutput ? { logitsOutput: options.logitsOutput } : {}),
+      ...(options.saeFeatures ? { saeFeatures: options.saeFeatures } : {}),
       maxPositions: pos,
     });
-    return { logits, cache, tokens };
+    return { logits, cache, tokens, features };
   }
 
   /**
@@ -243,7 +331,7 @@ export class Model<F extends Family = Family> {
   }
 
   /** @internal One native forward with hooks and captures. */
-  async forward(req: ForwardRequest): Promise<{ logits: Tensor | null; cache: ActivationCache }> {
+  async forward(req: ForwardRequest): Promise<{ logits: Tensor | null; cache: ActivationCache; features: Map<string, SparseFeatures> }> {
     const handle = this.live();
     const { batch, pos } = req;
     const keyPos = (req.cache?.length ?? 0) + pos;
@@ -253,6 +341,18 @@ export class Model<F extends Family = Family> {
       return req.outputs?.[name] ?? new Float32Array(size);
     });
     const { actions, fns } = this.actions(req.hooks ?? {}, batch, pos, keyPos, req.maxPositions);
+    const features = new Map<string, SparseFeatures>();
+    if (req.saeFeatures) {
+      const { k } = req.saeFeatures;
+      const hooks = req.saeFeatures.hooks ?? [...this.attached.keys()];
+      if (hooks.length === 0) throw new InvalidInputError('ERR_INVALID_INPUT', 'saeFeatures needs an attached SAE');
+      for (const h of hooks) {
+        const a = this.attached.get(h);
+        if (!a) throw new InvalidInputError('ERR_INVALID_INPUT', `saeFeatures: no SAE is attached at '${h}'`);
+        if (!Number.isInteger(k) || k < 1 || k > a.sae.cfg.dSae) throw new InvalidInputError('ERR_INVALID_INPUT', `saeFeatures.k must be an integer in [1, ${a.sae.cfg.dSae}]`);
+        features.set(h, { k, shape: [batch, pos, k], indices: new Int32Array(batch * pos * k), values: new Float32Array(batch * pos * k) });
+      }
+    }
     const V = this.config.dVocab;
     const logits =
       req.logits === 'none' ? null : (req.logitsOutput ?? new Float32Array((req.logits === 'last' ? batch : batch * pos) * V));
@@ -263,11 +363,12 @@ export class Model<F extends Family = Family> {
         pos,
         ...(req.pad ? { pad: req.pad } : {}),
         ...(req.cache ? { cache: req.cache } : {}),
-        captures: names.map((n, i) => ({ index: this.hookIndex.get(n)!, buffer: buffers[i]! })),
+        captures: names.map((n, i) => ({ index: this.table.index.get(n)!, buffer: buffers[i]! })),
         logits,
         logitsLastOnly: req.logits === 'last',
         ...(req.stopAtLayer !== undefined ? { stopAtLayer: req.stopAtLayer } : {}),
         actions,
+        ...(features.size ? { saeTopK: [...features].map(([h, f]) => ({ index: this.table.index.get(h)!, k: f.k, indices: f.indices, values: f.values })) } : {}),
         ...(fns.length ? { dispatcher: makeDispatcher(fns) } : {}),
       });
     } catch (err) {
@@ -276,7 +377,7 @@ export class Model<F extends Family = Family> {
     const cache = new ActivationCache();
     names.forEach((name, i) => cache.set(name, new Tensor(this.hookShape(name, batch, pos, keyPos), buffers[i]!)));
     const shape = req.logits === 'last' ? [batch, V] : [batch, pos, V];
-    return { logits: logits ? new Tensor(shape, logits) : null, cache };
+    return { logits: logits ? new Tensor(shape, logits) : null, cache, features };
   }
 
   /** Translates the hooks option into native actions, validating each edit up front. */
@@ -287,17 +388,20 @@ export class Model<F extends Family = Family> {
       if (spec === undefined) continue;
       const [resolved] = resolveHooks([name], this.hookNames);  // exact names only; throws with suggestions
       if (resolved !== name || /[*?]/.test(name)) throw new InvalidInputError('ERR_INVALID_INPUT', `hooks takes exact hook names, not patterns: '${name}'`);
-      const index = this.hookIndex.get(name)!;
+      const index = this.table.index.get(name)!;
       const shape = this.hookShape(name, batch, pos, keyPos);
       const kind = name.slice(name.lastIndexOf('.') + 1);
       const headMajor = kind === 'hook_pattern' || kind === 'hook_attn_scores';
       const perHead = headMajor || ['hook_q', 'hook_k', 'hook_v', 'hook_z', 'hook_rot_q', 'hook_rot_k'].includes(kind);
+      const features = kind === 'hook_sae_acts_pre' || kind === 'hook_sae_acts_post';
+      const flat = kind === 'hook_sae_error' || kind === 'hook_sae_output';  // [.., d_in], heads flattened
       const geometry: HookGeometry = {
         name,
         index,
         shape,
-        width: shape[shape.length - 1]!,
-        heads: perHead ? shape[headMajor ? 1 : 2]! : 1,
+        width: features ? 1 : flat ? shape.slice(2).reduce((a, b) => a * b, 1) : shape[shape.length - 1]!,
+        heads: features ? shape[2]! : perHead && !flat ? shape[headMajor ? 1 : 2]! : 1,
+        unit: features ? 'feature' : 'head',
         batch,
         maxPositions,
       };

@@ -1,0 +1,221 @@
+// SAE forward at a hook, SAELens semantics (docs/SAE-MATH.md): normalize, subtract b_dec
+// (apply_b_dec_to_input), encode with the backend GEMM, activate (ReLU / JumpReLU / TopK /
+// Gated), decode sparsely, de-normalize, add the error term computed from a hook-free pass.
+// Reference: test/fixtures/generate_sae.py; tests: test/sae.test.ts.
+#include "engine/sae.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "engine/error.h"
+
+namespace nt {
+
+namespace {
+
+const char *const kSuffix[kSaeHookCount] = {"hook_sae_input", "hook_sae_acts_pre", "hook_sae_acts_post",
+                                            "hook_sae_recons", "hook_sae_error",    "hook_sae_output"};
+
+// layer_norm normalization divides by (std + eps), std unbiased, as SAELens.
+constexpr float kLayerNormEps = 1e-5f;
+
+void check_len(const std::vector<float> &v, int64_t n, const char *name) {
+  if (static_cast<int64_t>(v.size()) != n)
+    fail(code::kInvalidInput, std::string("SAE tensor ") + name + " has " + std::to_string(v.size()) + " values, expected " + std::to_string(n));
+}
+
+}  // namespace
+
+const char *sae_hook_suffix(int which) { return kSuffix[which]; }
+
+AttachedSae::AttachedSae(std::shared_ptr<Backend> be, int base, SaeParams p, bool use_error_term)
+    : be_(std::move(be)), base_(base), p_(std::move(p)), use_error_term_(use_error_term), scratch_(16) {
+  const int64_t d = p_.d_in, S = p_.d_sae;
+  if (d < 1 || S < 1) fail(code::kInvalidInput, "SAE d_in and d_sae must be positive");
+  check_len(p_.W_enc, d * S, "W_enc");
+  check_len(p_.b_enc, S, p_.arch == SaeArch::Gated ? "b_gate" : "b_enc");
+  check_len(p_.W_dec, S * d, "W_dec");
+  check_len(p_.b_dec, d, "b_dec");
+  if (p_.arch == SaeArch::JumpRelu) check_len(p_.threshold, S, "threshold");
+  if (p_.arch == SaeArch::Gated) {
+    check_len(p_.r_mag, S, "r_mag");
+    check_len(p_.b_mag, S, "b_mag");
+    exp_r_mag_.resize(static_cast<size_t>(S));
+    for (int64_t i = 0; i < S; ++i) exp_r_mag_[static_cast<size_t>(i)] = std::exp(p_.r_mag[static_cast<size_t>(i)]);
+  }
+  if (p_.arch == SaeArch::TopK && (p_.k < 1 || p_.k > S)) fail(code::kInvalidInput, "TopK SAE k must be in [1, d_sae]");
+  if (p_.norm == SaeNorm::Scale && !(std::isfinite(p_.norm_scale) && p_.norm_scale != 0.0f))
+    fail(code::kInvalidInput, "SAE normalization factor must be finite and non-zero");
+
+  // The engine's GEMM takes W as [out, in]: W_enc^T [d_sae, d_in].
+  std::vector<float> wt(static_cast<size_t>(S * d));
+  for (int64_t i = 0; i < d; ++i)
+    for (int64_t j = 0; j < S; ++j) wt[static_cast<size_t>(j * d + i)] = p_.W_enc[static_cast<size_t>(i * S + j)];
+  std::vector<float>().swap(p_.W_enc);
+  enc_ = DeviceBuffer::upload(be_, wt.data(), wt.size() * sizeof(float));
+  const nt_backend_api &api = be_->api();
+  if (api.pack_weight) {
+    nt_dtype packed = NT_F32;
+    if (void *pw = api.pack_weight(be_->ctx(), enc_.data(), NT_F32, S, d, &packed)) {
+      enc_ = DeviceBuffer::adopt(be_, pw, 0);
+      enc_dtype_ = packed;
+    }
+  }
+}
+
+float *AttachedSae::buf(size_t slot, int64_t floats) {
+  if (scratch_.size() <= slot) scratch_.resize(slot + 1);
+  std::vector<float> &b = scratch_[slot];
+  if (static_cast<int64_t>(b.size()) < floats) b.resize(static_cast<size_t>(floats));
+  return b.data();
+}
+
+void AttachedSae::encode(const float *sae_in, int64_t M, float *u, float *pre, float *gate, float *sa, float *sb) {
+  const int64_t d = p_.d_in, S = p_.d_sae;
+  for (int64_t r = 0; r < M; ++r) {
+    const float *xr = sae_in + r * d;
+    float *ur = u + r * d;
+    float a = 1.0f, b = 0.0f;  // u = (x - b) * a
+    switch (p_.norm) {
+      case SaeNorm::None: break;
+      case SaeNorm::Scale: a = p_.norm_scale; break;
+      case SaeNorm::ConstantNormRescale: {
+        double ss = 0;
+        for (int64_t i = 0; i < d; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+        a = static_cast<float>(std::sqrt(static_cast<double>(d)) / std::sqrt(ss));
+        break;
+      }
+      case SaeNorm::LayerNorm: {
+        double mu = 0;
+        for (int64_t i = 0; i < d; ++i) mu += xr[i];
+        mu /= static_cast<double>(d);
+        double var = 0;
+        for (int64_t i = 0; i < d; ++i) var += (xr[i] - mu) * (xr[i] - mu);
+        const double sd = std::sqrt(var / static_cast<double>(std::max<int64_t>(1, d - 1)));
+        b = static_cast<float>(mu);
+        a = static_cast<float>(1.0 / (sd + kLayerNormEps));
+        break;
+      }
+    }
+    sa[r] = a;
+    sb[r] = b;
+    for (int64_t i = 0; i < d; ++i) ur[i] = (xr[i] - b) * a - (p_.apply_b_dec_to_input ? p_.b_dec[static_cast<size_t>(i)] : 0.0f);
+  }
+  const nt_backend_api &api = be_->api();
+  const bool gated = p_.arch == SaeArch::Gated;
+  be_->check(api.gemm(be_->ctx(), u, M, d, enc_.data(), enc_dtype_, S, gated ? nullptr : p_.b_enc.data(), pre), "SAE encoder gemm");
+  if (gated) {
+    // gate = u·W_enc + b_gate; pre (the hooked magnitude) = (u·W_enc) * exp(r_mag) + b_mag.
+    for (int64_t r = 0; r < M; ++r)
+      for (int64_t j = 0; j < S; ++j) {
+        const size_t i = static_cast<size_t>(r * S + j), js = static_cast<size_t>(j);
+        gate[i] = pre[i] + p_.b_enc[js];
+        pre[i] = pre[i] * exp_r_mag_[js] + p_.b_mag[js];
+      }
+  }
+}
+
+void AttachedSae::activate(const float *pre, const float *gate, int64_t M, float *post) const {
+  const int64_t S = p_.d_sae;
+  switch (p_.arch) {
+    case SaeArch::Standard:
+      for (int64_t i = 0; i < M * S; ++i) post[i] = std::max(pre[i], 0.0f);
+      break;
+    case SaeArch::JumpRelu:
+      for (int64_t r = 0; r < M; ++r)
+        for (int64_t j = 0; j < S; ++j) {
+          const float v = pre[r * S + j];
+          post[r * S + j] = v > p_.threshold[static_cast<size_t>(j)] ? std::max(v, 0.0f) : 0.0f;
+        }
+      break;
+    case SaeArch::Gated:
+      for (int64_t i = 0; i < M * S; ++i) post[i] = gate[i] > 0.0f ? std::max(pre[i], 0.0f) : 0.0f;
+      break;
+    case SaeArch::TopK: {
+      std::vector<int32_t> idx(static_cast<size_t>(S));
+      for (int64_t r = 0; r < M; ++r) {
+        const float *pr = pre + r * S;
+        float *po = post + r * S;
+        std::iota(idx.begin(), idx.end(), 0);
+        std::nth_element(idx.begin(), idx.begin() + (p_.k - 1), idx.end(),
+                         [&](int32_t a, int32_t b) { return pr[a] > pr[b] || (pr[a] == pr[b] && a < b); });
+        std::fill(po, po + S, 0.0f);
+        for (int64_t t = 0; t < p_.k; ++t) po[idx[static_cast<size_t>(t)]] = std::max(pr[idx[static_cast<size_t>(t)]], 0.0f);
+      }
+      break;
+    }
+  }
+}
+
+void AttachedSae::decode(const float *post, int64_t M, float *recons) const {
+  // Sparse: only firing features touch their W_dec row (L0 of a trained SAE is small).
+  const int64_t d = p_.d_in, S = p_.d_sae;
+  for (int64_t r = 0; r < M; ++r) {
+    float *y = recons + r * d;
+    std::copy(p_.b_dec.begin(), p_.b_dec.end(), y);
+    const float *a = post + r * S;
+    for (int64_t j = 0; j < S; ++j) {
+      if (a[j] == 0.0f) continue;
+      const float w = a[j], *row = p_.W_dec.data() + j * d;
+      for (int64_t i = 0; i < d; ++i) y[i] += w * row[i];
+    }
+  }
+}
+
+void AttachedSae::denormalize(float *y, int64_t M, const float *sa, const float *sb) const {
+  if (p_.norm == SaeNorm::None) return;
+  const int64_t d = p_.d_in;
+  for (int64_t r = 0; r < M; ++r)
+    for (int64_t i = 0; i < d; ++i) y[r * d + i] = y[r * d + i] / sa[r] + sb[r];
+}
+
+void AttachedSae::run(float *x, int64_t M, const Fire &fire, const Hooked &edited, const SaeTopK *topk) {
+  const int64_t d = p_.d_in, S = p_.d_sae;
+  const bool gated = p_.arch == SaeArch::Gated;
+  float *in = buf(0, M * d), *u = buf(1, M * d), *pre = buf(2, M * S), *post = buf(3, M * S);
+  float *gate = gated ? buf(4, M * S) : nullptr, *rec = buf(5, M * d), *sa = buf(7, M), *sb = buf(8, M);
+  std::memcpy(in, x, static_cast<size_t>(M * d) * sizeof(float));
+  fire(kSaeInput, in);
+  encode(in, M, u, pre, gate, sa, sb);
+  fire(kSaeActsPre, pre);
+  activate(pre, gate, M, post);
+  fire(kSaeActsPost, post);
+  if (topk) {
+    std::vector<int32_t> idx(static_cast<size_t>(S));
+    for (int64_t r = 0; r < M; ++r) {
+      const float *a = post + r * S;
+      std::iota(idx.begin(), idx.end(), 0);
+      std::partial_sort(idx.begin(), idx.begin() + topk->k, idx.end(), [&](int32_t i, int32_t j) { return a[i] > a[j] || (a[i] == a[j] && i < j); });
+      for (int64_t t = 0; t < topk->k; ++t) {
+        topk->indices[r * topk->k + t] = idx[static_cast<size_t>(t)];
+        topk->values[r * topk->k + t] = a[idx[static_cast<size_t>(t)]];
+      }
+    }
+  }
+  decode(post, M, rec);
+  fire(kSaeRecons, rec);
+  denormalize(rec, M, sa, sb);  // rec is now the SAE's output without the error term
+  if (use_error_term_) {
+    float *err = buf(6, M * d);
+    const float *clean = rec;
+    if (edited(kSaeInput) || edited(kSaeActsPre) || edited(kSaeActsPost) || edited(kSaeRecons)) {
+      // SAELens computes the error from a second pass over the original input with no hooks.
+      float *u2 = buf(9, M * d), *pre2 = buf(10, M * S), *post2 = buf(11, M * S), *gate2 = gated ? buf(12, M * S) : nullptr;
+      float *rec2 = buf(13, M * d), *sa2 = buf(14, M), *sb2 = buf(15, M);
+      encode(x, M, u2, pre2, gate2, sa2, sb2);
+      activate(pre2, gate2, M, post2);
+      decode(post2, M, rec2);
+      denormalize(rec2, M, sa2, sb2);
+      clean = rec2;
+    }
+    for (int64_t i = 0; i < M * d; ++i) err[i] = x[i] - clean[i];
+    fire(kSaeError, err);
+    for (int64_t i = 0; i < M * d; ++i) rec[i] += err[i];
+  }
+  fire(kSaeOutput, rec);
+  std::memcpy(x, rec, static_cast<size_t>(M * d) * sizeof(float));
+}
+
+}  // namespace nt
