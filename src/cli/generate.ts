@@ -2,11 +2,13 @@
 import { readFileSync } from 'node:fs';
 
 import { InvalidInputError } from '../errors.js';
-import type { Model } from '../model/Model.js';
+import type { HookMap, Model } from '../model/Model.js';
 import { trainSteeringVector, type ContrastivePair } from '../steering/steer.js';
 import { saveControlVector, saveSteeringSafetensors } from '../steering/vectors.js';
 import { one, required, UsageError, type ParsedArgs } from './args.js';
 import { steeringFromFlags } from './steering-flags.js';
+import { saeFromFlags } from './sae-flags.js';
+import { mergeHooks } from '../steering/steer.js';
 
 function numberFlag(args: ParsedArgs, name: string, check: (n: number) => boolean, what: string): number | undefined {
   const v = one(args, name);
@@ -45,7 +47,8 @@ export async function runGenerate(model: Model, args: ParsedArgs): Promise<void>
     if (!Number.isInteger(n)) throw new UsageError(`--stop-token must be a token id, got '${s}'`);
     return n;
   });
-  const hooks = steeringFromFlags(model, args.flags.get('steer') ?? [], args.flags.get('control-vector') ?? []);
+  const features = await saeFromFlags(model, args.flags);
+  const hooks = mergeHooks(features as HookMap, steeringFromFlags(model, args.flags.get('steer') ?? [], args.flags.get('control-vector') ?? []));
   const input = tokensSpec !== undefined ? parseTokenRows(tokensSpec) : text!;
   const opts = {
     maxNewTokens,

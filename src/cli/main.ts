@@ -2,20 +2,24 @@
 // scripts and other languages (README "CLI"); test/cli.test.ts runs it as a subprocess.
 import { NeurotapError } from '../errors.js';
 import { writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
-import { loadModel, type Model } from '../model/Model.js';
+import { loadModel, type HookMap, type Model } from '../model/Model.js';
 import { one, parseArgs, required, UsageError, type FlagSpec } from './args.js';
 import { parseTokenRows, runGenerate, runSteerTrain } from './generate.js';
 import { runExtract, runMerge } from './extract.js';
 import { steeringFromFlags } from './steering-flags.js';
+import { SAE_FLAGS, saeFromFlags } from './sae-flags.js';
+import { mergeHooks } from '../steering/steer.js';
 
 const USAGE = `usage:
   neurotap run --model DIR (--tokens JSON | --tokens @FILE.json | --text STR)
                [--capture NAME_OR_GLOB]... [--steer HOOK=FILE.safetensors[:SCALE]]...
                [--control-vector FILE.gguf[:SCALE]]... [--dtype f32] [--device cpu]
+               [--sae DIR [--sae-hook HOOK] [--sae-error-term] [--feature-clamp I=V]...
+                [--feature-steer I=S]... [--feature-zero I]...]
                [--threads N] [--out FILE.safetensors]
   neurotap generate --model DIR (--text STR | --tokens JSON | --tokens @FILE.json)
                --max-new-tokens N [--temperature T] [--top-k K] [--top-p P] [--seed S]
-               [--stop-token ID]... [--steer ...]... [--control-vector ...]... [--stream]
+               [--stop-token ID]... [--steer ...]... [--control-vector ...]... [--sae ...] [--stream]
   neurotap steer-train --model DIR --pairs FILE.jsonl --layers A-B --method mean|pca
                --out FILE.safetensors|FILE.gguf
   neurotap extract --model DIR (--input FILE... [--whole-file | --text-field F] | --tokens FILE.jsonl...)
@@ -54,14 +58,15 @@ function fmtShape(shape: readonly number[]): string {
 }
 
 async function cmdRun(argv: string[]): Promise<void> {
-  const args = parseArgs(argv, { ...COMMON, ...STEERING, tokens: { value: true }, text: { value: true }, capture: { value: true, repeat: true }, out: { value: true } });
+  const args = parseArgs(argv, { ...COMMON, ...STEERING, ...SAE_FLAGS, tokens: { value: true }, text: { value: true }, capture: { value: true, repeat: true }, out: { value: true } });
   const tokensSpec = one(args, 'tokens');
   const text = one(args, 'text');
   if ((tokensSpec === undefined) === (text === undefined)) throw new UsageError('give exactly one of --tokens and --text');
   const model = await openModel(args);
   try {
     const input = tokensSpec !== undefined ? parseTokenRows(tokensSpec) : text!;
-    const hooks = steeringFromFlags(model, args.flags.get('steer') ?? [], args.flags.get('control-vector') ?? []);
+    const features = await saeFromFlags(model, args.flags);
+    const hooks = mergeHooks(features as HookMap, steeringFromFlags(model, args.flags.get('steer') ?? [], args.flags.get('control-vector') ?? []));
     const result = await model.run(input, { capture: args.flags.get('capture') ?? [], hooks });
     const out = one(args, 'out');
     if (out) {
@@ -112,6 +117,7 @@ async function cmdGenerate(argv: string[]): Promise<void> {
   const args = parseArgs(argv, {
     ...COMMON,
     ...STEERING,
+    ...SAE_FLAGS,
     tokens: { value: true },
     text: { value: true },
     'max-new-tokens': { value: true },
