@@ -1,0 +1,211 @@
+// SAEs attached to a model: the native SAE against a float64 TypeScript transcription of the
+// SAELens math (docs in src/sae/Sae.ts), the error-term identities, feature edits, files on
+// disk, the CLI, and bad input. (HF/numpy fixture references: test/fixtures/generate_sae.py.)
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { edits, featureHooks, loadModel, loadSae, Sae, Tensor, writeSafetensors, type Model, type SaeArchitecture, type SaeNormalization } from '../src/index.js';
+import { fixtureDir, randomFloats } from './helpers.js';
+
+const HOOK = 'blocks.0.hook_resid_post';
+const D = 64, S = 128;
+const TOKENS = [[5, 17, 3, 99, 250, 8, 41], [7, 7, 300, 12, 1, 0, 64]];
+
+function makeSae(arch: SaeArchitecture, norm: SaeNormalization = 'none', seed = 1, hook = HOOK, dIn = D): Sae {
+  const W_enc = randomFloats(dIn * S, seed, 1 / Math.sqrt(dIn));
+  const b_enc = randomFloats(S, seed + 1, 0.3).map((v) => v - 0.4);
+  const W_dec = randomFloats(S * dIn, seed + 2, 1 / Math.sqrt(dIn));
+  const b_dec = randomFloats(dIn, seed + 3, 0.2);
+  const threshold = arch === 'jumprelu' ? randomFloats(S, seed + 4, 0.2).map((v) => Math.abs(v) + 0.05) : undefined;
+  const r_mag = arch === 'gated' ? randomFloats(S, seed + 5, 0.3) : undefined;
+  const b_mag = arch === 'gated' ? randomFloats(S, seed + 6, 0.3) : undefined;
+  return new Sae(
+    { architecture: arch, dIn, dSae: S, ...(arch === 'topk' ? { k: 6 } : {}), hookName: hook, applyBDecToInput: arch !== 'jumprelu', normalizeActivations: norm, reshapeActivations: 'none', dtype: 'f32', format: 'saelens' },
+    W_enc, b_enc, W_dec, b_dec, threshold, r_mag, b_mag,
+  );
+}
+
+/** SAELens forward in float64 on one row: [acts_post, output without error term]. */
+function reference(sae: Sae, x: Float32Array): { post: Float64Array; out: Float64Array } {
+  const { dIn, dSae, architecture: arch, normalizeActivations: norm } = sae.cfg;
+  let a = 1, b = 0;
+  if (norm === 'constant_norm_rescale') a = Math.sqrt(dIn) / Math.hypot(...x);
+  if (norm === 'layer_norm') {
+    b = x.reduce((s, v) => s + v, 0) / dIn;
+    const sd = Math.sqrt(x.reduce((s, v) => s + (v - b) ** 2, 0) / (dIn - 1));
+    a = 1 / (sd + 1e-5);
+  }
+  const u = Array.from(x, (v, i) => (v - b) * a - (sae.cfg.applyBDecToInput ? sae.b_dec[i]! : 0));
+  const hidden = new Float64Array(dSae);
+  for (let j = 0; j < dSae; j++) {
+    let s = 0;
+    for (let i = 0; i < dIn; i++) s += u[i]! * sae.W_enc[i * dSae + j]!;
+    hidden[j] = s;
+  }
+  const post = new Float64Array(dSae);
+  if (arch === 'topk') {
+    const order = [...hidden.keys()].sort((p, q) => hidden[q]! + sae.b_enc[q]! - (hidden[p]! + sae.b_enc[p]!) || p - q);
+    for (const j of order.slice(0, sae.cfg.k)) post[j] = Math.max(0, hidden[j]! + sae.b_enc[j]!);
+  } else {
+    for (let j = 0; j < dSae; j++) {
+      if (arch === 'gated') post[j] = hidden[j]! + sae.b_enc[j]! > 0 ? Math.max(0, hidden[j]! * Math.exp(sae.r_mag![j]!) + sae.b_mag![j]!) : 0;
+      else {
+        const pre = hidden[j]! + sae.b_enc[j]!;
+        post[j] = arch === 'jumprelu' ? (pre > sae.threshold![j]! ? Math.max(0, pre) : 0) : Math.max(0, pre);
+      }
+    }
+  }
+  const out = new Float64Array(dIn);
+  for (let i = 0; i < dIn; i++) {
+    let s = sae.b_dec[i]!;
+    for (let j = 0; j < dSae; j++) s += post[j]! * sae.W_dec[j * dIn + i]!;
+    out[i] = s / a + b;
+  }
+  return { post, out };
+}
+
+function relError(ours: ArrayLike<number>, ref: ArrayLike<number>): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < ref.length; i++) {
+    num = Math.max(num, Math.abs(ours[i]! - ref[i]!));
+    den = Math.max(den, Math.abs(ref[i]!));
+  }
+  return num / (den || 1);
+}
+
+describe('SAEs attached to a model', () => {
+  let model: Model;
+  let clean: Float32Array;
+  let x: Float32Array;
+  beforeAll(async () => {
+    model = await loadModel(fixtureDir('gpt2'), { threads: 2 });
+    const r = await model.run(TOKENS, { capture: [HOOK] });
+    clean = r.logits!.data;
+    x = r.cache.get(HOOK).data;
+  });
+  afterAll(() => model.dispose());
+
+  const cases: [SaeArchitecture, SaeNormalization][] = [
+    ['standard', 'none'], ['jumprelu', 'none'], ['topk', 'constant_norm_rescale'], ['gated', 'layer_norm'], ['standard', 'layer_norm'],
+  ];
+  for (const [arch, norm] of cases) {
+    it(`${arch} / ${norm}: acts and output match the SAELens math; the error term restores the model`, async () => {
+      const sae = makeSae(arch, norm);
+      const a = await model.attachSae(sae);
+      try {
+        const r = await model.run(TOKENS, { capture: [a.hooks.hook_sae_acts_post, a.hooks.hook_sae_output, a.hooks.hook_sae_input] });
+        const post = r.cache.get(a.hooks.hook_sae_acts_post).data, out = r.cache.get(a.hooks.hook_sae_output).data;
+        expect(Array.from(r.cache.get(a.hooks.hook_sae_input).data)).toEqual(Array.from(x));
+        let firing = 0;
+        for (let row = 0; row < 14; row++) {
+          const ref = reference(sae, x.subarray(row * D, (row + 1) * D));
+          expect(relError(post.subarray(row * S, (row + 1) * S), ref.post)).toBeLessThan(1e-5);
+          expect(relError(out.subarray(row * D, (row + 1) * D), ref.out)).toBeLessThan(1e-5);
+          firing += ref.post.filter((v) => v > 0).length;
+        }
+        expect(firing / (14 * S)).toBeGreaterThan(0.01);  // the test sees real features
+        expect(firing / (14 * S)).toBeLessThan(0.9);
+        expect(relError(r.logits!.data, clean)).toBeGreaterThan(1e-3);  // spliced: the model changes
+      } finally {
+        await model.detachSae(HOOK);
+      }
+      const b = await model.attachSae(sae, { useErrorTerm: true });
+      try {
+        const r = await model.run(TOKENS, { capture: [b.hooks.hook_sae_recons, b.hooks.hook_sae_error, b.hooks.hook_sae_output] });
+        expect(relError(r.cache.get(b.hooks.hook_sae_output).data, x)).toBeLessThan(1e-6);
+        expect(relError(r.logits!.data, clean)).toBeLessThan(1e-5);
+      } finally {
+        await model.detachSae(HOOK);
+      }
+    });
+  }
+
+  it('clamps, zeroes and steers features with the error term, exactly as the math says', async () => {
+    const sae = makeSae('standard');
+    const a = await model.attachSae(sae, { useErrorTerm: true });
+    try {
+      const base = await model.run(TOKENS, { capture: [a.hooks.hook_sae_acts_post], saeFeatures: { k: 4 } });
+      const post = base.cache.get(a.hooks.hook_sae_acts_post).data;
+      // Sparse top-k equals the dense acts sorted.
+      const f = base.features.get(HOOK)!;
+      for (let row = 0; row < 14; row++) {
+        const sorted = [...post.subarray(row * S, (row + 1) * S).keys()].sort((p, q) => post[row * S + q]! - post[row * S + p]! || p - q).slice(0, 4);
+        expect(Array.from(f.indices.subarray(row * 4, row * 4 + 4))).toEqual(sorted);
+        expect(Array.from(f.values.subarray(row * 4, row * 4 + 4))).toEqual(sorted.map((j) => post[row * S + j]!));
+      }
+      const feature = f.indices[0]!;
+      // Clamp: the SAE output moves by (v - a_i) * W_dec[i] per token; downstream = patching that activation.
+      const clamp = await model.run(TOKENS, { hooks: featureHooks(a, { clamp: { [feature]: 5 } }), capture: [a.hooks.hook_sae_output] });
+      const target = new Float32Array(x.length);
+      for (let row = 0; row < 14; row++)
+        for (let i = 0; i < D; i++) target[row * D + i] = x[row * D + i]! + (5 - post[row * S + feature]!) * sae.W_dec[feature * D + i]!;
+      expect(relError(clamp.cache.get(a.hooks.hook_sae_output).data, target)).toBeLessThan(1e-5);
+      await model.detachSae(HOOK);
+      const patched = await model.run(TOKENS, { hooks: { [HOOK]: edits.patch(new Tensor([2, 7, D], target)) } });
+      expect(relError(clamp.logits!.data, patched.logits!.data)).toBeLessThan(1e-5);
+      const b = await model.attachSae(sae, { useErrorTerm: true });
+      // Steer = adding strength x W_dec[i] at the hook.
+      const steer = await model.run(TOKENS, { hooks: featureHooks(b, { steer: { 3: 2.5 } }) });
+      await model.detachSae(HOOK);
+      const added = await model.run(TOKENS, { hooks: { [HOOK]: edits.add(sae.decoderDirection(3), { scale: 2.5 }) } });
+      expect(relError(steer.logits!.data, added.logits!.data)).toBeLessThan(1e-5);
+      const c = await model.attachSae(sae, { useErrorTerm: true });
+      const zero = await model.run(TOKENS, { hooks: featureHooks(c, { zero: [feature] }), capture: [c.hooks.hook_sae_acts_post] });
+      const zpost = zero.cache.get(c.hooks.hook_sae_acts_post).data;
+      for (let row = 0; row < 14; row++) expect(zpost[row * S + feature]).toBe(0);
+      expect(relError(zero.logits!.data, clean)).toBeGreaterThan(1e-6);
+    } finally {
+      if (model.saes.has(HOOK)) await model.detachSae(HOOK);
+    }
+  });
+
+  it('rejects bad SAEs and feature indices with coded errors; the model keeps working', async () => {
+    await expect(model.attachSae(makeSae('standard', 'none', 1, HOOK, 32))).rejects.toMatchObject({ code: 'ERR_SAE_MISMATCH' });
+    const a = await model.attachSae(makeSae('standard'));
+    await expect(model.attachSae(makeSae('standard'))).rejects.toMatchObject({ code: 'ERR_INVALID_INPUT' });
+    expect(() => featureHooks(a, { clamp: { [S]: 1 } })).toThrow(expect.objectContaining({ code: 'ERR_FEATURE_OUT_OF_RANGE' }));
+    await expect(model.run(TOKENS, { hooks: { [a.hooks.hook_sae_acts_post]: edits.zero({ heads: [S + 3] }) } })).rejects.toMatchObject({ code: 'ERR_FEATURE_OUT_OF_RANGE' });
+    await expect(model.run(TOKENS, { capture: [a.hooks.hook_sae_error] })).rejects.toMatchObject({ code: 'ERR_INVALID_INPUT' });
+    await model.detachSae(HOOK);
+    await expect(model.attachSae(makeSae('standard'), { hook: 'blocks.0.attn.hook_patern' })).rejects.toMatchObject({ code: 'ERR_UNKNOWN_HOOK' });
+    const r = await model.run(TOKENS, {});
+    expect(Array.from(r.logits!.data)).toEqual(Array.from(clean));
+  });
+});
+
+describe('SAE files', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'neurotap-sae-'));
+  const sae = makeSae('jumprelu');
+  function write(name: string, cfg: object, drop?: string): string {
+    const path = join(dir, name);
+    mkdirSync(path, { recursive: true });
+    writeFileSync(join(path, 'cfg.json'), JSON.stringify(cfg));
+    const tensors: Record<string, { shape: number[]; data: Float32Array }> = {
+      W_enc: { shape: [D, S], data: sae.W_enc },
+      b_enc: { shape: [S], data: sae.b_enc },
+      W_dec: { shape: [S, D], data: sae.W_dec },
+      b_dec: { shape: [D], data: sae.b_dec },
+      threshold: { shape: [S], data: sae.threshold! },
+    };
+    if (drop) delete tensors[drop];
+    writeSafetensors(join(path, 'sae_weights.safetensors'), tensors);
+    return path;
+  }
+
+  it('reads the v6 and the flat cfg.json layouts', async () => {
+    const v6 = await loadSae(write('v6', { architecture: 'jumprelu', d_in: D, d_sae: S, dtype: 'float32', apply_b_dec_to_input: false, normalize_activations: 'none', metadata: { hook_name: HOOK } }));
+    expect(v6.cfg).toMatchObject({ architecture: 'jumprelu', dIn: D, dSae: S, hookName: HOOK, format: 'saelens' });
+    expect(Array.from(v6.threshold!)).toEqual(Array.from(sae.threshold!));
+    const flat = await loadSae(write('flat', { architecture: 'jumprelu', d_in: D, d_sae: S, hook_point: HOOK, activation_fn_str: 'relu', apply_b_dec_to_input: false }));
+    expect(flat.cfg).toMatchObject({ hookName: HOOK, format: 'saelens-flat' });
+  });
+
+  it('refuses missing tensors, bad shapes and unknown architectures', async () => {
+    await expect(loadSae(write('missing', { architecture: 'jumprelu', d_in: D, d_sae: S, metadata: { hook_name: HOOK } }, 'threshold'))).rejects.toMatchObject({ code: 'ERR_SAE_INVALID' });
+    await expect(loadSae(write('shape', { architecture: 'jumprelu', d_in: D, d_sae: S + 1, metadata: { hook_name: HOOK } }))).rejects.toMatchObject({ code: 'ERR_SAE_INVALID' });
+    await expect(loadSae(write('arch', { architecture: 'matryoshka', d_in: D, d_sae: S, metadata: { hook_name: HOOK } }))).rejects.toMatchObject({ code: 'ERR_UNSUPPORTED_SAE' });
+    await expect(loadSae(join(dir, 'nowhere'))).rejects.toMatchObject({ code: 'ERR_FILE_NOT_FOUND' });
+  });
+});
