@@ -178,7 +178,7 @@ describe('SAEs attached to a model', () => {
 describe('SAE files', () => {
   const dir = mkdtempSync(join(tmpdir(), 'neurotap-sae-'));
   const sae = makeSae('jumprelu');
-  function write(name: string, cfg: object, drop?: string): string {
+  function write(name: string, cfg: object, drop?: string, extra: Record<string, { shape: number[]; data: Float32Array }> = {}): string {
     const path = join(dir, name);
     mkdirSync(path, { recursive: true });
     writeFileSync(join(path, 'cfg.json'), JSON.stringify(cfg));
@@ -190,7 +190,7 @@ describe('SAE files', () => {
       threshold: { shape: [S], data: sae.threshold! },
     };
     if (drop) delete tensors[drop];
-    writeSafetensors(join(path, 'sae_weights.safetensors'), tensors);
+    writeSafetensors(join(path, 'sae_weights.safetensors'), { ...tensors, ...extra });
     return path;
   }
 
@@ -207,5 +207,19 @@ describe('SAE files', () => {
     await expect(loadSae(write('shape', { architecture: 'jumprelu', d_in: D, d_sae: S + 1, metadata: { hook_name: HOOK } }))).rejects.toMatchObject({ code: 'ERR_SAE_INVALID' });
     await expect(loadSae(write('arch', { architecture: 'matryoshka', d_in: D, d_sae: S, metadata: { hook_name: HOOK } }))).rejects.toMatchObject({ code: 'ERR_UNSUPPORTED_SAE' });
     await expect(loadSae(join(dir, 'nowhere'))).rejects.toMatchObject({ code: 'ERR_FILE_NOT_FOUND' });
+    await expect(loadSae(write('norm', { architecture: 'jumprelu', d_in: D, d_sae: S, normalize_activations: 'l2', metadata: { hook_name: HOOK } }))).rejects.toMatchObject({ code: 'ERR_UNSUPPORTED_SAE' });
+  });
+
+  it('maps the flat layout\'s boolean normalization and hook_z default; drops an all-ones scaling_factor, refuses others', async () => {
+    const flatTrue = await loadSae(write('flat-true', { d_in: D, d_sae: S, hook_point: HOOK, normalize_activations: true }));
+    expect(flatTrue.cfg.normalizeActivations).toBe('expected_average_only_in');
+    const flatFalse = await loadSae(write('flat-false', { d_in: D, d_sae: S, hook_point: 'blocks.0.attn.hook_z', normalize_activations: false }));
+    expect(flatFalse.cfg).toMatchObject({ normalizeActivations: 'none', reshapeActivations: 'hook_z' });
+    const cfg = { architecture: 'jumprelu', d_in: D, d_sae: S, finetuning_scaling_factor: true, metadata: { hook_name: HOOK } };
+    const ones = await loadSae(write('ones', cfg, undefined, { scaling_factor: { shape: [S], data: new Float32Array(S).fill(1) } }));
+    expect(Array.from(ones.W_dec)).toEqual(Array.from(sae.W_dec));
+    const scaled = new Float32Array(S).fill(1);
+    scaled[7] = 1.5;
+    await expect(loadSae(write('scaled', cfg, undefined, { scaling_factor: { shape: [S], data: scaled } }))).rejects.toMatchObject({ code: 'ERR_UNSUPPORTED_SAE' });
   });
 });

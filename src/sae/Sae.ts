@@ -116,12 +116,13 @@ function parseSaelensConfig(cfg: Json, path: string): SaeConfig {
   }
   if (!['standard', 'jumprelu', 'topk', 'gated'].includes(arch))
     throw new UnsupportedModelError('ERR_UNSUPPORTED_SAE', `SAE at ${path}: architecture '${arch}' is not supported (standard, jumprelu, topk, gated)`);
-  const norm = String(cfg.normalize_activations ?? 'none');
+  // Pre-6 configs spell the normalization as a boolean: true = expected_average_only_in.
+  const normRaw = cfg.normalize_activations;
+  const norm = normRaw === true ? 'expected_average_only_in' : normRaw === false || normRaw === null || normRaw === undefined ? 'none' : String(normRaw);
   if (!['none', 'expected_average_only_in', 'constant_norm_rescale', 'layer_norm'].includes(norm))
     throw new UnsupportedModelError('ERR_UNSUPPORTED_SAE', `SAE at ${path}: normalize_activations '${norm}' is not supported`);
-  if (cfg.finetuning_scaling_factor === true)
-    throw new UnsupportedModelError('ERR_UNSUPPORTED_SAE', `SAE at ${path}: finetuning_scaling_factor is not supported`);
-  const reshape = String(cfg.reshape_activations ?? 'none');
+  // Pre-6 configs default reshape_activations to hook_z when the hook is an attention hook_z.
+  const reshape = String(cfg.reshape_activations ?? (typeof hook === 'string' && hook.endsWith('hook_z') ? 'hook_z' : 'none'));
   if (reshape !== 'none' && reshape !== 'hook_z') throw new UnsupportedModelError('ERR_UNSUPPORTED_SAE', `SAE at ${path}: reshape_activations '${reshape}' is not supported`);
   return {
     architecture: arch as SaeArchitecture,
@@ -206,7 +207,11 @@ export async function loadSae(path: string, options: LoadSaeOptions = {}): Promi
   };
   const { dIn, dSae } = cfg;
   const gated = cfg.architecture === 'gated';
-  const scale = st.get('scaling_factor') ?? st.get('norm_scaling_factor');
+  // A finetuning scaling factor of all ones is dropped, as SAELens does; any other is refused.
+  const finetune = st.get('scaling_factor');
+  if (finetune && Array.from(finetune.data as ArrayLike<number>).some((v) => v !== 1))
+    throw new UnsupportedModelError('ERR_UNSUPPORTED_SAE', `SAE at ${path}: a finetuning scaling_factor other than all ones is not supported`);
+
   return new Sae(
     cfg,
     tensor(get, 'W_enc', [dIn, dSae], weights, true)!,
@@ -216,6 +221,5 @@ export async function loadSae(path: string, options: LoadSaeOptions = {}): Promi
     cfg.architecture === 'jumprelu' ? tensor(get, 'threshold', [dSae], weights, true) : undefined,
     gated ? tensor(get, 'r_mag', [dSae], weights, true) : undefined,
     gated ? tensor(get, 'b_mag', [dSae], weights, true) : undefined,
-    cfg.normalizeActivations === 'expected_average_only_in' && scale ? Number(scale.data[0]) : 1,
   );
 }
