@@ -1,6 +1,6 @@
 // Public exports of neurotap.
 export { loadModel, Model, ActivationCache, probeDevice } from './model/Model.js';
-export type { LoadModelOptions, ModelInput, RunOptions, RunResult, HookInfo, ModelConfig, HookMap, AttachSaeOptions, AttachedSae, SparseFeatures } from './model/Model.js';
+export type { LoadModelOptions, ModelInput, RunOptions, RunResult, HookInfo, ModelConfig, HookMap, AttachSaeOptions, AttachedSae, SparseFeatures, FeatureDensity } from './model/Model.js';
 export { Sae, loadSae } from './sae/Sae.js';
 export type { SaeConfig, SaeArchitecture, SaeNormalization, LoadSaeOptions } from './sae/Sae.js';
 export { featureHooks } from './sae/features.js';

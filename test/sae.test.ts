@@ -161,6 +161,33 @@ describe('SAEs attached to a model', () => {
     }
   });
 
+  it('feature density over a corpus through extract counts real tokens only, natively', async () => {
+    const sae = makeSae('jumprelu');
+    const a = await model.attachSae(sae);
+    try {
+      // Pre-tokenized documents of different lengths, one sequence each, right-padded to 9.
+      const docs = [[5, 17, 3, 99, 250], [7, 7, 300, 12, 1, 0, 64, 9, 11], [42, 42], [100, 200, 300, 301, 302, 303]];
+      async function* source() {
+        for (const tokens of docs) yield { tokens, file: 'mem', line: 0 };
+      }
+      const density = await model.featureDensity(source(), { seqLen: 9, pack: false, batchSize: 3, addSpecialTokens: false });
+      // Reference: dense acts_post of each document run alone, features > 0 counted.
+      const counts = new Float64Array(S);
+      for (const d of docs) {
+        const r = await model.run([d], { capture: [a.hooks.hook_sae_acts_post] });
+        const post = r.cache.get(a.hooks.hook_sae_acts_post).data;
+        for (let i = 0; i < post.length; i++) if (post[i]! > 0) counts[i % S]!++;
+      }
+      const d = density.get(HOOK)!;
+      expect(d.tokens).toBe(22);
+      expect(Array.from(d.counts)).toEqual(Array.from(counts));
+      expect(d.density[0]).toBe(counts[0]! / 22);
+      expect(counts.some((c) => c > 0) && counts.some((c) => c < 22)).toBe(true);
+    } finally {
+      await model.detachSae(HOOK);
+    }
+  });
+
   it('rejects bad SAEs and feature indices with coded errors; the model keeps working', async () => {
     await expect(model.attachSae(makeSae('standard', 'none', 1, HOOK, 32))).rejects.toMatchObject({ code: 'ERR_SAE_MISMATCH' });
     const a = await model.attachSae(makeSae('standard'));

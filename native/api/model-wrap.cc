@@ -282,23 +282,38 @@ Napi::Value ModelWrap::run(const Napi::CallbackInfo &info) {
         w->plan_.set_capture(index, f.Data(), need);
       }
     }
-    Napi::Value topk = o.Get("saeTopK");
-    if (topk.IsArray()) {
-      Napi::Array arr = topk.As<Napi::Array>();
+    Napi::Value features = o.Get("saeFeatures");
+    if (features.IsArray()) {
+      Napi::Array arr = features.As<Napi::Array>();
       for (uint32_t i = 0; i < arr.Length(); ++i) {
         Napi::Object t = arr.Get(i).As<Napi::Object>();
-        SaeTopK r;
+        SaeFeatures r;
         r.base = t.Get("index").As<Napi::Number>().Int32Value();
-        r.k = t.Get("k").As<Napi::Number>().Int64Value();
-        Napi::Int32Array idx = typed(env, t.Get("indices"), napi_int32_array, "top-k indices").As<Napi::Int32Array>();
-        Napi::Float32Array val = typed(env, t.Get("values"), napi_float32_array, "top-k values").As<Napi::Float32Array>();
-        if (r.k < 1 || static_cast<int64_t>(idx.ElementLength()) != batch * pos * r.k || static_cast<int64_t>(val.ElementLength()) != batch * pos * r.k)
-          throw_coded(env, code::kBufferSize, "top-k feature buffers must hold batch x pos x k entries");
-        w->keep(idx);
-        w->keep(val);
-        r.indices = idx.Data();
-        r.values = val.Data();
-        w->req_.sae_topk.push_back(r);
+        r.k = t.Has("k") ? t.Get("k").As<Napi::Number>().Int64Value() : 0;
+        if (r.k < 0) throw_coded(env, code::kInvalidInput, "top-k features need k >= 1");
+        if (r.k > 0) {
+          Napi::Int32Array idx = typed(env, t.Get("indices"), napi_int32_array, "top-k indices").As<Napi::Int32Array>();
+          Napi::Float32Array val = typed(env, t.Get("values"), napi_float32_array, "top-k values").As<Napi::Float32Array>();
+          if (static_cast<int64_t>(idx.ElementLength()) != batch * pos * r.k || static_cast<int64_t>(val.ElementLength()) != batch * pos * r.k)
+            throw_coded(env, code::kBufferSize, "top-k feature buffers must hold batch x pos x k entries");
+          w->keep(idx);
+          w->keep(val);
+          r.indices = idx.Data();
+          r.values = val.Data();
+        }
+        if (t.Has("counts")) {
+          Napi::Uint32Array counts = typed(env, t.Get("counts"), napi_uint32_array, "feature counts").As<Napi::Uint32Array>();
+          w->keep(counts);
+          r.counts_len = static_cast<int64_t>(counts.ElementLength());  // checked against d_sae under the run lock
+          r.counts = counts.Data();
+        }
+        if (t.Has("rows")) {
+          Napi::Uint8Array rows = typed(env, t.Get("rows"), napi_uint8_array, "counted rows").As<Napi::Uint8Array>();
+          if (static_cast<int64_t>(rows.ElementLength()) != batch * pos) throw_coded(env, code::kBufferSize, "counted rows must hold batch x pos entries");
+          w->keep(rows);
+          r.rows = rows.Data();
+        }
+        w->req_.sae_features.push_back(r);
       }
     }
     w->req_.logits_last_only = o.Get("logitsLastOnly").ToBoolean();

@@ -143,11 +143,13 @@ void Model::forward(const ForwardRequest &req, HookPlan *plan) {
                                     " floats, needs " + std::to_string(hooks_->numel(idx, req.batch, req.pos, pos0 + req.pos)));
     }
   }
-  for (const SaeTopK &t : req.sae_topk) {
+  for (const SaeFeatures &t : req.sae_features) {
     const AttachedSae *sae = sae_at(t.base);
     if (!sae) fail(code::kInvalidInput, "no SAE is attached at the requested features' hook");
-    if (t.k < 1 || t.k > sae->d_sae() || !t.indices || !t.values)
+    if (t.k < 0 || t.k > sae->d_sae() || (t.k > 0 && (!t.indices || !t.values)))
       fail(code::kInvalidInput, "top-k features need 1 <= k <= d_sae (" + std::to_string(sae->d_sae()) + ") and output buffers");
+    if (t.counts && t.counts_len != sae->d_sae())
+      fail(code::kBufferSize, "feature counts hold " + std::to_string(t.counts_len) + " entries, the SAE has d_sae " + std::to_string(sae->d_sae()));
     if (stopping && hooks_->points()[static_cast<size_t>(t.base)].layer >= req.stop_at_layer)
       fail(code::kInvalidInput, "the SAE's hook is not reached when stopping at layer " + std::to_string(req.stop_at_layer));
   }
@@ -287,13 +289,13 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
     fire_plan(idx, data);
     AttachedSae *sae = saes_.empty() ? nullptr : sae_at(idx);
     if (!sae) return;
-    const SaeTopK *topk = nullptr;
-    for (const SaeTopK &t : req.sae_topk)
-      if (t.base == idx) topk = &t;
+    const SaeFeatures *features = nullptr;
+    for (const SaeFeatures &t : req.sae_features)
+      if (t.base == idx) features = &t;
     const int first = sae->first();
     sae->run(
         data, M, [&](int which, float *d) { fire_plan(first + which, d); },
-        [&](int which) { return plan && !plan->actions(first + which).empty(); }, topk);
+        [&](int which) { return plan && !plan->actions(first + which).empty(); }, features);
   };
 
   // Embedding.

@@ -68,7 +68,7 @@ struct ForwardRequest {
   bool logits_last_only = false;
   uint64_t hooks_version = 0;       // HookTable::version the plan was built for
   int stop_at_layer = -1;           // run blocks [0, stop_at_layer) only (TransformerLens's exclusive stop); -1 = all
-  std::vector<SaeTopK> sae_topk;    // sparse top-k features of attached SAEs
+  std::vector<SaeFeatures> sae_features;  // top-k / firing counts of attached SAEs
 };
 
 class Model {

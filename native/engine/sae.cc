@@ -171,7 +171,29 @@ void AttachedSae::denormalize(float *y, int64_t M, const float *sa, const float 
     for (int64_t i = 0; i < d; ++i) y[r * d + i] = y[r * d + i] / sa[r] + sb[r];
 }
 
-void AttachedSae::run(float *x, int64_t M, const Fire &fire, const Hooked &edited, const SaeTopK *topk) {
+void AttachedSae::read_features(const float *post, int64_t M, const SaeFeatures &f) const {
+  const int64_t S = p_.d_sae;
+  if (f.k > 0) {
+    std::vector<int32_t> idx(static_cast<size_t>(S));
+    for (int64_t r = 0; r < M; ++r) {
+      const float *a = post + r * S;
+      std::iota(idx.begin(), idx.end(), 0);
+      std::partial_sort(idx.begin(), idx.begin() + f.k, idx.end(), [&](int32_t i, int32_t j) { return a[i] > a[j] || (a[i] == a[j] && i < j); });
+      for (int64_t t = 0; t < f.k; ++t) {
+        f.indices[r * f.k + t] = idx[static_cast<size_t>(t)];
+        f.values[r * f.k + t] = a[idx[static_cast<size_t>(t)]];
+      }
+    }
+  }
+  if (f.counts)
+    for (int64_t r = 0; r < M; ++r) {
+      if (f.rows && !f.rows[r]) continue;
+      const float *a = post + r * S;
+      for (int64_t j = 0; j < S; ++j) f.counts[j] += a[j] > 0.0f;
+    }
+}
+
+void AttachedSae::run(float *x, int64_t M, const Fire &fire, const Hooked &edited, const SaeFeatures *features) {
   const int64_t d = p_.d_in, S = p_.d_sae;
   const bool gated = p_.arch == SaeArch::Gated;
   float *in = buf(0, M * d), *u = buf(1, M * d), *pre = buf(2, M * S), *post = buf(3, M * S);
@@ -182,18 +204,7 @@ void AttachedSae::run(float *x, int64_t M, const Fire &fire, const Hooked &edite
   fire(kSaeActsPre, pre);
   activate(pre, gate, M, post);
   fire(kSaeActsPost, post);
-  if (topk) {
-    std::vector<int32_t> idx(static_cast<size_t>(S));
-    for (int64_t r = 0; r < M; ++r) {
-      const float *a = post + r * S;
-      std::iota(idx.begin(), idx.end(), 0);
-      std::partial_sort(idx.begin(), idx.begin() + topk->k, idx.end(), [&](int32_t i, int32_t j) { return a[i] > a[j] || (a[i] == a[j] && i < j); });
-      for (int64_t t = 0; t < topk->k; ++t) {
-        topk->indices[r * topk->k + t] = idx[static_cast<size_t>(t)];
-        topk->values[r * topk->k + t] = a[idx[static_cast<size_t>(t)]];
-      }
-    }
-  }
+  if (features) read_features(post, M, *features);
   decode(post, M, rec);
   fire(kSaeRecons, rec);
   denormalize(rec, M, sa, sb);  // rec is now the SAE's output without the error term

@@ -37,12 +37,17 @@ struct SaeParams {
 enum SaeHook { kSaeInput = 0, kSaeActsPre, kSaeActsPost, kSaeRecons, kSaeError, kSaeOutput, kSaeHookCount };
 const char *sae_hook_suffix(int which);  // "hook_sae_input", ...
 
-// Sparse top-k request for one run: the k largest acts_post per token of the SAE at `base`.
-struct SaeTopK {
+// Feature read-outs for one run of the SAE at `base`, from acts_post as decoded (after edits):
+// the k largest per token (k = 0: none), and firing counts (acts_post > 0) per feature over the
+// rows with rows[r] != 0 (all rows when rows is null), for feature density over a corpus.
+struct SaeFeatures {
   int base = -1;
   int64_t k = 0;
   int32_t *indices = nullptr;  // [batch * pos, k], host
   float *values = nullptr;     // [batch * pos, k], host
+  uint32_t *counts = nullptr;  // [d_sae], host, added to (not cleared)
+  int64_t counts_len = 0;
+  const uint8_t *rows = nullptr;  // [batch * pos], host, optional
 };
 
 class AttachedSae {
@@ -61,7 +66,7 @@ class AttachedSae {
   using Fire = std::function<void(int which, float *data)>;
   using Hooked = std::function<bool(int which)>;
   // x: the hook's activation [M, d_in] on the host, replaced in place by the SAE's output.
-  void run(float *x, int64_t M, const Fire &fire, const Hooked &edited, const SaeTopK *topk);
+  void run(float *x, int64_t M, const Fire &fire, const Hooked &edited, const SaeFeatures *features);
 
  private:
   // pre (and gate, Gated) [M, d_sae] from sae_in [M, d_in]; u is scratch [M, d_in];
@@ -69,6 +74,7 @@ class AttachedSae {
   void encode(const float *sae_in, int64_t M, float *u, float *pre, float *gate, float *stats_a, float *stats_b);
   void activate(const float *pre, const float *gate, int64_t M, float *post) const;
   void decode(const float *post, int64_t M, float *recons) const;  // recons = post · W_dec + b_dec
+  void read_features(const float *post, int64_t M, const SaeFeatures &f) const;
   void denormalize(float *y, int64_t M, const float *stats_a, const float *stats_b) const;
   float *buf(size_t slot, int64_t floats);
 

@@ -81,8 +81,8 @@ export interface NativeRunOptions {
   /** Run blocks [0, stopAtLayer) only. */
   stopAtLayer?: number;
   actions?: NativeAction[];
-  /** Sparse top-k acts_post of the SAE attached at hook `index`: [batch * pos, k]. */
-  saeTopK?: { index: number; k: number; indices: Int32Array; values: Float32Array }[];
+  /** Read-outs of the SAE attached at hook `index`: top-k acts_post [batch * pos, k] (k > 0), firing counts per feature added into `counts` [d_sae] over rows with `rows[r] != 0` (all rows without `rows`). */
+  saeFeatures?: { index: number; k?: number; indices?: Int32Array; values?: Float32Array; counts?: Uint32Array; rows?: Uint8Array }[];
   dispatcher?: (id: number, data: Float32Array, shape: number[], ctx: { step: number; pos0: number; promptLength: number }) => void;
 }
 

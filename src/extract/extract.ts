@@ -12,8 +12,10 @@ import { readDocuments, type Document, type SourceSpec } from './sources.js';
 
 /** Options for {@link Model.extract}. */
 export interface ExtractOptions {
-  /** Hook names or globs to capture. */
+  /** Hook names or globs to capture (may be empty with `featureCounts`). */
   hooks: readonly HookPattern[];
+  /** Count, per feature of each attached SAE (or of the SAEs at `hooks`), the real (unpadded) tokens where it fires (acts_post > 0), in `batch.featureCounts`: feature density over a corpus. Defaults to none. */
+  featureCounts?: boolean | { hooks?: readonly string[] };
   /** Tokens per sequence. */
   seqLen: number;
   /** Pack documents into consecutive windows (false: one sequence per document, truncated or right-padded). Defaults to true. */
@@ -60,6 +62,8 @@ export interface ExtractBatch {
   lengths: Int32Array;
   /** Captured activations, `[batch, seqLen, ...]` per hook. */
   activations: ActivationCache;
+  /** With `featureCounts`: per SAE hook, how many of this batch's real tokens each feature fired on. */
+  featureCounts?: Map<string, Uint32Array>;
 }
 
 interface PendingBatch {
@@ -88,8 +92,10 @@ export async function* extractBatches<F extends Family>(
   if (model.config.positionalEmbedding === 'standard' && seqLen > model.config.nCtx)
     throw new InvalidInputError('ERR_INVALID_INPUT', `seqLen ${seqLen} exceeds the model's ${model.config.nCtx} learned positions`);
   const hooks = resolveHooks(opts.hooks, model.hookNames);
-  if (hooks.length === 0) throw new InvalidInputError('ERR_INVALID_INPUT', 'extract needs at least one hook');
-  const lastLayer = Math.max(...hooks.map((h) => (h.startsWith('blocks.') ? Number(h.split('.')[1]) : model.config.nLayers)));
+  const counted = opts.featureCounts ? [...((opts.featureCounts === true ? undefined : opts.featureCounts.hooks) ?? model.saes.keys())] : [];
+  if (opts.featureCounts && counted.length === 0) throw new InvalidInputError('ERR_INVALID_INPUT', 'featureCounts needs an attached SAE');
+  if (hooks.length === 0 && counted.length === 0) throw new InvalidInputError('ERR_INVALID_INPUT', 'extract needs at least one hook');
+  const lastLayer = Math.max(...[...hooks, ...counted].map((h) => (h.startsWith('blocks.') ? Number(h.split('.')[1]) : model.config.nLayers)));
   const stopAtLayer = opts.stopAtLayer ?? Math.min(model.config.nLayers, lastLayer + 1);
   const batchSize = opts.batchSize ?? (opts.maxMemory ? deriveBatchSize(model, hooks, seqLen, opts.maxMemory) : 8);
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new InvalidInputError('ERR_INVALID_INPUT', `batchSize must be a positive integer, got ${batchSize}`);
@@ -154,8 +160,23 @@ export async function* extractBatches<F extends Family>(
     const B = b.windows.length;
     const tokens = new Int32Array(B * seqLen);
     b.windows.forEach((w, i) => tokens.set(w.tokens, i * seqLen));
-    const { cache } = await model.forward({ tokens, batch: B, pos: seqLen, capture: hooks, logits: 'none', maxPositions: seqLen, stopAtLayer });
-    return { sequenceStart: b.start, ...(b.group !== undefined ? { groupSequences: b.group } : {}), windows: b.windows.map((w) => w.index), tokens, lengths: Int32Array.from(b.windows, (w) => w.length), activations: cache };
+    const lengths = Int32Array.from(b.windows, (w) => w.length);
+    let saeFeatures: { hooks: readonly string[]; counts: true; rows: Uint8Array } | undefined;
+    if (counted.length) {
+      const rows = new Uint8Array(B * seqLen);
+      lengths.forEach((n, i) => rows.fill(1, i * seqLen, i * seqLen + n));
+      saeFeatures = { hooks: counted, counts: true, rows };
+    }
+    const { cache, featureCounts } = await model.forward({ tokens, batch: B, pos: seqLen, capture: hooks, logits: 'none', maxPositions: seqLen, stopAtLayer, ...(saeFeatures ? { saeFeatures } : {}) });
+    return {
+      sequenceStart: b.start,
+      ...(b.group !== undefined ? { groupSequences: b.group } : {}),
+      windows: b.windows.map((w) => w.index),
+      tokens,
+      lengths,
+      activations: cache,
+      ...(counted.length ? { featureCounts } : {}),
+    };
   };
   let pending: Promise<ExtractBatch> | undefined;
   try {

@@ -4,7 +4,7 @@
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 
-import { addonDir, native, type NativeConfig, type NativeHookInfo, type NativeKvCache, type NativeModel } from '../bindings/native.js';
+import { addonDir, native, type NativeConfig, type NativeHookInfo, type NativeKvCache, type NativeModel, type NativeRunOptions } from '../bindings/native.js';
 import { DeviceError, DisposedError, InvalidInputError, UnsupportedModelError, wrapError } from '../errors.js';
 import { editToAction, makeDispatcher, type Edit, type HookFunction, type HookGeometry, type HookSpec, type NativeAction } from '../hooks/edits.js';
 import { resolveHooks, SAE_HOOKS, type Family, type HookNameFor, type HookPattern, type SaeHookSuffix } from '../hooks/names.js';
@@ -59,6 +59,16 @@ export interface SparseFeatures {
   shape: [number, number, number];
   indices: Int32Array;
   values: Float32Array;
+}
+
+/** Feature density of one SAE over a corpus ({@link Model.featureDensity}). */
+export interface FeatureDensity {
+  /** Real (unpadded) tokens seen. */
+  tokens: number;
+  /** Per feature, tokens on which it fired (acts_post > 0). */
+  counts: Float64Array;
+  /** counts / tokens. */
+  density: Float64Array;
 }
 
 /** Activations captured by a run, keyed by hook name. */
@@ -116,7 +126,8 @@ export interface ForwardRequest {
   maxPositions: number;
   /** Run blocks [0, stopAtLayer) only. */
   stopAtLayer?: number;
-  saeFeatures?: { k: number; hooks?: readonly string[] };
+  /** Top-k (k >= 1) and/or firing counts (`counts`, over the rows with `rows[r] != 0`) of attached SAEs. */
+  saeFeatures?: { k?: number; hooks?: readonly string[]; counts?: boolean; rows?: Uint8Array };
 }
 
 /** Options for {@link Model.attachSae}. */
@@ -311,6 +322,30 @@ export class Model<F extends Family = Family> {
     return extractBatches(this, source, options);
   }
 
+  /**
+   * Feature density of the attached SAEs over a corpus (through {@link extract}): per SAE hook,
+   * the fraction of real tokens on which each feature fires (acts_post > 0), as SAELens's
+   * feature sparsity. Features are counted natively; nothing dense leaves the engine.
+   */
+  async featureDensity(
+    source: SourceSpec | AsyncIterable<Document>,
+    options: Omit<ExtractOptions, 'hooks' | 'featureCounts'> & { hooks?: readonly string[] },
+  ): Promise<Map<string, FeatureDensity>> {
+    const { hooks, ...rest } = options;
+    const out = new Map<string, FeatureDensity>();
+    for await (const b of this.extract(source, { ...rest, hooks: [], featureCounts: hooks ? { hooks } : true })) {
+      const tokens = b.lengths.reduce((s, n) => s + n, 0);
+      for (const [h, c] of b.featureCounts!) {
+        let d = out.get(h);
+        if (!d) out.set(h, (d = { tokens: 0, counts: new Float64Array(c.length), density: new Float64Array(c.length) }));
+        d.tokens += tokens;
+        for (let j = 0; j < c.length; j++) d.counts[j]! += c[j]!;
+      }
+    }
+    for (const d of out.values()) for (let j = 0; j < d.counts.length; j++) d.density[j] = d.tokens ? d.counts[j]! / d.tokens : 0;
+    return out;
+  }
+
   /** Frees the model's native memory. Runs already started finish first; later calls throw DisposedError. */
   dispose(): void {
     this.handle?.dispose();
@@ -331,7 +366,7 @@ export class Model<F extends Family = Family> {
   }
 
   /** @internal One native forward with hooks and captures. */
-  async forward(req: ForwardRequest): Promise<{ logits: Tensor | null; cache: ActivationCache; features: Map<string, SparseFeatures> }> {
+  async forward(req: ForwardRequest): Promise<{ logits: Tensor | null; cache: ActivationCache; features: Map<string, SparseFeatures>; featureCounts: Map<string, Uint32Array> }> {
     const handle = this.live();
     const { batch, pos } = req;
     const keyPos = (req.cache?.length ?? 0) + pos;
@@ -342,15 +377,29 @@ export class Model<F extends Family = Family> {
     });
     const { actions, fns } = this.actions(req.hooks ?? {}, batch, pos, keyPos, req.maxPositions);
     const features = new Map<string, SparseFeatures>();
+    const featureCounts = new Map<string, Uint32Array>();
+    const nativeFeatures: NonNullable<NativeRunOptions['saeFeatures']> = [];
     if (req.saeFeatures) {
-      const { k } = req.saeFeatures;
+      const { k, counts, rows } = req.saeFeatures;
       const hooks = req.saeFeatures.hooks ?? [...this.attached.keys()];
       if (hooks.length === 0) throw new InvalidInputError('ERR_INVALID_INPUT', 'saeFeatures needs an attached SAE');
+      if (rows && rows.length !== batch * pos) throw new InvalidInputError('ERR_INVALID_INPUT', `saeFeatures.rows must hold batch x pos = ${batch * pos} entries`);
       for (const h of hooks) {
         const a = this.attached.get(h);
         if (!a) throw new InvalidInputError('ERR_INVALID_INPUT', `saeFeatures: no SAE is attached at '${h}'`);
-        if (!Number.isInteger(k) || k < 1 || k > a.sae.cfg.dSae) throw new InvalidInputError('ERR_INVALID_INPUT', `saeFeatures.k must be an integer in [1, ${a.sae.cfg.dSae}]`);
-        features.set(h, { k, shape: [batch, pos, k], indices: new Int32Array(batch * pos * k), values: new Float32Array(batch * pos * k) });
+        const n: (typeof nativeFeatures)[number] = { index: this.table.index.get(h)! };
+        if (k !== undefined) {
+          if (!Number.isInteger(k) || k < 1 || k > a.sae.cfg.dSae) throw new InvalidInputError('ERR_INVALID_INPUT', `saeFeatures.k must be an integer in [1, ${a.sae.cfg.dSae}]`);
+          const f: SparseFeatures = { k, shape: [batch, pos, k], indices: new Int32Array(batch * pos * k), values: new Float32Array(batch * pos * k) };
+          features.set(h, f);
+          Object.assign(n, { k, indices: f.indices, values: f.values });
+        }
+        if (counts) {
+          const c = new Uint32Array(a.sae.cfg.dSae);
+          featureCounts.set(h, c);
+          Object.assign(n, { counts: c, ...(rows ? { rows } : {}) });
+        }
+        nativeFeatures.push(n);
       }
     }
     const V = this.config.dVocab;
@@ -368,7 +417,7 @@ export class Model<F extends Family = Family> {
         logitsLastOnly: req.logits === 'last',
         ...(req.stopAtLayer !== undefined ? { stopAtLayer: req.stopAtLayer } : {}),
         actions,
-        ...(features.size ? { saeTopK: [...features].map(([h, f]) => ({ index: this.table.index.get(h)!, k: f.k, indices: f.indices, values: f.values })) } : {}),
+        ...(nativeFeatures.length ? { saeFeatures: nativeFeatures } : {}),
         ...(fns.length ? { dispatcher: makeDispatcher(fns) } : {}),
       });
     } catch (err) {
@@ -377,7 +426,7 @@ export class Model<F extends Family = Family> {
     const cache = new ActivationCache();
     names.forEach((name, i) => cache.set(name, new Tensor(this.hookShape(name, batch, pos, keyPos), buffers[i]!)));
     const shape = req.logits === 'last' ? [batch, V] : [batch, pos, V];
-    return { logits: logits ? new Tensor(shape, logits) : null, cache, features };
+    return { logits: logits ? new Tensor(shape, logits) : null, cache, features, featureCounts };
   }
 
   /** Translates the hooks option into native actions, validating each edit up front. */
