@@ -214,6 +214,11 @@ export class Model<F extends Family = Family> {
       resolveHooks([hook], this.hookNames);  // throws UnknownHookError with suggestions
       throw new InvalidInputError('ERR_INVALID_INPUT', `SAEs attach to the model's own hooks, not '${hook}'`);
     }
+    const rank = this.hookShape(hook, 1, 1, 1).length;
+    if (sae.cfg.reshapeActivations === 'hook_z' && rank !== 4)
+      throw new InvalidInputError('ERR_SAE_MISMATCH', `the SAE flattens heads (reshape_activations hook_z) but '${hook}' has no head axis`);
+    if (sae.cfg.reshapeActivations !== 'hook_z' && rank === 4)
+      throw new InvalidInputError('ERR_SAE_MISMATCH', `'${hook}' is per head: attach an SAE with reshape_activations hook_z (heads flattened)`);
     const useErrorTerm = options.useErrorTerm ?? false;
     try {
       await handle.attachSae(index, sae.toNative(), useErrorTerm);
