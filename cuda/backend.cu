@@ -207,6 +207,7 @@ nt_backend_api make_api() {
   a.softmax_rows = nt_cuda_softmax_rows;
   a.attention_apply = nt_cuda_attention_apply;
   a.apply_edit = nt_cuda_apply_edit;
+  a.softcap = nt_cuda_softcap;
   return a;
 }
 

@@ -60,6 +60,24 @@ bool known_activation(nt_activation act) {
 
 }  // namespace
 
+namespace {
+__global__ void softcap_f32_kernel(float *x, int64_t n, float cap) {
+  NT_GRID_STRIDE(i, n) {
+    const float v = x[i];
+    if (v != -INFINITY) x[i] = tanhf(v / cap) * cap;
+  }
+}
+}  // namespace
+
+int nt_cuda_softcap(nt_backend *be, float *x, int64_t n, float cap) {
+  if (n < 0 || !(cap > 0.0f)) return nt_fail(be, "softcap: bad length %lld or cap %g", (long long)n, static_cast<double>(cap));
+  if (n == 0) return 0;
+  NT_CUDA_ENTER(be);
+  softcap_f32_kernel<<<nt_elementwise_blocks(n), kElementwiseThreads, 0, be->stream>>>(x, n, cap);
+  NT_CUDA_CHECK_LAUNCH(be, "softcap_f32_kernel");
+  return 0;
+}
+
 int nt_cuda_add(nt_backend *be, const float *a, const float *b, int64_t n, float *out) {
   if (n < 0) return nt_fail(be, "add: bad length %lld", (long long)n);
   if (n == 0) return 0;

@@ -22,6 +22,7 @@ int nt_cuda_mul_rows(nt_backend *be, const float *x, int64_t M, int64_t d, const
 
 // elementwise.cu
 int nt_cuda_add(nt_backend *be, const float *a, const float *b, int64_t n, float *out);
+int nt_cuda_softcap(nt_backend *be, float *x, int64_t n, float cap);
 int nt_cuda_activation(nt_backend *be, nt_activation act, float *x, int64_t n);
 int nt_cuda_gated_activation(nt_backend *be, nt_activation act, const float *gate, const float *up, int64_t n, float *out);
 

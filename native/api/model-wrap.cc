@@ -186,8 +186,14 @@ Napi::Value ModelWrap::config(const Napi::CallbackInfo &info) {
     rope.Set("type", c.rope.type);
     rope.Set("theta", c.rope.theta);
     rope.Set("factor", c.rope.factor);
+    rope.Set("rotaryDim", c.rotary_dim);
     o.Set("rope", rope);
   }
+  o.Set("parallelResidual", c.parallel_residual);
+  o.Set("sandwichNorms", c.sandwich_norms);
+  o.Set("qkNorm", c.qk_norm);
+  o.Set("attnSoftcap", c.attn_softcap);
+  o.Set("finalSoftcap", c.final_softcap);
   o.Set("threads", checked(env)->threads());
   o.Set("device", checked(env)->backend().name());
   o.Set("deviceName", checked(env)->backend().device_name());

@@ -13,6 +13,10 @@ const char *family_name(Family f) {
     case Family::Llama: return "llama";
     case Family::Mistral: return "mistral";
     case Family::Qwen2: return "qwen2";
+    case Family::GPTNeoX: return "gpt_neox";
+    case Family::Gemma2: return "gemma2";
+    case Family::Gemma3: return "gemma3";
+    case Family::Qwen3: return "qwen3";
   }
   return "?";
 }
@@ -91,23 +95,26 @@ Activation parse_activation(const Reader &r, const std::string &key, const std::
   fail(code::kUnsupportedConfig, r.path() + ": activation '" + s + "' is not supported (gelu_new, gelu_pytorch_tanh, gelu, silu, relu)");
 }
 
-RopeConfig parse_rope(const Reader &r) {
+// One rope setting: `params` is a transformers-5 rope_parameters object (theta inside), else
+// the classic top-level rope_theta (or `theta_key`) + rope_scaling. *partial receives
+// partial_rotary_factor (1 when absent); families without partial rotary refuse other values.
+RopeConfig parse_rope(const Reader &r, const Json *params, double *partial = nullptr, const char *theta_key = "rope_theta",
+                      double theta_default = 10000.0, bool classic_scaling = true) {
   RopeConfig rope;
-  // transformers >= 5 writes rope_parameters (theta inside); older configs use rope_theta + rope_scaling.
-  const Json *params = r.find(r.root(), "rope_parameters");
-  const Json *scaling = r.find(r.root(), "rope_scaling");
+  const Json *scaling = classic_scaling ? r.find(r.root(), "rope_scaling") : nullptr;
   const Json *src = nullptr;
   if (params) {
     if (!params->is_object()) r.bad("rope_parameters", "must be an object");
     src = params;
-    rope.theta = r.number("rope_theta", r.number("rope_theta", 10000.0), params);
+    rope.theta = r.number("rope_theta", r.number(theta_key, theta_default), params);
   } else {
-    rope.theta = r.number("rope_theta", 10000.0);
+    rope.theta = r.number(theta_key, theta_default);
     if (scaling) {
       if (!scaling->is_object()) r.bad("rope_scaling", "must be an object or null");
       src = scaling;
     }
   }
+  if (partial) *partial = 1.0;
   if (src) {
     std::string type = r.string("rope_type", r.string("type", "default", src), src);
     rope.type = type;
@@ -125,8 +132,9 @@ RopeConfig parse_rope(const Reader &r) {
     } else {
       fail(code::kUnsupportedConfig, r.path() + ": rope type '" + type + "' is not supported (default, linear, llama3)");
     }
-    double partial = r.number("partial_rotary_factor", 1.0, src);
-    if (partial != 1.0) fail(code::kUnsupportedConfig, r.path() + ": partial_rotary_factor != 1 is not supported for this family");
+    const double p = r.number("partial_rotary_factor", 1.0, src);
+    if (partial) *partial = p;
+    else if (p != 1.0) fail(code::kUnsupportedConfig, r.path() + ": partial_rotary_factor != 1 is not supported for this family");
   }
   if (!(rope.theta > 0)) r.bad("rope_theta", "must be positive");
   if (!(rope.factor > 0)) r.bad("factor", "must be positive");
@@ -176,9 +184,14 @@ ModelConfig parse_model_config(const std::string &text, const std::string &path)
   else if (model_type == "llama" || a == "LlamaForCausalLM" || a == "LlamaModel") c.family = Family::Llama;
   else if (model_type == "mistral" || a == "MistralForCausalLM" || a == "MistralModel") c.family = Family::Mistral;
   else if (model_type == "qwen2" || a == "Qwen2ForCausalLM" || a == "Qwen2Model") c.family = Family::Qwen2;
+  else if (model_type == "qwen3" || a == "Qwen3ForCausalLM" || a == "Qwen3Model") c.family = Family::Qwen3;
+  else if (model_type == "gpt_neox" || a == "GPTNeoXForCausalLM" || a == "GPTNeoXModel") c.family = Family::GPTNeoX;
+  else if (model_type == "gemma2" || a == "Gemma2ForCausalLM" || a == "Gemma2Model") c.family = Family::Gemma2;
+  else if (model_type == "gemma3_text" || a == "Gemma3ForCausalLM" || a == "Gemma3TextModel") c.family = Family::Gemma3;
   else
     fail(code::kUnsupportedArch, path + ": architecture '" + (a.empty() ? std::string("(none)") : a) + "' (model_type '" + model_type +
-                                     "') is not supported; supported: GPT2LMHeadModel, LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM");
+                                     "') is not supported; supported: GPT2LMHeadModel, LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
+                                     "Qwen3ForCausalLM, GPTNeoXForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM (text)");
   if (c.architecture.empty()) c.architecture = model_type;
 
   if (c.family == Family::GPT2) {
@@ -204,7 +217,40 @@ ModelConfig parse_model_config(const std::string &text, const std::string &path)
     return c;
   }
 
-  // Llama-style decoder: Llama, Mistral, Qwen2.
+  if (c.family == Family::GPTNeoX) {
+    c.n_layers = r.positive_int("num_hidden_layers");
+    c.d_model = r.positive_int("hidden_size");
+    c.n_heads = r.positive_int("num_attention_heads");
+    c.n_kv_heads = c.n_heads;
+    if (c.d_model % c.n_heads != 0) r.bad("hidden_size", "must be divisible by num_attention_heads");
+    c.d_head = c.d_model / c.n_heads;
+    c.d_mlp = r.positive_int("intermediate_size");
+    c.d_vocab = r.positive_int("vocab_size");
+    c.n_ctx = r.positive_int("max_position_embeddings", nullptr, 2048);
+    c.norm_eps = static_cast<float>(r.number("layer_norm_eps", 1e-5));
+    c.norm = NormKind::LayerNorm;
+    c.act = parse_activation(r, "hidden_act", "gelu");
+    c.gated_mlp = false;
+    c.rotary = true;
+    c.tied_embeddings = r.boolean("tie_word_embeddings", false);
+    c.qkv_bias = c.o_bias = r.boolean("attention_bias", true);
+    c.mlp_bias = true;
+    c.parallel_residual = r.boolean("use_parallel_residual", true);
+    c.attn_scale = 1.0f / std::sqrt(static_cast<float>(c.d_head));
+    // transformers 5: rope_parameters {rope_theta, partial_rotary_factor}; classic: rotary_pct, rotary_emb_base.
+    double partial = 1.0;
+    c.rope = parse_rope(r, r.find(root, "rope_parameters"), &partial, "rotary_emb_base");
+    if (!r.find(root, "rope_parameters")) partial = r.number("rotary_pct", 0.25);
+    if (!(partial > 0.0 && partial <= 1.0)) r.bad("partial_rotary_factor", "must be in (0, 1]");
+    c.rotary_dim = static_cast<int>(c.d_head * partial);  // HF: int(head_size * rotary_pct)
+    if (c.rotary_dim < 2 || c.rotary_dim % 2 != 0) r.bad("rotary_pct", "must give an even number (>= 2) of rotary dims per head");
+    c.inv_freq = rope_inv_freq(c.rope, c.rotary_dim);
+    c.sliding_window.assign(c.n_layers, 0);
+    return c;
+  }
+
+  // Llama-style decoder: Llama, Mistral, Qwen2, Qwen3, Gemma 2, Gemma 3.
+  const bool gemma = c.family == Family::Gemma2 || c.family == Family::Gemma3;
   c.n_layers = r.positive_int("num_hidden_layers");
   c.d_model = r.positive_int("hidden_size");
   c.n_heads = r.positive_int("num_attention_heads");
@@ -218,12 +264,30 @@ ModelConfig parse_model_config(const std::string &text, const std::string &path)
   c.n_ctx = r.positive_int("max_position_embeddings", nullptr, 2048);
   c.norm_eps = static_cast<float>(r.number("rms_norm_eps", 1e-6));
   c.norm = NormKind::RMSNorm;
-  c.act = parse_activation(r, "hidden_act", "silu");
+  // Gemma configs name it hidden_activation (older ones also carry hidden_act, which HF ignores).
+  c.act = gemma ? parse_activation(r, "hidden_activation", "gelu_pytorch_tanh") : parse_activation(r, "hidden_act", "silu");
   c.gated_mlp = true;
   c.rotary = true;
-  c.tied_embeddings = r.boolean("tie_word_embeddings", false);
+  c.tied_embeddings = r.boolean("tie_word_embeddings", gemma);
   c.attn_scale = 1.0f / std::sqrt(static_cast<float>(c.d_head));
-  if (c.family == Family::Qwen2) {
+  c.qk_norm = c.family == Family::Qwen3 || c.family == Family::Gemma3;
+  if (gemma) {
+    // HF: scaling = query_pre_attn_scalar ** -0.5 (a Python float, rounded to float32 in the matmul).
+    c.attn_scale = static_cast<float>(1.0 / std::sqrt(r.number("query_pre_attn_scalar", c.d_head)));
+    if (!(r.number("query_pre_attn_scalar", c.d_head) > 0)) r.bad("query_pre_attn_scalar", "must be positive");
+    c.embed_scale = static_cast<float>(std::sqrt(static_cast<double>(c.d_model)));
+    c.norm_plus_one = true;
+    c.sandwich_norms = true;
+    const double attn_cap = r.number("attn_logit_softcapping", 0.0), final_cap = r.number("final_logit_softcapping", 0.0);
+    if (attn_cap < 0) r.bad("attn_logit_softcapping", "must be positive or null");
+    if (final_cap < 0) r.bad("final_logit_softcapping", "must be positive or null");
+    c.attn_softcap = static_cast<float>(attn_cap);
+    c.final_softcap = static_cast<float>(final_cap);
+  }
+  if (gemma || c.family == Family::Qwen3) {
+    c.qkv_bias = c.o_bias = r.boolean("attention_bias", false);
+    c.mlp_bias = false;
+  } else if (c.family == Family::Qwen2) {
     c.qkv_bias = true;
     c.o_bias = false;
     c.mlp_bias = false;
@@ -234,7 +298,25 @@ ModelConfig parse_model_config(const std::string &text, const std::string &path)
   if (r.number("pretraining_tp", 1.0) != 1.0) {
     // pretraining_tp only changes how HF splits matmuls; results are the same math.
   }
-  c.rope = parse_rope(r);
+  c.rotary_dim = c.d_head;
+  const Json *rope_params = r.find(root, "rope_parameters");
+  if (c.family == Family::Gemma3) {
+    // Global layers: full_attention (classic: rope_theta + rope_scaling); sliding layers:
+    // sliding_attention (classic: rope_local_base_freq, unscaled).
+    if (rope_params && rope_params->is_object() && rope_params->get("full_attention")) {
+      c.rope = parse_rope(r, rope_params->get("full_attention"), nullptr, "rope_theta", 1e6);
+      const Json *local = rope_params->get("sliding_attention");
+      c.inv_freq_local = rope_inv_freq(local ? parse_rope(r, local, nullptr, "rope_theta", 10000.0) : RopeConfig{}, c.d_head);
+    } else {
+      c.rope = parse_rope(r, rope_params, nullptr, "rope_theta", 1e6);
+      RopeConfig local;
+      local.theta = r.number("rope_local_base_freq", 10000.0);
+      if (!(local.theta > 0)) r.bad("rope_local_base_freq", "must be positive");
+      c.inv_freq_local = rope_inv_freq(local, c.d_head);
+    }
+  } else {
+    c.rope = parse_rope(r, rope_params);
+  }
   c.inv_freq = rope_inv_freq(c.rope, c.d_head);
 
   // Sliding windows: transformers-5 configs list layer_types; older ones imply them.
@@ -260,7 +342,15 @@ ModelConfig parse_model_config(const std::string &text, const std::string &path)
     }
   } else if (c.family == Family::Mistral) {
     for (int i = 0; i < c.n_layers; ++i) c.sliding_window[i] = window;
-  } else if (c.family == Family::Qwen2) {
+  } else if (c.family == Family::Gemma2) {
+    // Older Gemma 2 configs: even layers are local (sliding), odd ones global.
+    for (int i = 0; i < c.n_layers; i += 2) c.sliding_window[i] = window;
+  } else if (c.family == Family::Gemma3) {
+    // Older Gemma 3 configs: every sliding_window_pattern-th layer is global.
+    const int pattern = r.positive_int("sliding_window_pattern", nullptr, 6);
+    for (int i = 0; i < c.n_layers; ++i)
+      if ((i + 1) % pattern != 0) c.sliding_window[i] = window;
+  } else if (c.family == Family::Qwen2 || c.family == Family::Qwen3) {
     if (r.boolean("use_sliding_window", false)) {
       int max_window_layers = r.positive_int("max_window_layers", nullptr, c.n_layers);
       for (int i = max_window_layers; i < c.n_layers; ++i) c.sliding_window[i] = window;

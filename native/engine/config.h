@@ -11,7 +11,7 @@
 
 namespace nt {
 
-enum class Family { GPT2, Llama, Mistral, Qwen2 };
+enum class Family { GPT2, Llama, Mistral, Qwen2, GPTNeoX, Gemma2, Gemma3, Qwen3 };
 enum class NormKind { LayerNorm, RMSNorm };
 enum class Activation { GeluTanh, GeluErf, Silu, Relu };
 
@@ -51,7 +51,16 @@ struct ModelConfig {
   bool scale_attn_by_inverse_layer_idx = false;  // GPT-2 option: scores also / (layer + 1)
   std::vector<int> sliding_window;        // per layer; 0 = full causal attention
   RopeConfig rope;
-  std::vector<float> inv_freq;            // [d_head / 2], rotary models only
+  std::vector<float> inv_freq;            // [rotary_dim / 2], rotary models only
+  int rotary_dim = 0;                     // dims rotated per head: d_head, less for GPT-NeoX's partial rotary
+  std::vector<float> inv_freq_local;      // sliding layers' frequencies where they differ (Gemma 3); else empty
+  bool parallel_residual = false;         // GPT-NeoX: attn and mlp both read resid_pre (no resid_mid)
+  float embed_scale = 0.0f;               // multiplies token embeddings (Gemma: sqrt(d_model)); 0 = none
+  bool norm_plus_one = false;             // Gemma RMSNorm scales by (1 + w): folded into w at load
+  bool sandwich_norms = false;            // Gemma 2/3: ln1_post / ln2_post on the attn / mlp outputs
+  bool qk_norm = false;                   // Gemma 3, Qwen3: RMSNorm over d_head of q and k, before rotary
+  float attn_softcap = 0.0f;              // Gemma 2: scores = cap * tanh(scores / cap) before the mask; 0 = none
+  float final_softcap = 0.0f;             // Gemma 2: logits = cap * tanh(logits / cap); 0 = none
 };
 
 // Parses config.json text. Throws ERR_CONFIG_INVALID, ERR_UNSUPPORTED_ARCHITECTURE,

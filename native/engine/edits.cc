@@ -15,6 +15,10 @@ UnitLayout unit_layout(HookKind kind, const std::vector<int64_t> &shape) {
     case HookKind::AttnQ:
     case HookKind::AttnK:
     case HookKind::AttnV:
+    case HookKind::AttnQNormScale:
+    case HookKind::AttnQNormNormalized:
+    case HookKind::AttnKNormScale:
+    case HookKind::AttnKNormNormalized:
     case HookKind::AttnRotQ:
     case HookKind::AttnRotK:
     case HookKind::AttnZ:

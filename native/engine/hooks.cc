@@ -19,11 +19,17 @@ const KindInfo kKinds[] = {
     {"attn.hook_q", true},
     {"attn.hook_k", true},
     {"attn.hook_v", true},
+    {"attn.q_norm.hook_scale", true},
+    {"attn.q_norm.hook_normalized", true},
+    {"attn.k_norm.hook_scale", true},
+    {"attn.k_norm.hook_normalized", true},
     {"attn.hook_rot_q", true},
     {"attn.hook_rot_k", true},
     {"attn.hook_attn_scores", true},
     {"attn.hook_pattern", true},
     {"attn.hook_z", true},
+    {"ln1_post.hook_scale", true},
+    {"ln1_post.hook_normalized", true},
     {"hook_attn_out", true},
     {"hook_resid_mid", true},
     {"ln2.hook_scale", true},
@@ -31,6 +37,8 @@ const KindInfo kKinds[] = {
     {"mlp.hook_pre", true},
     {"mlp.hook_pre_linear", true},
     {"mlp.hook_post", true},
+    {"ln2_post.hook_scale", true},
+    {"ln2_post.hook_normalized", true},
     {"hook_mlp_out", true},
     {"hook_resid_post", true},
     {"ln_final.hook_scale", false},
@@ -50,6 +58,15 @@ bool model_has(const ModelConfig &c, HookKind k) {
     case HookKind::AttnRotQ:
     case HookKind::AttnRotK: return c.rotary;
     case HookKind::MlpPreLinear: return c.gated_mlp;
+    case HookKind::ResidMid: return !c.parallel_residual;
+    case HookKind::AttnQNormScale:
+    case HookKind::AttnQNormNormalized:
+    case HookKind::AttnKNormScale:
+    case HookKind::AttnKNormNormalized: return c.qk_norm;
+    case HookKind::Ln1PostScale:
+    case HookKind::Ln1PostNormalized:
+    case HookKind::Ln2PostScale:
+    case HookKind::Ln2PostNormalized: return c.sandwich_norms;
     default: return true;
   }
 }
@@ -59,7 +76,13 @@ std::vector<int64_t> kind_shape(const ModelConfig &c, HookKind k) {
   switch (k) {
     case HookKind::Ln1Scale:
     case HookKind::Ln2Scale:
+    case HookKind::Ln1PostScale:
+    case HookKind::Ln2PostScale:
     case HookKind::LnFinalScale: return {B, P, 1};
+    case HookKind::AttnQNormScale: return {B, P, c.n_heads, 1};
+    case HookKind::AttnKNormScale: return {B, P, c.n_kv_heads, 1};
+    case HookKind::AttnQNormNormalized: return {B, P, c.n_heads, c.d_head};
+    case HookKind::AttnKNormNormalized: return {B, P, c.n_kv_heads, c.d_head};
     case HookKind::AttnQ:
     case HookKind::AttnRotQ:
     case HookKind::AttnZ: return {B, P, c.n_heads, c.d_head};

@@ -21,19 +21,28 @@ enum class HookKind : uint8_t {
   AttnQ,            // attn.hook_q           [batch, pos, head, d_head]
   AttnK,            // attn.hook_k           [batch, pos, kv_head, d_head]
   AttnV,            // attn.hook_v           [batch, pos, kv_head, d_head]
+  // QK-norm (Gemma 3, Qwen3): RMSNorm of each head's q / k over d_head, before rotary.
+  AttnQNormScale,   // attn.q_norm.hook_scale      [batch, pos, head, 1]
+  AttnQNormNormalized, // attn.q_norm.hook_normalized [batch, pos, head, d_head] (x / scale, before the weight)
+  AttnKNormScale,   // attn.k_norm.hook_scale      [batch, pos, kv_head, 1]
+  AttnKNormNormalized, // attn.k_norm.hook_normalized [batch, pos, kv_head, d_head]
   AttnRotQ,         // attn.hook_rot_q       [batch, pos, head, d_head] (rotary only)
   AttnRotK,         // attn.hook_rot_k       [batch, pos, kv_head, d_head] (rotary only)
   AttnScores,       // attn.hook_attn_scores [batch, head, pos, key_pos]
   AttnPattern,      // attn.hook_pattern     [batch, head, pos, key_pos]
   AttnZ,            // attn.hook_z           [batch, pos, head, d_head]
-  AttnOut,          // hook_attn_out         [batch, pos, d_model]
-  ResidMid,         // hook_resid_mid        [batch, pos, d_model]
+  Ln1PostScale,     // ln1_post.hook_scale   [batch, pos, 1] (Gemma's post-attention norm)
+  Ln1PostNormalized,// ln1_post.hook_normalized [batch, pos, d_model]
+  AttnOut,          // hook_attn_out         [batch, pos, d_model] (after ln1_post where there is one)
+  ResidMid,         // hook_resid_mid        [batch, pos, d_model] (not with a parallel residual)
   Ln2Scale,         // ln2.hook_scale        [batch, pos, 1]
   Ln2Normalized,    // ln2.hook_normalized   [batch, pos, d_model]
   MlpPre,           // mlp.hook_pre          [batch, pos, d_mlp]
   MlpPreLinear,     // mlp.hook_pre_linear   [batch, pos, d_mlp] (gated MLPs only)
   MlpPost,          // mlp.hook_post         [batch, pos, d_mlp]
-  MlpOut,           // hook_mlp_out          [batch, pos, d_model]
+  Ln2PostScale,     // ln2_post.hook_scale   [batch, pos, 1] (Gemma's post-feedforward norm)
+  Ln2PostNormalized,// ln2_post.hook_normalized [batch, pos, d_model]
+  MlpOut,           // hook_mlp_out          [batch, pos, d_model] (after ln2_post where there is one)
   ResidPost,        // hook_resid_post       [batch, pos, d_model]
   LnFinalScale,     // ln_final.hook_scale   [batch, pos, 1]
   LnFinalNormalized,// ln_final.hook_normalized [batch, pos, d_model]

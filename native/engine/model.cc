@@ -172,7 +172,10 @@ void Model::attach_sae(int base, SaeParams params, bool use_error_term) {
   const HookPoint hp = hooks()->points()[static_cast<size_t>(base)];  // base hooks never change
   if (!be_->host_memory()) fail(code::kInvalidInput, "SAEs run on the CPU backend only for now; load the model with device: 'cpu'");
   const bool per_token = hp.shape.size() >= 3 && hp.shape[0] == kDimBatch && hp.shape[1] == kDimPos;
-  if (!per_token || hp.kind == HookKind::Ln1Scale || hp.kind == HookKind::Ln2Scale || hp.kind == HookKind::LnFinalScale)
+  const bool scale_hook = hp.kind == HookKind::Ln1Scale || hp.kind == HookKind::Ln2Scale || hp.kind == HookKind::LnFinalScale ||
+                          hp.kind == HookKind::Ln1PostScale || hp.kind == HookKind::Ln2PostScale ||
+                          hp.kind == HookKind::AttnQNormScale || hp.kind == HookKind::AttnKNormScale;
+  if (!per_token || scale_hook)
     fail(code::kInvalidInput, "an SAE needs a [batch, pos, d] or [batch, pos, head, d_head] hook, not '" + hp.name + "'");
   int64_t width = 1;
   for (size_t i = 2; i < hp.shape.size(); ++i) width *= hp.shape[i];
@@ -245,6 +248,11 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
   DeviceBuffer &out = scratch(7, M * d);     // attn_out / mlp_out / position embeddings
   DeviceBuffer &mlp_a = scratch(8, M * c.d_mlp);                    // pre (gate) -> post
   DeviceBuffer &mlp_b = scratch(9, c.gated_mlp ? M * c.d_mlp : 0);  // pre_linear (up)
+  DeviceBuffer &mlp_out = scratch(10, c.parallel_residual ? M * d : 0);  // parallel residual: mlp_out beside attn_out
+  DeviceBuffer &head_scale = scratch(11, c.qk_norm ? M * std::max(H, G) : 0);  // QK-norm scales [B, T, heads]
+  const int64_t R = c.rotary_dim;
+  const bool partial = c.rotary && R < D;
+  DeviceBuffer &rot = scratch(12, partial ? M * std::max(H, G) * R : 0);  // partial rotary: the rotated slice
   DeviceBuffer pattern;              // [B, H, T, KV], only while scores/pattern are hooked
 
   // Hooks. On host-memory backends the plan works on the buffer itself; otherwise edits run
@@ -300,6 +308,7 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
 
   // Embedding.
   be.check(api.embed(bx, embed_.data(), dtype_, static_cast<const int32_t *>(tokens.data()), M, d, x.f32()), "embed");
+  if (!embed_scale_.empty()) be.check(api.mul_rows(bx, x.f32(), M, d, embed_scale_.f32(), x.f32()), "embed scale");
   fire(active(HookKind::Embed, -1), x.f32());
   if (!c.rotary) {
     // Learned positions count real tokens: row b's token t sits at pos0 + t - pad[b].
@@ -315,24 +324,41 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
     }
   }
 
-  // Norm into h with the TL hooks: LayerNorm hooks its affine output, RMSNorm hooks x / scale
-  // before the weight.
-  auto norm = [&](const Norm &n, HookKind scale_kind, HookKind normalized_kind, int layer) {
+  // Norm of `rows` rows of `width` from `in` into `o` (may alias) with the TL hooks: LayerNorm
+  // hooks its affine output, RMSNorm hooks x / scale before the weight. `sc` holds the scales.
+  auto norm_rows = [&](const Norm &n, const float *in, float *o, int64_t rows, int64_t width, float *sc, HookKind scale_kind,
+                       HookKind normalized_kind, int layer) {
     const int si = active(scale_kind, layer), ni = active(normalized_kind, layer);
-    float *scale_out = si >= 0 ? scale.f32() : nullptr;
+    float *scale_out = si >= 0 ? sc : nullptr;
     if (c.norm == NormKind::LayerNorm) {
-      be.check(api.layer_norm(bx, x.f32(), M, d, n.w.f32(), n.b.f32(), c.norm_eps, h.f32(), scale_out), "layer_norm");
-      fire(si, scale.f32());
-      fire(ni, h.f32());
+      be.check(api.layer_norm(bx, in, rows, width, n.w.f32(), n.b.f32(), c.norm_eps, o, scale_out), "layer_norm");
+      fire(si, sc);
+      fire(ni, o);
     } else if (ni >= 0) {
-      be.check(api.rms_norm(bx, x.f32(), M, d, nullptr, c.norm_eps, h.f32(), scale_out), "rms_norm");
-      fire(si, scale.f32());
-      fire(ni, h.f32());
-      be.check(api.mul_rows(bx, h.f32(), M, d, n.w.f32(), h.f32()), "mul_rows");
+      be.check(api.rms_norm(bx, in, rows, width, nullptr, c.norm_eps, o, scale_out), "rms_norm");
+      fire(si, sc);
+      fire(ni, o);
+      be.check(api.mul_rows(bx, o, rows, width, n.w.f32(), o), "mul_rows");
     } else {
-      be.check(api.rms_norm(bx, x.f32(), M, d, n.w.f32(), c.norm_eps, h.f32(), scale_out), "rms_norm");
-      fire(si, scale.f32());
+      be.check(api.rms_norm(bx, in, rows, width, n.w.f32(), c.norm_eps, o, scale_out), "rms_norm");
+      fire(si, sc);
     }
+  };
+  // The residual stream's norms: x into h.
+  auto norm = [&](const Norm &n, HookKind scale_kind, HookKind normalized_kind, int layer) {
+    norm_rows(n, x.f32(), h.f32(), M, d, scale.f32(), scale_kind, normalized_kind, layer);
+  };
+  // Rotary on [B, T, heads, D] with `freq`; a partial rotary (GPT-NeoX) turns only the first R
+  // dims of each head: gathered into `rot`, turned, scattered back.
+  auto rotary = [&](float *t, int64_t heads, const float *freq) {
+    if (!partial) {
+      be.check(api.rope(bx, t, B, T, heads, D, freq, pos0, pad), "rope");
+      return;
+    }
+    const size_t rows = static_cast<size_t>(M * heads), row = static_cast<size_t>(R) * sizeof(float), pitch = static_cast<size_t>(D) * sizeof(float);
+    be.check(api.copy_2d(bx, rot.data(), row, t, pitch, row, rows), "rotary gather");
+    be.check(api.rope(bx, rot.f32(), B, T, heads, R, freq, pos0, pad), "rope");
+    be.check(api.copy_2d(bx, t, pitch, rot.data(), row, row, rows), "rotary scatter");
   };
   auto linear = [&](const Linear &l, const float *in, float *o) {
     be.check(api.gemm(bx, in, M, l.in, l.w.data(), l.dtype, l.out, l.b.empty() ? nullptr : l.b.f32(), o), "gemm");
@@ -351,9 +377,15 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
     fire(active(HookKind::AttnQ, L), q.f32());
     fire(active(HookKind::AttnK, L), k.f32());
     fire(active(HookKind::AttnV, L), v.f32());
+    if (c.qk_norm) {
+      norm_rows(lw.q_norm, q.f32(), q.f32(), M * H, D, head_scale.f32(), HookKind::AttnQNormScale, HookKind::AttnQNormNormalized, L);
+      norm_rows(lw.k_norm, k.f32(), k.f32(), M * G, D, head_scale.f32(), HookKind::AttnKNormScale, HookKind::AttnKNormNormalized, L);
+    }
+    const bool local = c.sliding_window[static_cast<size_t>(L)] > 0;
     if (c.rotary) {
-      be.check(api.rope(bx, q.f32(), B, T, H, D, inv_freq_.f32(), pos0, pad), "rope");
-      be.check(api.rope(bx, k.f32(), B, T, G, D, inv_freq_.f32(), pos0, pad), "rope");
+      const float *freq = local && !inv_freq_local_.empty() ? inv_freq_local_.f32() : inv_freq_.f32();
+      rotary(q.f32(), H, freq);
+      rotary(k.f32(), G, freq);
       fire(active(HookKind::AttnRotQ, L), q.f32());
       fire(active(HookKind::AttnRotK, L), k.f32());
     }
@@ -372,9 +404,10 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
     nt_attention_shape as{B, T, H, G, D, S, KV, pos0, c.attn_scale, c.sliding_window[static_cast<size_t>(L)], pad};
     if (c.scale_attn_by_inverse_layer_idx) as.scale /= static_cast<float>(L + 1);
     const int scores_i = active(HookKind::AttnScores, L), pattern_i = active(HookKind::AttnPattern, L);
-    if (scores_i >= 0 || pattern_i >= 0) {
+    if (scores_i >= 0 || pattern_i >= 0 || c.attn_softcap > 0.0f) {  // soft-capping needs the scores
       if (pattern.bytes() != static_cast<size_t>(B * H * T * KV) * sizeof(float)) pattern = buf(B * H * T * KV);
       be.check(api.attention_scores(bx, &as, q.f32(), keys, pattern.f32()), "attention_scores");
+      if (c.attn_softcap > 0.0f) be.check(api.softcap(bx, pattern.f32(), B * H * T * KV, c.attn_softcap), "softcap");
       fire(scores_i, pattern.f32());
       be.check(api.softmax_rows(bx, pattern.f32(), B * H * T, KV), "softmax_rows");
       fire(pattern_i, pattern.f32());
@@ -384,11 +417,21 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
     }
     fire(active(HookKind::AttnZ, L), z.f32());
     linear(lw.o, z.f32(), out.f32());
-    fire(active(HookKind::AttnOut, L), out.f32());
-    be.check(api.add(bx, x.f32(), out.f32(), M * d, x.f32()), "add");
-    fire(active(HookKind::ResidMid, L), x.f32());
+    float *attn_out = out.f32();
+    if (c.sandwich_norms) {  // ln1_post: what is added to the residual is the normalized output
+      norm_rows(lw.ln1_post, out.f32(), h.f32(), M, d, scale.f32(), HookKind::Ln1PostScale, HookKind::Ln1PostNormalized, L);
+      attn_out = h.f32();
+    }
+    fire(active(HookKind::AttnOut, L), attn_out);
+    if (!c.parallel_residual) {
+      be.check(api.add(bx, x.f32(), attn_out, M * d, x.f32()), "add");
+      fire(active(HookKind::ResidMid, L), x.f32());
+    } else if (attn_out != out.f32()) {
+      const size_t bytes = static_cast<size_t>(M * d) * sizeof(float);
+      be.check(api.copy_2d(bx, out.data(), bytes, attn_out, bytes, bytes, 1), "copy");
+    }
 
-    // MLP.
+    // MLP (parallel residual: reading resid_pre, with attn_out kept in `out`).
     norm(lw.ln2, HookKind::Ln2Scale, HookKind::Ln2Normalized, L);
     const int64_t n_mlp = M * c.d_mlp;
     const nt_activation act = static_cast<nt_activation>(c.act);
@@ -404,9 +447,19 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
       be.check(api.activation(bx, act, mlp_a.f32(), n_mlp), "activation");
     }
     fire(active(HookKind::MlpPost, L), mlp_a.f32());
-    linear(lw.down, mlp_a.f32(), out.f32());
-    fire(active(HookKind::MlpOut, L), out.f32());
-    be.check(api.add(bx, x.f32(), out.f32(), M * d, x.f32()), "add");
+    float *m_out = c.parallel_residual ? mlp_out.f32() : out.f32();
+    linear(lw.down, mlp_a.f32(), m_out);
+    if (c.sandwich_norms) {
+      norm_rows(lw.ln2_post, m_out, h.f32(), M, d, scale.f32(), HookKind::Ln2PostScale, HookKind::Ln2PostNormalized, L);
+      m_out = h.f32();
+    }
+    fire(active(HookKind::MlpOut, L), m_out);
+    if (c.parallel_residual) {  // HF: (mlp_out + attn_out) + resid_pre
+      be.check(api.add(bx, m_out, out.f32(), M * d, m_out), "add");
+      be.check(api.add(bx, m_out, x.f32(), M * d, x.f32()), "add");
+    } else {
+      be.check(api.add(bx, x.f32(), m_out, M * d, x.f32()), "add");
+    }
     fire(active(HookKind::ResidPost, L), x.f32());
   }
   if (cache) {
@@ -431,9 +484,11 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
       }
       if (be.host_memory()) {
         be.check(api.gemm(bx, in, rows, d, head.data(), head_dtype, c.d_vocab, nullptr, req.logits), "gemm");
+        if (c.final_softcap > 0.0f) be.check(api.softcap(bx, req.logits, rows * c.d_vocab, c.final_softcap), "softcap");
       } else {
         DeviceBuffer logits = buf(rows * c.d_vocab);
         be.check(api.gemm(bx, in, rows, d, head.data(), head_dtype, c.d_vocab, nullptr, logits.f32()), "gemm");
+        if (c.final_softcap > 0.0f) be.check(api.softcap(bx, logits.f32(), rows * c.d_vocab, c.final_softcap), "softcap");
         be.check(api.copy_to_host(bx, req.logits, logits.data(), logits.bytes()), "logits to host");
       }
     }

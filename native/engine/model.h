@@ -32,6 +32,8 @@ struct Norm {
 
 struct LayerWeights {
   Norm ln1, ln2;
+  Norm ln1_post, ln2_post;  // sandwich norms (Gemma 2/3) only
+  Norm q_norm, k_norm;      // [d_head], QK-norm (Gemma 3, Qwen3) only
   Linear q, k, v, o;
   Linear gate;  // gated MLPs only
   Linear up;    // W_in: c_fc / up_proj
@@ -116,8 +118,10 @@ class Model {
   Norm ln_final_;
   DeviceBuffer lm_head_;    // [vocab, d_model] in lm_head_dtype_ (maybe packed); empty when it is embed_
   nt_dtype lm_head_dtype_ = NT_F32;
-  DeviceBuffer inv_freq_;   // [d_head / 2] float32 (rotary only)
-  std::array<DeviceBuffer, 10> workspace_;  // activations, reused across runs (see scratch)
+  DeviceBuffer inv_freq_;   // [rotary_dim / 2] float32 (rotary only)
+  DeviceBuffer inv_freq_local_;  // sliding layers' frequencies (Gemma 3), else empty
+  DeviceBuffer embed_scale_;     // [d_model] filled with config.embed_scale (Gemma), else empty
+  std::array<DeviceBuffer, 14> workspace_;  // activations, reused across runs (see scratch)
   std::vector<std::unique_ptr<AttachedSae>> saes_;  // in attach order; their hooks follow the model's
   AttachedSae *sae_at(int index) const;
   void rebuild_sae_hooks();  // under run_mutex_

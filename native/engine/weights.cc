@@ -71,9 +71,13 @@ class Uploader {
     return linear(ck.load_f32(name + ".weight", {out, in}), bias ? &b : nullptr, out, in);
   }
 
-  Norm norm(const Checkpoint &ck, const std::string &name, int64_t d, bool bias) const {
+  // plus_one: Gemma's RMSNorm multiplies by (1 + w), computed in float32 as HF does.
+  Norm norm(const Checkpoint &ck, const std::string &name, int64_t d, bool bias, bool plus_one = false) const {
     Norm n;
-    n.w = f32(ck.load_f32(name + ".weight", {d}));
+    std::vector<float> w = ck.load_f32(name + ".weight", {d});
+    if (plus_one)
+      for (float &x : w) x = 1.0f + x;
+    n.w = f32(w);
     if (bias) n.b = f32(ck.load_f32(name + ".bias", {d}));
     return n;
   }
@@ -138,6 +142,35 @@ void Model::load_weights(const std::string &dir) {
       lw.down = up.linear(transpose(ck->load_f32(h + "mlp.c_proj.weight", {c.d_mlp, d}), c.d_mlp, d), &proj_b, d, c.d_mlp);
     }
     ln_final_ = up.norm(*ck, p + "ln_f", d, true);
+  } else if (c.family == Family::GPTNeoX) {
+    embed_ = up.matrix(ck->load_f32("gpt_neox.embed_in.weight", {V, d}));
+    const int64_t D = c.d_head, H = c.n_heads, dq = H * D;
+    for (int L = 0; L < c.n_layers; ++L) {
+      const std::string h = "gpt_neox.layers." + std::to_string(L) + ".";
+      LayerWeights &lw = layers_[static_cast<size_t>(L)];
+      lw.ln1 = up.norm(*ck, h + "input_layernorm", d, true);
+      lw.ln2 = up.norm(*ck, h + "post_attention_layernorm", d, true);
+      // query_key_value: [3 * d, d], output rows grouped per head as [head][q | k | v][d_head].
+      const std::vector<float> qkv = ck->load_f32(h + "attention.query_key_value.weight", {3 * dq, d});
+      std::vector<float> qkv_b;
+      if (c.qkv_bias) qkv_b = ck->load_f32(h + "attention.query_key_value.bias", {3 * dq});
+      Linear *parts[3] = {&lw.q, &lw.k, &lw.v};
+      for (int i = 0; i < 3; ++i) {
+        std::vector<float> w(static_cast<size_t>(dq * d)), b(static_cast<size_t>(dq));
+        for (int64_t hh = 0; hh < H; ++hh)
+          for (int64_t e = 0; e < D; ++e) {
+            const int64_t src = (hh * 3 + i) * D + e, dst = hh * D + e;
+            std::copy(qkv.begin() + src * d, qkv.begin() + (src + 1) * d, w.begin() + dst * d);
+            if (c.qkv_bias) b[static_cast<size_t>(dst)] = qkv_b[static_cast<size_t>(src)];
+          }
+        *parts[i] = up.linear(w, c.qkv_bias ? &b : nullptr, dq, d);
+      }
+      lw.o = up.linear(*ck, h + "attention.dense", d, dq, c.o_bias);
+      lw.up = up.linear(*ck, h + "mlp.dense_h_to_4h", c.d_mlp, d, true);
+      lw.down = up.linear(*ck, h + "mlp.dense_4h_to_h", d, c.d_mlp, true);
+    }
+    ln_final_ = up.norm(*ck, "gpt_neox.final_layer_norm", d, true);
+    inv_freq_ = up.f32(c.inv_freq);
   } else {
     embed_ = up.matrix(ck->load_f32("model.embed_tokens.weight", {V, d}));
     const int64_t dq = static_cast<int64_t>(c.n_heads) * c.d_head;
@@ -145,8 +178,21 @@ void Model::load_weights(const std::string &dir) {
     for (int L = 0; L < c.n_layers; ++L) {
       const std::string h = "model.layers." + std::to_string(L) + ".";
       LayerWeights &lw = layers_[static_cast<size_t>(L)];
-      lw.ln1 = up.norm(*ck, h + "input_layernorm", d, false);
-      lw.ln2 = up.norm(*ck, h + "post_attention_layernorm", d, false);
+      const bool p1 = c.norm_plus_one;
+      lw.ln1 = up.norm(*ck, h + "input_layernorm", d, false, p1);
+      if (c.sandwich_norms) {
+        // Gemma: post_attention_layernorm is the post-attention (sandwich) norm; the MLP's input
+        // norm is pre_feedforward_layernorm.
+        lw.ln1_post = up.norm(*ck, h + "post_attention_layernorm", d, false, p1);
+        lw.ln2 = up.norm(*ck, h + "pre_feedforward_layernorm", d, false, p1);
+        lw.ln2_post = up.norm(*ck, h + "post_feedforward_layernorm", d, false, p1);
+      } else {
+        lw.ln2 = up.norm(*ck, h + "post_attention_layernorm", d, false);
+      }
+      if (c.qk_norm) {
+        lw.q_norm = up.norm(*ck, h + "self_attn.q_norm", c.d_head, false, p1);
+        lw.k_norm = up.norm(*ck, h + "self_attn.k_norm", c.d_head, false, p1);
+      }
       lw.q = up.linear(*ck, h + "self_attn.q_proj", dq, d, c.qkv_bias);
       lw.k = up.linear(*ck, h + "self_attn.k_proj", dkv, d, c.qkv_bias);
       lw.v = up.linear(*ck, h + "self_attn.v_proj", dkv, d, c.qkv_bias);
@@ -155,19 +201,23 @@ void Model::load_weights(const std::string &dir) {
       lw.up = up.linear(*ck, h + "mlp.up_proj", c.d_mlp, d, c.mlp_bias);
       lw.down = up.linear(*ck, h + "mlp.down_proj", d, c.d_mlp, c.mlp_bias);
     }
-    ln_final_ = up.norm(*ck, "model.norm", d, false);
+    ln_final_ = up.norm(*ck, "model.norm", d, false, c.norm_plus_one);
     inv_freq_ = up.f32(c.inv_freq);
+    if (!c.inv_freq_local.empty()) inv_freq_local_ = up.f32(c.inv_freq_local);
   }
+  if (c.embed_scale > 0.0f) embed_scale_ = up.f32(std::vector<float>(static_cast<size_t>(d), c.embed_scale));
   std::vector<float> head;
   if (!c.tied_embeddings) {
-    if (!ck->has("lm_head.weight"))
-      fail(code::kTensorMissing, "tensor 'lm_head.weight' is missing from the checkpoint in " + dir +
+    const std::string name = c.family == Family::GPTNeoX ? "embed_out.weight" : "lm_head.weight";
+    if (!ck->has(name))
+      fail(code::kTensorMissing, "tensor '" + name + "' is missing from the checkpoint in " + dir +
                                      " and config.json says tie_word_embeddings is false");
-    head = ck->load_f32("lm_head.weight", {V, d});
+    head = ck->load_f32(name, {V, d});
   } else if (be_->api().pack_weight) {
     // Tied: the embedding stays row-major for lookups; the LM head gets its own packed copy.
-    head = c.family == Family::GPT2 ? ck->load_f32((ck->has("transformer.wte.weight") ? "transformer." : std::string()) + "wte.weight", {V, d})
-                                    : ck->load_f32("model.embed_tokens.weight", {V, d});
+    head = c.family == Family::GPT2      ? ck->load_f32((ck->has("transformer.wte.weight") ? "transformer." : std::string()) + "wte.weight", {V, d})
+           : c.family == Family::GPTNeoX ? ck->load_f32("gpt_neox.embed_in.weight", {V, d})
+                                         : ck->load_f32("model.embed_tokens.weight", {V, d});
   }
   lm_head_dtype_ = dtype_;
   if (!head.empty()) {

@@ -21,7 +21,7 @@
 extern "C" {
 #endif
 
-#define NT_BACKEND_ABI_VERSION 1
+#define NT_BACKEND_ABI_VERSION 2  /* 2: softcap */
 
 typedef struct nt_backend nt_backend; /* one device context (device, stream, handles) */
 
@@ -120,6 +120,10 @@ typedef struct nt_backend_api {
    * for this backend's gemm: returns a new buffer (released with `free`) and sets *packed_dtype
    * (>= NT_PACKED_BASE) to pass to gemm with it, or returns NULL to keep W as it is. */
   void *(*pack_weight)(nt_backend *be, const void *W, nt_dtype dtype, int64_t N, int64_t K, nt_dtype *packed_dtype);
+
+  /* In place over n floats: x = cap * tanh(x / cap) (Gemma 2's attention-logit and final-logit
+   * soft-capping); -inf stays -inf (masked scores). cap > 0. */
+  int (*softcap)(nt_backend *be, float *x, int64_t n, float cap);
 } nt_backend_api;
 
 /* The one exported symbol of a backend library: its table for `abi_version`, or NULL when the

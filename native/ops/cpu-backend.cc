@@ -155,6 +155,12 @@ int cpu_rope(nt_backend *be, float *x, int64_t B, int64_t T, int64_t heads, int6
   return 0;
 }
 
+int cpu_softcap(nt_backend *be, float *x, int64_t n, float cap) {
+  if (!(cap > 0.0f)) return fail_op(be, "softcap: cap must be positive");
+  nt::softcap_f32(be->pool, x, n, cap);
+  return 0;
+}
+
 nt::AttentionShape shape_of(const nt_attention_shape *s) {
   return nt::AttentionShape{s->B, s->T, s->H, s->G, s->D, s->S, s->KV, s->q0, s->scale, s->window, s->pad};
 }
@@ -213,7 +219,7 @@ const nt_backend_api kCpuApi = {
     NT_BACKEND_ABI_VERSION, "cpu", cpu_create, cpu_destroy, cpu_device_name, cpu_last_error, cpu_synchronize,
     cpu_alloc, cpu_free, cpu_copy, cpu_copy, cpu_copy_2d, cpu_embed, cpu_add_positions, cpu_gemm, cpu_layer_norm,
     cpu_rms_norm, cpu_mul_rows, cpu_add, cpu_activation, cpu_gated_activation, cpu_rope, cpu_attention,
-    cpu_attention_scores, cpu_softmax_rows, cpu_attention_apply, cpu_apply_edit, cpu_pack_weight,
+    cpu_attention_scores, cpu_softmax_rows, cpu_attention_apply, cpu_apply_edit, cpu_pack_weight, cpu_softcap,
 };
 
 }  // namespace

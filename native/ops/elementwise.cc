@@ -1,6 +1,7 @@
 // CPU norms, activations, residual adds and rotary embedding. References: torch.nn.LayerNorm,
 // HF LlamaRMSNorm, NewGELUActivation, apply_rotary_pos_emb; checked by the whole-model tests.
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "engine/config.h"
@@ -112,6 +113,14 @@ void gelu_tanh_f32(ThreadPool &pool, float *x, int64_t n) {
 void gelu_erf_f32(ThreadPool &pool, float *x, int64_t n) {
   for_chunks(pool, n, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) x[i] = gelu_erf(x[i]);
+  });
+}
+
+void softcap_f32(ThreadPool &pool, float *x, int64_t n, float cap) {
+  // HF: (x / cap).tanh() * cap in float32; tanh(-inf) * cap would be -cap, so -inf is kept.
+  for_chunks(pool, n, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i)
+      if (x[i] != -std::numeric_limits<float>::infinity()) x[i] = std::tanh(x[i] / cap) * cap;
   });
 }
 

@@ -42,6 +42,9 @@ void mul_rows_f32(ThreadPool &pool, const float *x, int64_t M, int64_t d, const 
 // out = a + b, elementwise over n floats (out may alias a or b).
 void add_f32(ThreadPool &pool, const float *a, const float *b, int64_t n, float *out);
 
+// In place over n floats: x = cap * tanh(x / cap), -inf kept (Gemma 2 soft-capping).
+void softcap_f32(ThreadPool &pool, float *x, int64_t n, float cap);
+
 // In place over n floats.
 void gelu_tanh_f32(ThreadPool &pool, float *x, int64_t n);
 void gelu_erf_f32(ThreadPool &pool, float *x, int64_t n);

@@ -16,7 +16,7 @@ export interface NativeHookInfo {
 }
 
 export interface NativeConfig {
-  family: 'gpt2' | 'llama' | 'mistral' | 'qwen2';
+  family: 'gpt2' | 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'gpt_neox' | 'gemma2' | 'gemma3';
   architecture: string;
   nLayers: number;
   dModel: number;
@@ -33,7 +33,17 @@ export interface NativeConfig {
   positionalEmbedding: 'standard' | 'rotary';
   tiedEmbeddings: boolean;
   slidingWindow: number[];
-  rope?: { type: string; theta: number; factor: number };
+  /** Rotary settings (rotaryDim: dims turned per head, less than dHead for GPT-NeoX's partial rotary). */
+  rope?: { type: string; theta: number; factor: number; rotaryDim: number };
+  /** GPT-NeoX: attention and MLP both read resid_pre (no hook_resid_mid). */
+  parallelResidual: boolean;
+  /** Gemma 2/3: post-attention and post-feedforward norms (ln1_post, ln2_post). */
+  sandwichNorms: boolean;
+  /** Gemma 3, Qwen3: RMSNorm of q and k per head (attn.q_norm, attn.k_norm). */
+  qkNorm: boolean;
+  /** Gemma 2 soft-capping of attention scores and final logits (0 = none). */
+  attnSoftcap: number;
+  finalSoftcap: number;
   threads: number;
   /** Backend the model runs on. */
   device: 'cpu' | 'cuda';

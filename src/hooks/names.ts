@@ -13,11 +13,17 @@ export const BLOCK_HOOKS = [
   'attn.hook_q',
   'attn.hook_k',
   'attn.hook_v',
+  'attn.q_norm.hook_scale',
+  'attn.q_norm.hook_normalized',
+  'attn.k_norm.hook_scale',
+  'attn.k_norm.hook_normalized',
   'attn.hook_rot_q',
   'attn.hook_rot_k',
   'attn.hook_attn_scores',
   'attn.hook_pattern',
   'attn.hook_z',
+  'ln1_post.hook_scale',
+  'ln1_post.hook_normalized',
   'hook_attn_out',
   'hook_resid_mid',
   'ln2.hook_scale',
@@ -25,6 +31,8 @@ export const BLOCK_HOOKS = [
   'mlp.hook_pre',
   'mlp.hook_pre_linear',
   'mlp.hook_post',
+  'ln2_post.hook_scale',
+  'ln2_post.hook_normalized',
   'hook_mlp_out',
   'hook_resid_post',
 ] as const;
@@ -41,13 +49,25 @@ export type HookName = ModelHookName | `blocks.${number}.${BlockHookSuffix}` | `
 export type HookPattern = HookName | (string & {});
 
 /** Model families neurotap runs. */
-export type Family = 'gpt2' | 'llama' | 'mistral' | 'qwen2';
+export type Family = 'gpt2' | 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'gpt_neox' | 'gemma2' | 'gemma3';
 
 type RotaryOnly = 'attn.hook_rot_q' | 'attn.hook_rot_k';
 type GatedOnly = 'mlp.hook_pre_linear';
+type QkNormOnly = `attn.${'q' | 'k'}_norm.${'hook_scale' | 'hook_normalized'}`;
+type SandwichOnly = `${'ln1_post' | 'ln2_post'}.${'hook_scale' | 'hook_normalized'}`;
 
-/** Block hook suffixes a family has: GPT-2 lacks rotary and gated-MLP hooks. */
-export type BlockHookSuffixFor<F extends Family> = F extends 'gpt2' ? Exclude<BlockHookSuffix, RotaryOnly | GatedOnly> : BlockHookSuffix;
+/** Block hook suffixes a family has: GPT-2 lacks rotary and gated-MLP hooks; QK-norm hooks are Gemma 3's and Qwen3's, ln1_post/ln2_post Gemma's; GPT-NeoX with a parallel residual has no hook_resid_mid (not expressed in the type). */
+export type BlockHookSuffixFor<F extends Family> = F extends 'gpt2'
+  ? Exclude<BlockHookSuffix, RotaryOnly | GatedOnly | QkNormOnly | SandwichOnly>
+  : F extends 'gpt_neox'
+    ? Exclude<BlockHookSuffix, GatedOnly | QkNormOnly | SandwichOnly>
+    : F extends 'gemma3'
+      ? BlockHookSuffix
+      : F extends 'gemma2'
+        ? Exclude<BlockHookSuffix, QkNormOnly>
+        : F extends 'qwen3'
+          ? Exclude<BlockHookSuffix, SandwichOnly>
+          : Exclude<BlockHookSuffix, QkNormOnly | SandwichOnly>;
 /** Model-level hooks a family has: only learned-position models have `hook_pos_embed`. */
 export type ModelHookNameFor<F extends Family> = F extends 'gpt2' ? ModelHookName : Exclude<ModelHookName, 'hook_pos_embed'>;
 type OwnHookNameFor<F extends Family> = ModelHookNameFor<F> | `blocks.${number}.${BlockHookSuffixFor<F>}`;

@@ -190,6 +190,16 @@ int main() {
       return download(be, o);
     };
     r.run("mul_rows", 1e-6, mul, mul);
+    auto cap = [&](const std::shared_ptr<Backend> &be) {
+      std::vector<float> xs = a;
+      xs[7] = -std::numeric_limits<float>::infinity();  // a masked score stays -inf
+      DeviceBuffer x = up(be, xs);
+      be->check(be->api().softcap(be->ctx(), x.f32(), n, 1.5f), "softcap");
+      std::vector<float> o = download(be, x);
+      o[7] = o[7] == -std::numeric_limits<float>::infinity() ? -1e30f : 0.0f;  // compared as a finite flag
+      return o;
+    };
+    r.run("softcap", 1e-6, cap, cap);
     for (nt_activation act : {NT_ACT_GELU_TANH, NT_ACT_GELU_ERF, NT_ACT_SILU, NT_ACT_RELU}) {
       auto plain = [&](const std::shared_ptr<Backend> &be) {
         DeviceBuffer x = up(be, a);

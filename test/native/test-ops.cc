@@ -2,6 +2,7 @@
 // on awkward shapes, the fused attention against the instrumented path, and the thread pool.
 #include <atomic>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -188,6 +189,18 @@ static void test_activations(nt::ThreadPool &pool) {
   }
 }
 
+// Soft-capping (Gemma 2) against libm: cap * tanh(x / cap), with -inf (masked scores) kept.
+static void test_softcap(nt::ThreadPool &pool) {
+  std::vector<float> x = {-1e30f, -200.0f, -5.0f, -0.25f, 0.0f, 0.5f, 3.0f, 49.0f, 1e6f, -std::numeric_limits<float>::infinity()};
+  std::vector<float> y = x;
+  nt::softcap_f32(pool, y.data(), static_cast<int64_t>(y.size()), 5.0f);
+  for (size_t i = 0; i + 1 < x.size(); ++i) {
+    const double ref = 5.0 * std::tanh(static_cast<double>(x[i]) / 5.0);
+    CHECK(std::fabs(y[i] - ref) <= 1e-6 * 5.0, "softcap(%g) = %g, expected %g", double(x[i]), double(y[i]), ref);
+  }
+  CHECK(y.back() == -std::numeric_limits<float>::infinity(), "softcap must keep -inf, got %g", double(y.back()));
+}
+
 static void test_thread_pool() {
   for (int threads : {1, 2, 5}) {
     nt::ThreadPool pool(threads);
@@ -211,6 +224,7 @@ int main() {
   test_attention_cache_and_padding(pool);
   test_attention_tiled(pool);
   test_activations(pool);
+  test_softcap(pool);
   test_thread_pool();
   return report("test-ops");
 }
