@@ -100,6 +100,18 @@ print(json.dumps({k: [list(v.shape), str(v.dtype), float(v.astype('float64').sum
     expect(r.stdout).toMatch(/^blocks\.1\.attn\.hook_pattern\s+\[batch, 4, pos, key_pos\]$/m);
   });
 
+  it('hooks lists the newer families\' own hooks (QK-norm, sandwich norms) and no resid_mid with a parallel residual', () => {
+    const gemma = cli(['hooks', '--model', fixtureDir('gemma3-text')]);
+    expect(gemma.code).toBe(0);
+    expect(gemma.stdout).toMatch(/^blocks\.0\.attn\.q_norm\.hook_normalized\s+\[batch, pos, 4, 16\]$/m);
+    expect(gemma.stdout).toMatch(/^blocks\.0\.attn\.k_norm\.hook_scale\s+\[batch, pos, 2, 1\]$/m);
+    expect(gemma.stdout).toMatch(/^blocks\.3\.ln2_post\.hook_normalized\s+\[batch, pos, 64\]$/m);
+    const pythia = cli(['hooks', '--model', fixtureDir('pythia-parallel')]);
+    expect(pythia.code).toBe(0);
+    expect(pythia.stdout).not.toMatch(/hook_resid_mid/);
+    expect(pythia.stdout).toMatch(/^blocks\.1\.attn\.hook_rot_k\s+\[batch, pos, 4, 16\]$/m);
+  });
+
   it('reports coded errors on stderr with a nonzero exit', () => {
     const bad = cli(['run', '--model', fixtureDir('gpt2'), '--tokens', '[[1, 99999]]']);
     expect(bad.code).toBe(1);

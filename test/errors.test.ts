@@ -167,6 +167,30 @@ describe('bad model files', () => {
       /yarn/,
     ));
 
+  it('bad settings of the newer families: partial rotary, soft-caps, attention scalar, Gemma layer pattern', async () => {
+    const cases: [string, (c: Record<string, unknown>) => void, string, RegExp][] = [
+      ['pythia-serial', (c) => (c.rotary_pct = 0), 'ERR_CONFIG_INVALID', /rotary_pct|partial_rotary_factor/],
+      ['pythia-serial', (c) => (c.rotary_pct = 0.1), 'ERR_CONFIG_INVALID', /rotary_pct/],  // 0 rotary dims of 8
+      ['pythia-parallel', (c) => ((c.rope_parameters as Record<string, unknown>).partial_rotary_factor = 1.5), 'ERR_CONFIG_INVALID', /partial_rotary_factor/],
+      ['gemma2', (c) => (c.attn_logit_softcapping = -1), 'ERR_CONFIG_INVALID', /attn_logit_softcapping/],
+      ['gemma2', (c) => (c.final_logit_softcapping = 'big'), 'ERR_CONFIG_INVALID', /final_logit_softcapping/],
+      ['gemma2', (c) => (c.query_pre_attn_scalar = 0), 'ERR_CONFIG_INVALID', /query_pre_attn_scalar/],
+      ['gemma3-text-linear', (c) => (c.sliding_window_pattern = 0), 'ERR_CONFIG_INVALID', /sliding_window_pattern/],
+      ['gemma3-text', (c) => (c.layer_types = ['sliding_attention']), 'ERR_CONFIG_INVALID', /layer_types/],
+      ['qwen3', (c) => (c.rope_parameters = { rope_type: 'yarn', rope_theta: 1e6, factor: 4 }), 'ERR_UNSUPPORTED_CONFIG', /yarn/],
+    ];
+    for (const [fixture, edit, code, message] of cases) {
+      const cls = code === 'ERR_UNSUPPORTED_CONFIG' ? UnsupportedModelError : ModelLoadError;
+      await expectLoadError(brokenCopy(fixture, (b) => b, edit), cls, code, message);
+    }
+  });
+
+  it('a checkpoint missing a tensor only the newer families have', async () => {
+    await expectLoadError(brokenCopy('qwen3', editHeader((h) => delete h['model.layers.1.self_attn.k_norm.weight'])), ModelLoadError, 'ERR_TENSOR_MISSING', /k_norm/);
+    await expectLoadError(brokenCopy('gemma2', editHeader((h) => delete h['model.layers.0.post_feedforward_layernorm.weight'])), ModelLoadError, 'ERR_TENSOR_MISSING', /post_feedforward/);
+    await expectLoadError(brokenCopy('pythia-parallel', editHeader((h) => delete h['embed_out.weight'])), ModelLoadError, 'ERR_TENSOR_MISSING', /embed_out/);
+  });
+
   it('a config.json that is not valid JSON or lacks a required key', async () => {
     const dir = brokenCopy('gpt2', (b) => b);
     writeFileSync(join(dir, 'config.json'), '{"model_type": "gpt2", ');
