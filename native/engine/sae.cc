@@ -31,7 +31,7 @@ void check_len(const std::vector<float> &v, int64_t n, const char *name) {
 const char *sae_hook_suffix(int which) { return kSuffix[which]; }
 
 AttachedSae::AttachedSae(std::shared_ptr<Backend> be, int base, SaeParams p, bool use_error_term)
-    : be_(std::move(be)), base_(base), p_(std::move(p)), use_error_term_(use_error_term), scratch_(16) {
+    : be_(std::move(be)), base_(base), p_(std::move(p)), use_error_term_(use_error_term), scratch_(17) {
   const int64_t d = p_.d_in, S = p_.d_sae;
   if (d < 1 || S < 1) fail(code::kInvalidInput, "SAE d_in and d_sae must be positive");
   check_len(p_.W_enc, d * S, "W_enc");
@@ -193,40 +193,43 @@ void AttachedSae::read_features(const float *post, int64_t M, const SaeFeatures 
     }
 }
 
-void AttachedSae::run(float *x, int64_t M, const Fire &fire, const Hooked &edited, const SaeFeatures *features) {
+float *AttachedSae::reconstruct(const float *x, int64_t M, size_t slot, const Fire *fire, const SaeFeatures *features) {
   const int64_t d = p_.d_in, S = p_.d_sae;
-  const bool gated = p_.arch == SaeArch::Gated;
-  float *in = buf(0, M * d), *u = buf(1, M * d), *pre = buf(2, M * S), *post = buf(3, M * S);
-  float *gate = gated ? buf(4, M * S) : nullptr, *rec = buf(5, M * d), *sa = buf(7, M), *sb = buf(8, M);
-  std::memcpy(in, x, static_cast<size_t>(M * d) * sizeof(float));
-  fire(kSaeInput, in);
+  float *u = buf(slot + 1, M * d), *pre = buf(slot + 2, M * S), *post = buf(slot + 3, M * S);
+  float *gate = p_.arch == SaeArch::Gated ? buf(slot + 4, M * S) : nullptr, *rec = buf(slot + 5, M * d);
+  float *sa = buf(slot + 6, M), *sb = buf(slot + 7, M);
+  const float *in = x;
+  if (fire) {  // hooks edit a copy: the error term needs the original activation
+    float *copy = buf(slot, M * d);
+    std::memcpy(copy, x, static_cast<size_t>(M * d) * sizeof(float));
+    (*fire)(kSaeInput, copy);
+    in = copy;
+  }
   encode(in, M, u, pre, gate, sa, sb);
-  fire(kSaeActsPre, pre);
+  if (fire) (*fire)(kSaeActsPre, pre);
   activate(pre, gate, M, post);
-  fire(kSaeActsPost, post);
+  if (fire) (*fire)(kSaeActsPost, post);
   if (features) read_features(post, M, *features);
   decode(post, M, rec);
-  fire(kSaeRecons, rec);
-  denormalize(rec, M, sa, sb);  // rec is now the SAE's output without the error term
+  if (fire) (*fire)(kSaeRecons, rec);
+  denormalize(rec, M, sa, sb);
+  return rec;
+}
+
+void AttachedSae::run(float *x, int64_t M, const Fire &fire, const Hooked &edited, const SaeFeatures *features) {
+  const int64_t n = M * p_.d_in;
+  float *rec = reconstruct(x, M, 0, &fire, features);  // the SAE's output without the error term
   if (use_error_term_) {
-    float *err = buf(6, M * d);
-    const float *clean = rec;
-    if (edited(kSaeInput) || edited(kSaeActsPre) || edited(kSaeActsPost) || edited(kSaeRecons)) {
-      // SAELens computes the error from a second pass over the original input with no hooks.
-      float *u2 = buf(9, M * d), *pre2 = buf(10, M * S), *post2 = buf(11, M * S), *gate2 = gated ? buf(12, M * S) : nullptr;
-      float *rec2 = buf(13, M * d), *sa2 = buf(14, M), *sb2 = buf(15, M);
-      encode(x, M, u2, pre2, gate2, sa2, sb2);
-      activate(pre2, gate2, M, post2);
-      decode(post2, M, rec2);
-      denormalize(rec2, M, sa2, sb2);
-      clean = rec2;
-    }
-    for (int64_t i = 0; i < M * d; ++i) err[i] = x[i] - clean[i];
+    // SAELens computes the error from a second, hook-free pass when its hooks edit something.
+    const bool edits = edited(kSaeInput) || edited(kSaeActsPre) || edited(kSaeActsPost) || edited(kSaeRecons);
+    const float *clean = edits ? reconstruct(x, M, 8, nullptr, nullptr) : rec;
+    float *err = buf(16, n);
+    for (int64_t i = 0; i < n; ++i) err[i] = x[i] - clean[i];
     fire(kSaeError, err);
-    for (int64_t i = 0; i < M * d; ++i) rec[i] += err[i];
+    for (int64_t i = 0; i < n; ++i) rec[i] += err[i];
   }
   fire(kSaeOutput, rec);
-  std::memcpy(x, rec, static_cast<size_t>(M * d) * sizeof(float));
+  std::memcpy(x, rec, static_cast<size_t>(n) * sizeof(float));
 }
 
 }  // namespace nt

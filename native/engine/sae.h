@@ -75,6 +75,9 @@ class AttachedSae {
   void activate(const float *pre, const float *gate, int64_t M, float *post) const;
   void decode(const float *post, int64_t M, float *recons) const;  // recons = post · W_dec + b_dec
   void read_features(const float *post, int64_t M, const SaeFeatures &f) const;
+  // encode -> activate -> decode -> denormalize of x [M, d_in] in scratch slots slot..slot+7;
+  // with `fire`, the hooks fire on the way (on a copy of x). Returns the reconstruction.
+  float *reconstruct(const float *x, int64_t M, size_t slot, const Fire *fire, const SaeFeatures *features);
   void denormalize(float *y, int64_t M, const float *stats_a, const float *stats_b) const;
   float *buf(size_t slot, int64_t floats);
 
