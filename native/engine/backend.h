@@ -12,6 +12,9 @@
 namespace nt {
 
 const nt_backend_api *cpu_backend_api();
+class ThreadPool;
+// The built-in CPU backend's worker pool, for engine-side loops over host data (SAEs).
+ThreadPool *cpu_backend_pool(nt_backend *be);
 
 class Backend {
  public:
@@ -33,6 +36,8 @@ class Backend {
   std::string device_name() const { return api_->device_name(ctx_); }
   // Host-addressable memory: hooks can read and write backend buffers in place.
   bool host_memory() const { return host_memory_; }
+  // The built-in CPU backend's thread pool, or null for other backends.
+  ThreadPool *host_pool() const { return library_ == nullptr && api_ == cpu_backend_api() ? cpu_backend_pool(ctx_) : nullptr; }
   // Throws EngineError(ERR_BACKEND) with the backend's last error when rc != 0.
   void check(int rc, const char *what) const;
 

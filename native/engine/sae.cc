@@ -7,9 +7,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <numeric>
 
 #include "engine/error.h"
+#include "ops/thread-pool.h"
 
 namespace nt {
 
@@ -26,9 +28,32 @@ void check_len(const std::vector<float> &v, int64_t n, const char *name) {
     fail(code::kInvalidInput, std::string("SAE tensor ") + name + " has " + std::to_string(v.size()) + " values, expected " + std::to_string(n));
 }
 
+// The k largest of a[0..S) (ties: lower index first), as indices into `out` in index order.
+// Selects on a copy of the values (`vals`, S floats), then one pass picks them out.
+void top_k(const float *a, int64_t S, int64_t k, float *vals, int32_t *out) {
+  std::copy(a, a + S, vals);
+  std::nth_element(vals, vals + (k - 1), vals + S, std::greater<float>());
+  const float t = vals[k - 1];
+  int64_t above = 0;
+  for (int64_t j = 0; j < S; ++j) above += a[j] > t;
+  int64_t ties = k - above, n = 0;  // equal to t: the first `ties` of them by index
+  for (int64_t j = 0; j < S && n < k; ++j)
+    if (a[j] > t || (a[j] == t && ties-- > 0)) out[n++] = static_cast<int32_t>(j);
+}
+
 }  // namespace
 
 const char *sae_hook_suffix(int which) { return kSuffix[which]; }
+
+void AttachedSae::for_rows(int64_t M, const std::function<void(int64_t r0, int64_t r1)> &fn) const {
+  ThreadPool *pool = be_->host_pool();
+  if (!pool || pool->size() == 1 || M < 2) {
+    fn(0, M);
+    return;
+  }
+  const int64_t items = std::min<int64_t>(M, 4 * pool->size()), per = (M + items - 1) / items;
+  pool->parallel_for((M + per - 1) / per, [&](int64_t it) { fn(it * per, std::min(M, (it + 1) * per)); });
+}
 
 AttachedSae::AttachedSae(std::shared_ptr<Backend> be, int base, SaeParams p, bool use_error_term)
     : be_(std::move(be)), base_(base), p_(std::move(p)), use_error_term_(use_error_term), scratch_(17) {
@@ -74,94 +99,99 @@ float *AttachedSae::buf(size_t slot, int64_t floats) {
 
 void AttachedSae::encode(const float *sae_in, int64_t M, float *u, float *pre, float *gate, float *sa, float *sb) {
   const int64_t d = p_.d_in, S = p_.d_sae;
-  for (int64_t r = 0; r < M; ++r) {
-    const float *xr = sae_in + r * d;
-    float *ur = u + r * d;
-    float a = 1.0f, b = 0.0f;  // u = (x - b) * a
-    switch (p_.norm) {
-      case SaeNorm::None: break;
-      case SaeNorm::Scale: a = p_.norm_scale; break;
-      case SaeNorm::ConstantNormRescale: {
-        double ss = 0;
-        for (int64_t i = 0; i < d; ++i) ss += static_cast<double>(xr[i]) * xr[i];
-        a = static_cast<float>(std::sqrt(static_cast<double>(d)) / std::sqrt(ss));
-        break;
+  for_rows(M, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float *xr = sae_in + r * d;
+      float *ur = u + r * d;
+      float a = 1.0f, b = 0.0f;  // u = (x - b) * a
+      switch (p_.norm) {
+        case SaeNorm::None: break;
+        case SaeNorm::Scale: a = p_.norm_scale; break;
+        case SaeNorm::ConstantNormRescale: {
+          double ss = 0;
+          for (int64_t i = 0; i < d; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+          a = static_cast<float>(std::sqrt(static_cast<double>(d)) / std::sqrt(ss));
+          break;
+        }
+        case SaeNorm::LayerNorm: {
+          double mu = 0;
+          for (int64_t i = 0; i < d; ++i) mu += xr[i];
+          mu /= static_cast<double>(d);
+          double var = 0;
+          for (int64_t i = 0; i < d; ++i) var += (xr[i] - mu) * (xr[i] - mu);
+          const double sd = std::sqrt(var / static_cast<double>(std::max<int64_t>(1, d - 1)));
+          b = static_cast<float>(mu);
+          a = static_cast<float>(1.0 / (sd + kLayerNormEps));
+          break;
+        }
       }
-      case SaeNorm::LayerNorm: {
-        double mu = 0;
-        for (int64_t i = 0; i < d; ++i) mu += xr[i];
-        mu /= static_cast<double>(d);
-        double var = 0;
-        for (int64_t i = 0; i < d; ++i) var += (xr[i] - mu) * (xr[i] - mu);
-        const double sd = std::sqrt(var / static_cast<double>(std::max<int64_t>(1, d - 1)));
-        b = static_cast<float>(mu);
-        a = static_cast<float>(1.0 / (sd + kLayerNormEps));
-        break;
-      }
+      sa[r] = a;
+      sb[r] = b;
+      for (int64_t i = 0; i < d; ++i) ur[i] = (xr[i] - b) * a - (p_.apply_b_dec_to_input ? p_.b_dec[static_cast<size_t>(i)] : 0.0f);
     }
-    sa[r] = a;
-    sb[r] = b;
-    for (int64_t i = 0; i < d; ++i) ur[i] = (xr[i] - b) * a - (p_.apply_b_dec_to_input ? p_.b_dec[static_cast<size_t>(i)] : 0.0f);
-  }
+  });
   const nt_backend_api &api = be_->api();
   const bool gated = p_.arch == SaeArch::Gated;
   be_->check(api.gemm(be_->ctx(), u, M, d, enc_.data(), enc_dtype_, S, gated ? nullptr : p_.b_enc.data(), pre), "SAE encoder gemm");
   if (gated) {
     // gate = u·W_enc + b_gate; pre (the hooked magnitude) = (u·W_enc) * exp(r_mag) + b_mag.
-    for (int64_t r = 0; r < M; ++r)
-      for (int64_t j = 0; j < S; ++j) {
-        const size_t i = static_cast<size_t>(r * S + j), js = static_cast<size_t>(j);
-        gate[i] = pre[i] + p_.b_enc[js];
-        pre[i] = pre[i] * exp_r_mag_[js] + p_.b_mag[js];
-      }
+    for_rows(M, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t j = 0; j < S; ++j) {
+          const size_t i = static_cast<size_t>(r * S + j), js = static_cast<size_t>(j);
+          gate[i] = pre[i] + p_.b_enc[js];
+          pre[i] = pre[i] * exp_r_mag_[js] + p_.b_mag[js];
+        }
+    });
   }
 }
 
 void AttachedSae::activate(const float *pre, const float *gate, int64_t M, float *post) const {
   const int64_t S = p_.d_sae;
-  switch (p_.arch) {
-    case SaeArch::Standard:
-      for (int64_t i = 0; i < M * S; ++i) post[i] = std::max(pre[i], 0.0f);
-      break;
-    case SaeArch::JumpRelu:
-      for (int64_t r = 0; r < M; ++r)
-        for (int64_t j = 0; j < S; ++j) {
-          const float v = pre[r * S + j];
-          post[r * S + j] = v > p_.threshold[static_cast<size_t>(j)] ? std::max(v, 0.0f) : 0.0f;
+  for_rows(M, [&](int64_t r0, int64_t r1) {
+    const bool topk = p_.arch == SaeArch::TopK;
+    std::vector<int32_t> idx(topk ? static_cast<size_t>(p_.k) : 0);
+    std::vector<float> vals(topk ? static_cast<size_t>(S) : 0);
+    for (int64_t r = r0; r < r1; ++r) {
+      const float *pr = pre + r * S;
+      float *po = post + r * S;
+      switch (p_.arch) {
+        case SaeArch::Standard:
+          for (int64_t j = 0; j < S; ++j) po[j] = std::max(pr[j], 0.0f);
+          break;
+        case SaeArch::JumpRelu:
+          for (int64_t j = 0; j < S; ++j) po[j] = pr[j] > p_.threshold[static_cast<size_t>(j)] ? std::max(pr[j], 0.0f) : 0.0f;
+          break;
+        case SaeArch::Gated: {
+          const float *gr = gate + r * S;
+          for (int64_t j = 0; j < S; ++j) po[j] = gr[j] > 0.0f ? std::max(pr[j], 0.0f) : 0.0f;
+          break;
         }
-      break;
-    case SaeArch::Gated:
-      for (int64_t i = 0; i < M * S; ++i) post[i] = gate[i] > 0.0f ? std::max(pre[i], 0.0f) : 0.0f;
-      break;
-    case SaeArch::TopK: {
-      std::vector<int32_t> idx(static_cast<size_t>(S));
-      for (int64_t r = 0; r < M; ++r) {
-        const float *pr = pre + r * S;
-        float *po = post + r * S;
-        std::iota(idx.begin(), idx.end(), 0);
-        std::nth_element(idx.begin(), idx.begin() + (p_.k - 1), idx.end(),
-                         [&](int32_t a, int32_t b) { return pr[a] > pr[b] || (pr[a] == pr[b] && a < b); });
-        std::fill(po, po + S, 0.0f);
-        for (int64_t t = 0; t < p_.k; ++t) po[idx[static_cast<size_t>(t)]] = std::max(pr[idx[static_cast<size_t>(t)]], 0.0f);
+        case SaeArch::TopK:
+          top_k(pr, S, p_.k, vals.data(), idx.data());
+          std::fill(po, po + S, 0.0f);
+          for (int64_t t = 0; t < p_.k; ++t) po[idx[static_cast<size_t>(t)]] = std::max(pr[idx[static_cast<size_t>(t)]], 0.0f);
+          break;
       }
-      break;
     }
-  }
+  });
 }
 
 void AttachedSae::decode(const float *post, int64_t M, float *recons) const {
   // Sparse: only firing features touch their W_dec row (L0 of a trained SAE is small).
   const int64_t d = p_.d_in, S = p_.d_sae;
-  for (int64_t r = 0; r < M; ++r) {
-    float *y = recons + r * d;
-    std::copy(p_.b_dec.begin(), p_.b_dec.end(), y);
-    const float *a = post + r * S;
-    for (int64_t j = 0; j < S; ++j) {
-      if (a[j] == 0.0f) continue;
-      const float w = a[j], *row = p_.W_dec.data() + j * d;
-      for (int64_t i = 0; i < d; ++i) y[i] += w * row[i];
+  for_rows(M, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      float *y = recons + r * d;
+      std::copy(p_.b_dec.begin(), p_.b_dec.end(), y);
+      const float *a = post + r * S;
+      for (int64_t j = 0; j < S; ++j) {
+        if (a[j] == 0.0f) continue;
+        const float w = a[j], *row = p_.W_dec.data() + j * d;
+        for (int64_t i = 0; i < d; ++i) y[i] += w * row[i];
+      }
     }
-  }
+  });
 }
 
 void AttachedSae::denormalize(float *y, int64_t M, const float *sa, const float *sb) const {
@@ -173,18 +203,17 @@ void AttachedSae::denormalize(float *y, int64_t M, const float *sa, const float 
 
 void AttachedSae::read_features(const float *post, int64_t M, const SaeFeatures &f) const {
   const int64_t S = p_.d_sae;
-  if (f.k > 0) {
-    std::vector<int32_t> idx(static_cast<size_t>(S));
-    for (int64_t r = 0; r < M; ++r) {
-      const float *a = post + r * S;
-      std::iota(idx.begin(), idx.end(), 0);
-      std::partial_sort(idx.begin(), idx.begin() + f.k, idx.end(), [&](int32_t i, int32_t j) { return a[i] > a[j] || (a[i] == a[j] && i < j); });
-      for (int64_t t = 0; t < f.k; ++t) {
-        f.indices[r * f.k + t] = idx[static_cast<size_t>(t)];
-        f.values[r * f.k + t] = a[idx[static_cast<size_t>(t)]];
+  if (f.k > 0)
+    for_rows(M, [&](int64_t r0, int64_t r1) {
+      std::vector<float> vals(static_cast<size_t>(S));
+      for (int64_t r = r0; r < r1; ++r) {
+        const float *a = post + r * S;
+        int32_t *idx = f.indices + r * f.k;
+        top_k(a, S, f.k, vals.data(), idx);
+        std::sort(idx, idx + f.k, [&](int32_t i, int32_t j) { return a[i] > a[j] || (a[i] == a[j] && i < j); });
+        for (int64_t t = 0; t < f.k; ++t) f.values[r * f.k + t] = a[idx[t]];
       }
-    }
-  }
+    });
   if (f.counts)
     for (int64_t r = 0; r < M; ++r) {
       if (f.rows && !f.rows[r]) continue;

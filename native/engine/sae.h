@@ -80,6 +80,8 @@ class AttachedSae {
   float *reconstruct(const float *x, int64_t M, size_t slot, const Fire *fire, const SaeFeatures *features);
   void denormalize(float *y, int64_t M, const float *stats_a, const float *stats_b) const;
   float *buf(size_t slot, int64_t floats);
+  // fn(r0, r1) over row ranges of [0, M), on the CPU backend's pool when there is one.
+  void for_rows(int64_t M, const std::function<void(int64_t r0, int64_t r1)> &fn) const;
 
   std::shared_ptr<Backend> be_;
   int base_, first_ = -1;

@@ -226,4 +226,5 @@ const nt_backend_api kCpuApi = {
 
 namespace nt {
 const nt_backend_api *cpu_backend_api() { return &kCpuApi; }
+ThreadPool *cpu_backend_pool(nt_backend *be) { return &be->pool; }
 }  // namespace nt
