@@ -161,6 +161,37 @@ describe('SAEs attached to a model', () => {
     }
   });
 
+  it('sparse top-k keeps the dense order through ties, negatives and NaN written by a hook (NaN sorts last)', async () => {
+    const sae = makeSae('topk');
+    const a = await model.attachSae(sae);
+    try {
+      const k = 9;
+      const r = await model.run(TOKENS, {
+        hooks: {
+          [a.hooks.hook_sae_acts_post]: (t: Tensor) => {
+            for (let row = 0; row < 14; row++) {
+              const o = row * S;
+              for (let j = 40; j < 52; j++) t.data[o + j] = 0.75;  // 12 ties across the k-th place
+              t.data[o + 60 + row] = -3;
+              t.data[o + 100] = Number.NaN;
+            }
+          },
+        },
+        capture: [a.hooks.hook_sae_acts_post],
+        saeFeatures: { k },
+      });
+      const post = r.cache.get(a.hooks.hook_sae_acts_post).data, f = r.features.get(HOOK)!;
+      const v = (x: number) => (Number.isNaN(x) ? -Infinity : x);
+      for (let row = 0; row < 14; row++) {
+        const o = row * S;
+        const want = [...Array(S).keys()].sort((p, q) => v(post[o + q]!) - v(post[o + p]!) || p - q).slice(0, k);
+        expect(Array.from(f.indices.subarray(row * k, (row + 1) * k))).toEqual(want);
+      }
+    } finally {
+      await model.detachSae(HOOK);
+    }
+  });
+
   it('feature density over a corpus through extract counts real tokens only, natively', async () => {
     const sae = makeSae('jumprelu');
     const a = await model.attachSae(sae);

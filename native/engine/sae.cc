@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <numeric>
 
 #include "engine/error.h"
@@ -28,17 +29,42 @@ void check_len(const std::vector<float> &v, int64_t n, const char *name) {
     fail(code::kInvalidInput, std::string("SAE tensor ") + name + " has " + std::to_string(v.size()) + " values, expected " + std::to_string(n));
 }
 
-// The k largest of a[0..S) (ties: lower index first), as indices into `out` in index order.
-// Selects on a copy of the values (`vals`, S floats), then one pass picks them out.
-void top_k(const float *a, int64_t S, int64_t k, float *vals, int32_t *out) {
-  std::copy(a, a + S, vals);
-  std::nth_element(vals, vals + (k - 1), vals + S, std::greater<float>());
+// The k largest of a[0..S) (ties: lower index first; NaN counts as -inf), as indices into
+// `out` in index order. A lower bound t0 on the k-th largest, the smallest of k block maxima,
+// leaves few candidates (a[j] > t0, or >= t0 when that is too few); the k-th largest value
+// among them is found with nth_element and one pass over the candidates picks them out.
+// Scratch: vals and cand, S each.
+void top_k(const float *a, int64_t S, int64_t k, float *vals, int32_t *cand, int32_t *out) {
+  const float ninf = -std::numeric_limits<float>::infinity();
+  auto value = [&](int64_t j) { return std::isnan(a[j]) ? ninf : a[j]; };
+  float t0 = ninf;
+  if (S / k >= 2) {
+    const int64_t block = S / k;
+    t0 = std::numeric_limits<float>::infinity();
+    for (int64_t b = 0; b < k; ++b) {
+      float m = ninf;
+      for (int64_t j = b * block; j < (b + 1) * block; ++j) m = a[j] > m ? a[j] : m;
+      t0 = std::min(t0, m);
+    }
+  }
+  int64_t n = 0;
+  for (int64_t j = 0; j < S; ++j)
+    if (a[j] > t0) cand[n++] = static_cast<int32_t>(j);
+  if (n < k) {
+    n = 0;
+    for (int64_t j = 0; j < S; ++j)
+      if (!(value(j) < t0)) cand[n++] = static_cast<int32_t>(j);
+  }
+  for (int64_t i = 0; i < n; ++i) vals[i] = value(cand[i]);
+  std::nth_element(vals, vals + (k - 1), vals + n, std::greater<float>());
   const float t = vals[k - 1];
   int64_t above = 0;
-  for (int64_t j = 0; j < S; ++j) above += a[j] > t;
-  int64_t ties = k - above, n = 0;  // equal to t: the first `ties` of them by index
-  for (int64_t j = 0; j < S && n < k; ++j)
-    if (a[j] > t || (a[j] == t && ties-- > 0)) out[n++] = static_cast<int32_t>(j);
+  for (int64_t i = 0; i < n; ++i) above += value(cand[i]) > t;
+  int64_t ties = k - above, m = 0;  // equal to t: the first `ties` of them by index
+  for (int64_t i = 0; i < n && m < k; ++i) {
+    const float v = value(cand[i]);
+    if (v > t || (v == t && ties-- > 0)) out[m++] = cand[i];
+  }
 }
 
 }  // namespace
@@ -150,7 +176,7 @@ void AttachedSae::activate(const float *pre, const float *gate, int64_t M, float
   const int64_t S = p_.d_sae;
   for_rows(M, [&](int64_t r0, int64_t r1) {
     const bool topk = p_.arch == SaeArch::TopK;
-    std::vector<int32_t> idx(topk ? static_cast<size_t>(p_.k) : 0);
+    std::vector<int32_t> idx(topk ? static_cast<size_t>(p_.k) : 0), cand(topk ? static_cast<size_t>(S) : 0);
     std::vector<float> vals(topk ? static_cast<size_t>(S) : 0);
     for (int64_t r = r0; r < r1; ++r) {
       const float *pr = pre + r * S;
@@ -168,7 +194,7 @@ void AttachedSae::activate(const float *pre, const float *gate, int64_t M, float
           break;
         }
         case SaeArch::TopK:
-          top_k(pr, S, p_.k, vals.data(), idx.data());
+          top_k(pr, S, p_.k, vals.data(), cand.data(), idx.data());
           std::fill(po, po + S, 0.0f);
           for (int64_t t = 0; t < p_.k; ++t) po[idx[static_cast<size_t>(t)]] = std::max(pr[idx[static_cast<size_t>(t)]], 0.0f);
           break;
@@ -206,11 +232,13 @@ void AttachedSae::read_features(const float *post, int64_t M, const SaeFeatures 
   if (f.k > 0)
     for_rows(M, [&](int64_t r0, int64_t r1) {
       std::vector<float> vals(static_cast<size_t>(S));
+      std::vector<int32_t> cand(static_cast<size_t>(S));
       for (int64_t r = r0; r < r1; ++r) {
         const float *a = post + r * S;
         int32_t *idx = f.indices + r * f.k;
-        top_k(a, S, f.k, vals.data(), idx);
-        std::sort(idx, idx + f.k, [&](int32_t i, int32_t j) { return a[i] > a[j] || (a[i] == a[j] && i < j); });
+        top_k(a, S, f.k, vals.data(), cand.data(), idx);
+        auto v = [&](int32_t j) { return std::isnan(a[j]) ? -std::numeric_limits<float>::infinity() : a[j]; };
+        std::sort(idx, idx + f.k, [&](int32_t i, int32_t j) { return v(i) > v(j) || (v(i) == v(j) && i < j); });
         for (int64_t t = 0; t < f.k; ++t) f.values[r * f.k + t] = a[idx[t]];
       }
     });
