@@ -63,6 +63,36 @@ for (const [name, spec] of Object.entries(FAMILIES)) {
       }
     });
 
+    it('a left-padded batch generates what each prompt generates alone (padding through partial rotary, windows, caps)', async () => {
+      const long = tokens[0]!, short = tokens[1]!.slice(0, 5);
+      const both = await model.generate([long, short], { maxNewTokens: 6, temperature: 0, capture: ['ln_final.hook_normalized'] });
+      for (const [i, prompt] of [long, short].entries()) {
+        const alone = await model.generate([prompt], { maxNewTokens: 6, temperature: 0, capture: ['ln_final.hook_normalized'] });
+        expect(both.newTokens[i]).toEqual(alone.newTokens[0]);
+        const d = model.config.dModel;
+        for (let step = 1; step < 6; step++) {
+          const b = both.steps[step]!.get('ln_final.hook_normalized').data.subarray(i * d, (i + 1) * d);
+          expect(compare(b, alone.steps[step]!.get('ln_final.hook_normalized').data, 1e-5).relError, `row ${i} step ${step}`).toBeLessThan(1e-5);
+        }
+      }
+    });
+
+    it('a bf16 checkpoint gives bit-identical logits with dtype f32 and bf16', async (ctx) => {
+      const cfg = JSON.parse(readFileSync(join(fixtureDir(name), 'config.json'), 'utf8')) as { dtype?: string; torch_dtype?: string };
+      const stored = cfg.dtype ?? cfg.torch_dtype;
+      if (stored !== 'bfloat16') {
+        console.warn(`skipping: ${name} is stored as ${stored}, not bf16 (bf16 weights widen exactly only from bf16)`);
+        ctx.skip();
+      }
+      const b = await loadModel(fixtureDir(name), { dtype: 'bf16', threads: 2 });
+      try {
+        const [x, y] = [await model.run(tokens), await b.run(tokens)];
+        expect(Buffer.compare(Buffer.from(x.logits!.data.buffer), Buffer.from(y.logits!.data.buffer))).toBe(0);
+      } finally {
+        b.dispose();
+      }
+    });
+
     it('greedy generation with the KV cache gives HF\'s tokens and those of cache-free re-runs', async (ctx) => {
       const file = join(fixtureDir(name), 'greedy.json');
       if (!existsSync(file)) {
