@@ -1,6 +1,10 @@
-// Helpers shared by the benchmark scripts: flag parsing, medians, the CPU's name, a seeded PRNG.
+// Helpers shared by the benchmark scripts: flag parsing, medians, the CPU's name, a seeded PRNG,
+// the line-oriented JSON channel to a Python baseline worker.
+import type { ChildProcessByStdio } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
+import { createInterface } from 'node:readline';
+import type { Readable, Writable } from 'node:stream';
 
 /** A positive integer flag value, or an error naming the flag. */
 export function positiveInt(name: string, s: string): number {
@@ -36,4 +40,37 @@ export function prng(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/** A line-oriented JSON channel to a Python baseline worker (PyTorch / HF): one command line in, one JSON line out. */
+export class WorkerChannel {
+  private readonly lines: AsyncIterator<string>;
+  constructor(
+    private readonly child: ChildProcessByStdio<Writable, Readable, null>,
+    private readonly label: string,
+  ) {
+    this.lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  }
+  /** The next reply; throws if the worker exited or replied with an error. */
+  async next(): Promise<Record<string, unknown>> {
+    const { value, done } = await this.lines.next();
+    if (done) throw new Error(`${this.label} exited (code ${this.child.exitCode})`);
+    const msg = JSON.parse(value) as Record<string, unknown>;
+    if (typeof msg.error === 'string') throw new Error(`${this.label}: ${msg.error}`);
+    return msg;
+  }
+  /** Sends one command line and returns the reply. */
+  async request(line: string): Promise<Record<string, unknown>> {
+    this.child.stdin.write(`${line}\n`);
+    return this.next();
+  }
+  /** The `seconds` of a timing reply. */
+  async seconds(line: string): Promise<number> {
+    const msg = await this.request(line);
+    if (typeof msg.seconds !== 'number') throw new Error(`${this.label}: unexpected reply ${JSON.stringify(msg)}`);
+    return msg.seconds;
+  }
+  quit(): void {
+    if (this.child.exitCode === null) this.child.stdin.end('quit\n');
+  }
 }

@@ -13,15 +13,13 @@
 // compute at the same time. The order inside a rep alternates too (A B, B A, ...), so slow
 // drift on a shared machine falls on both. Results: bench/RESULTS.md. Not a test: timings
 // on a shared 2-core machine are noisy.
-import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
-import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadModel } from '../src/index.js';
-import { cpuModel, median, positiveInt } from './common.js';
+import { cpuModel, median, positiveInt, WorkerChannel } from './common.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -53,29 +51,6 @@ const python = flags.python;
 
 
 
-/** A line-oriented JSON channel to the PyTorch worker. */
-class TorchWorker {
-  private readonly lines: AsyncIterator<string>;
-  constructor(private readonly child: ChildProcessByStdio<Writable, Readable, null>) {
-    this.lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
-  }
-  async next(): Promise<Record<string, unknown>> {
-    const { value, done } = await this.lines.next();
-    if (done) throw new Error(`torch worker exited (code ${this.child.exitCode})`);
-    const msg = JSON.parse(value) as Record<string, unknown>;
-    if (typeof msg.error === 'string') throw new Error(`torch worker: ${msg.error}`);
-    return msg;
-  }
-  async run(): Promise<number> {
-    this.child.stdin.write('run\n');
-    const msg = await this.next();
-    if (typeof msg.seconds !== 'number') throw new Error(`torch worker: unexpected reply ${JSON.stringify(msg)}`);
-    return msg.seconds;
-  }
-  quit(): void {
-    this.child.stdin.end('quit\n');
-  }
-}
 
 // 1. The model.
 if (!existsSync(join(modelDir, 'config.json')) || !existsSync(join(modelDir, 'model.safetensors'))) {
@@ -91,7 +66,7 @@ const child = spawn(
   [join(here, 'torch-forward.py'), modelDir, '--seq', String(seq), '--batch', String(batch), '--threads', String(threads)],
   { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, ...threadEnv } },
 );
-const worker = new TorchWorker(child);
+const worker = new WorkerChannel(child, 'torch worker');
 const ready = await worker.next();
 if (ready.ready !== true) throw new Error(`torch worker: unexpected first reply ${JSON.stringify(ready)}`);
 const tokens = ready.input_ids as number[][];
@@ -122,7 +97,7 @@ try {
   // 3. More warm-up (untimed in the results), alternating as in the reps.
   for (let i = 0; i < warmup; i++) {
     const a = await runNeurotap();
-    const b = await worker.run();
+    const b = await worker.seconds('run');
     console.log(`warm-up ${i + 1}/${warmup}: neurotap ${a.toFixed(3)} s, torch ${b.toFixed(3)} s`);
   }
 
@@ -134,9 +109,9 @@ try {
     let b: number;
     if (i % 2 === 0) {
       a = await runNeurotap();
-      b = await worker.run();
+      b = await worker.seconds('run');
     } else {
-      b = await worker.run();
+      b = await worker.seconds('run');
       a = await runNeurotap();
     }
     nt.push(a);

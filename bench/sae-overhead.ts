@@ -35,13 +35,12 @@
 // record -p PID` first), then run the reps. Results: bench/RESULTS.md. Not a test.
 import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadModel, loadSae, readSafetensors, Sae, type Model } from '../src/index.js';
-import { cpuModel, median, positiveInt, prng } from './common.js';
+import { cpuModel, median, positiveInt, prng, WorkerChannel } from './common.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const HOOK = 'blocks.6.hook_resid_pre';
@@ -97,33 +96,6 @@ const configs = (flags.configs ?? Object.keys(table).join(',')).split(',');
 for (const c of configs) if (!table[c]) throw new Error(`unknown config '${c}' (${Object.keys(table).join(', ')})`);
 if (!configs.includes('plain')) console.log('note: no plain config, so no overhead figures');
 
-/** A line-oriented JSON channel to the PyTorch worker. */
-class TorchWorker {
-  private readonly lines: AsyncIterator<string>;
-  constructor(private readonly child: ChildProcessByStdio<Writable, Readable, null>) {
-    this.lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
-  }
-  async next(): Promise<Record<string, unknown>> {
-    const { value, done } = await this.lines.next();
-    if (done) throw new Error(`torch worker exited (code ${this.child.exitCode})`);
-    const msg = JSON.parse(value) as Record<string, unknown>;
-    if (typeof msg.error === 'string') throw new Error(`torch worker: ${msg.error}`);
-    return msg;
-  }
-  async run(config: string): Promise<number> {
-    this.child.stdin.write(`run ${config}\n`);
-    const msg = await this.next();
-    if (typeof msg.seconds !== 'number') throw new Error(`torch worker: unexpected reply ${JSON.stringify(msg)}`);
-    return msg.seconds;
-  }
-  async check(config: string): Promise<Record<string, unknown>> {
-    this.child.stdin.write(`check ${config}\n`);
-    return this.next();
-  }
-  quit(): void {
-    this.child.stdin.end('quit\n');
-  }
-}
 
 // 1. The model and the SAEs.
 if (!existsSync(join(modelDir, 'config.json')) || !existsSync(join(modelDir, 'model.safetensors'))) {
@@ -138,7 +110,7 @@ if (!existsSync(join(saeDir, 'meta.json'))) {
 }
 
 // 2. The PyTorch worker first (it loads and warms up alone), then neurotap.
-let worker: TorchWorker | null = null;
+let worker: WorkerChannel | null = null;
 let child: ChildProcessByStdio<Writable, Readable, null> | null = null;
 let tokens: number[][];
 let ready: Record<string, unknown> = {};
@@ -149,7 +121,7 @@ if (withTorch) {
     [join(here, 'torch-sae.py'), modelDir, saeDir, '--seq', String(seq), '--batch', String(batch), '--threads', String(threads)],
     { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, ...threadEnv } },
   );
-  worker = new TorchWorker(child);
+  worker = new WorkerChannel(child, 'torch worker');
   ready = await worker.next();
   if (ready.ready !== true) throw new Error(`torch worker: unexpected first reply ${JSON.stringify(ready)}`);
   tokens = ready.input_ids as number[][];
@@ -226,7 +198,7 @@ try {
       line.push(`neurotap L0 mean ${s.mean.toFixed(1)}, median ${s.median}, min ${s.min}, max ${s.max};`);
     }
     if (worker) {
-      const c = await worker.check(config);
+      const c = await worker.request(`check ${config}`);
       checks[config] = c;
       const head = c.logits_last_row_head as number[];
       const row0 = res.logits!.data.subarray((seq - 1) * V, (seq - 1) * V + head.length);
@@ -245,7 +217,7 @@ try {
     console.log(line.join(' '));
   }
   if (worker && configs.includes('error')) {
-    const c = await worker.check('error_saelens');
+    const c = await worker.request('check error_saelens');
     const a = c.logits_last_row_head as number[];
     const b = checks.error!.logits_last_row_head as number[];
     console.log(`check error_saelens (torch only): logits vs torch 'error', max |diff| ${Math.max(...a.map((x, i) => Math.abs(x - b[i]!))).toExponential(2)}`);
@@ -269,8 +241,8 @@ try {
       let b2 = 0;
       const torchSide = async () => {
         if (!worker) return;
-        b = await worker.run(config);
-        if (config === 'error') b2 = await worker.run('error_saelens');
+        b = await worker.seconds(`run ${config}`);
+        if (config === 'error') b2 = await worker.seconds('run error_saelens');
       };
       if (ntFirst || !worker) {
         a = await runNeurotap(config);

@@ -57,14 +57,9 @@ def main() -> None:
     import torch
     import transformers
     from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM
+    from torch_common import load_causal_lm
 
-    torch.set_num_threads(args.threads)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass
-    model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32).eval()
+    model = load_causal_lm(args.model_dir, args.threads)
     gen = torch.Generator().manual_seed(args.seed)
     input_ids = torch.randint(0, model.config.vocab_size, (args.batch, args.seq), generator=gen)
 

@@ -56,14 +56,10 @@ def main() -> None:
     import torch
     import transformers
     from safetensors.numpy import save_file
-    from transformers import AutoModelForCausalLM
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # bench/
+    from torch_common import load_causal_lm
 
-    torch.set_num_threads(args.threads)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass
-    lm = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32).eval()
+    lm = load_causal_lm(args.model_dir, args.threads)
     body = lm.transformer  # GPT2Model: embeddings, blocks, ln_f; no LM head
     n_layers = len(body.h)
     names = [f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)]

@@ -40,18 +40,16 @@
 // The order inside a rep rotates and runs backwards every other cycle, so drift on a shared
 // machine falls on every variant alike. The warm-up (one batch per variant) also checks that
 // the CLI and HF write the same tokens and activations. Not a test.
-import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
-import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 
-import { cpuModel, median, positiveInt, prng } from '../common.js';
+import { cpuModel, median, positiveInt, prng, WorkerChannel } from '../common.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '..', '..');
@@ -143,28 +141,6 @@ function machineCpu(): { busy: number; steal: number } {
 
 const TIME = existsSync('/usr/bin/time') ? '/usr/bin/time' : null;
 
-/** A line-oriented JSON channel to the HF worker. */
-class HfWorker {
-  private readonly lines: AsyncIterator<string>;
-  constructor(private readonly child: ChildProcessByStdio<Writable, Readable, null>) {
-    this.lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
-  }
-  async next(): Promise<Record<string, unknown>> {
-    const { value, done } = await this.lines.next();
-    if (done) throw new Error(`HF worker exited (code ${this.child.exitCode})`);
-    const msg = JSON.parse(value) as Record<string, unknown>;
-    if (typeof msg.error === 'string') throw new Error(`HF worker: ${msg.error}`);
-    return msg;
-  }
-  async run(corpus: string, out: string, maxTokens: number): Promise<Record<string, number>> {
-    this.child.stdin.write(`${JSON.stringify({ cmd: 'run', corpus, out, max_tokens: maxTokens })}\n`);
-    return (await this.next()) as Record<string, number>;
-  }
-  quit(): void {
-    if (this.child.exitCode === null) this.child.stdin.end('quit\n');
-  }
-}
-
 /** One measurement: seconds for `tokens` tokens, plus what the variant reports about itself. */
 interface Sample {
   seconds: number;
@@ -222,7 +198,7 @@ const child = spawn(
   [join(here, 'hf_extract.py'), modelDir, '--seq-len', String(seqLen), '--batch', String(batch), '--threads', String(threads), '--shard-size', String(perShard), ...(flags['no-fsync-hf'] ? ['--no-fsync'] : [])],
   { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, ...threadEnv } },
 );
-const hf = new HfWorker(child);
+const hf = new WorkerChannel(child, 'HF worker');
 let cleaned = false;
 const cleanup = () => {
   if (cleaned) return;
@@ -290,7 +266,7 @@ try {
     async hf(seqs, keepOut) {
       const out = freshDir('hf');
       const t0 = performance.now();
-      const r = await hf.run(corpus, out, seqs * seqLen);
+      const r = (await hf.request(JSON.stringify({ cmd: 'run', corpus, out, max_tokens: seqs * seqLen }))) as Record<string, number>;
       const wall = (performance.now() - t0) / 1000;
       if (!keepOut) rmSync(out, { recursive: true, force: true });
       const { seconds, tokens, bytes, cpu_seconds: cpu, ...extra } = r;
