@@ -273,8 +273,9 @@ ModelConfig parse_model_config(const std::string &text, const std::string &path)
   c.qk_norm = c.family == Family::Qwen3 || c.family == Family::Gemma3;
   if (gemma) {
     // HF: scaling = query_pre_attn_scalar ** -0.5 (a Python float, rounded to float32 in the matmul).
-    c.attn_scale = static_cast<float>(1.0 / std::sqrt(r.number("query_pre_attn_scalar", c.d_head)));
-    if (!(r.number("query_pre_attn_scalar", c.d_head) > 0)) r.bad("query_pre_attn_scalar", "must be positive");
+    const double scalar = r.number("query_pre_attn_scalar", c.d_head);
+    if (!(scalar > 0)) r.bad("query_pre_attn_scalar", "must be positive");
+    c.attn_scale = static_cast<float>(1.0 / std::sqrt(scalar));
     c.embed_scale = static_cast<float>(std::sqrt(static_cast<double>(c.d_model)));
     c.norm_plus_one = true;
     c.sandwich_norms = true;
