@@ -22,6 +22,11 @@ UnitLayout unit_layout(HookKind kind, const std::vector<int64_t> &shape) {
     case HookKind::AttnRotQ:
     case HookKind::AttnRotK:
     case HookKind::AttnZ:
+    case HookKind::AttnResult:
+    case HookKind::AttnIn:
+    case HookKind::QInput:
+    case HookKind::KInput:
+    case HookKind::VInput:
       u.heads = shape[2];
       u.width = shape[3];
       break;
@@ -64,7 +69,7 @@ void validate_edit(const Edit &e, const HookPoint &hook, const std::vector<int64
   for (int32_t r : e.rows)
     if (r < 0 || r >= shape[0]) fail(code::kInvalidInput, where + "batch row " + std::to_string(r) + " is outside [0, " + std::to_string(shape[0]) + ")");
   if (!e.heads.empty() && u.heads == 1 && !(hook.kind == HookKind::AttnScores || hook.kind == HookKind::AttnPattern))
-    fail(code::kInvalidInput, where + "head selection needs a per-head hook (attn.hook_q/k/v/z/rot_q/rot_k/attn_scores/pattern, or features at hook_sae_acts_pre/post)");
+    fail(code::kInvalidInput, where + "head selection needs a per-head hook (attn.hook_q/k/v/z/rot_q/rot_k/result/attn_scores/pattern, hook_q/k/v_input, hook_attn_in, or features at hook_sae_acts_pre/post)");
   const bool features = hook.kind == HookKind::SaeActsPre || hook.kind == HookKind::SaeActsPost;
   for (int32_t h : e.heads)
     if (h < 0 || h >= u.heads)

@@ -14,6 +14,10 @@ const KindInfo kKinds[] = {
     {"hook_embed", false},
     {"hook_pos_embed", false},
     {"hook_resid_pre", true},
+    {"hook_attn_in", true},
+    {"hook_q_input", true},
+    {"hook_k_input", true},
+    {"hook_v_input", true},
     {"ln1.hook_scale", true},
     {"ln1.hook_normalized", true},
     {"attn.hook_q", true},
@@ -28,10 +32,12 @@ const KindInfo kKinds[] = {
     {"attn.hook_attn_scores", true},
     {"attn.hook_pattern", true},
     {"attn.hook_z", true},
+    {"attn.hook_result", true},
     {"ln1_post.hook_scale", true},
     {"ln1_post.hook_normalized", true},
     {"hook_attn_out", true},
     {"hook_resid_mid", true},
+    {"hook_mlp_in", true},
     {"ln2.hook_scale", true},
     {"ln2.hook_normalized", true},
     {"mlp.hook_pre", true},
@@ -43,6 +49,8 @@ const KindInfo kKinds[] = {
     {"hook_resid_post", true},
     {"ln_final.hook_scale", false},
     {"ln_final.hook_normalized", false},
+    {"unembed.hook_in", false},
+    {"unembed.hook_out", false},
     {"hook_sae_input", false},
     {"hook_sae_acts_pre", false},
     {"hook_sae_acts_post", false},
@@ -59,6 +67,7 @@ bool model_has(const ModelConfig &c, HookKind k) {
     case HookKind::AttnRotK: return c.rotary;
     case HookKind::MlpPreLinear: return c.gated_mlp;
     case HookKind::ResidMid: return !c.parallel_residual;
+    case HookKind::AttnIn: return c.n_kv_heads == c.n_heads;  // TransformerLens refuses use_attn_in with grouped queries
     case HookKind::AttnQNormScale:
     case HookKind::AttnQNormNormalized:
     case HookKind::AttnKNormScale:
@@ -83,6 +92,12 @@ std::vector<int64_t> kind_shape(const ModelConfig &c, HookKind k) {
     case HookKind::AttnKNormScale: return {B, P, c.n_kv_heads, 1};
     case HookKind::AttnQNormNormalized: return {B, P, c.n_heads, c.d_head};
     case HookKind::AttnKNormNormalized: return {B, P, c.n_kv_heads, c.d_head};
+    case HookKind::AttnIn:
+    case HookKind::QInput:
+    case HookKind::AttnResult: return {B, P, c.n_heads, c.d_model};
+    case HookKind::KInput:
+    case HookKind::VInput: return {B, P, c.n_kv_heads, c.d_model};
+    case HookKind::UnembedOut: return {B, P, c.d_vocab};
     case HookKind::AttnQ:
     case HookKind::AttnRotQ:
     case HookKind::AttnZ: return {B, P, c.n_heads, c.d_head};
@@ -125,6 +140,8 @@ HookTable::HookTable(const ModelConfig &c) {
       add(static_cast<HookKind>(k), l);
   add(HookKind::LnFinalScale, -1);
   add(HookKind::LnFinalNormalized, -1);
+  add(HookKind::UnembedIn, -1);
+  add(HookKind::UnembedOut, -1);
   base_count_ = static_cast<int>(points_.size());
 }
 

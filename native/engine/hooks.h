@@ -16,6 +16,12 @@ enum class HookKind : uint8_t {
   Embed,            // hook_embed            [batch, pos, d_model]
   PosEmbed,         // hook_pos_embed        [batch, pos, d_model] (learned positions only)
   ResidPre,         // hook_resid_pre        [batch, pos, d_model]
+  // TransformerLens's optional per-head copies of resid_pre that feed ln1 and the q/k/v
+  // projections (use_attn_in / use_split_qkv_input); computed only when hooked.
+  AttnIn,           // hook_attn_in          [batch, pos, head, d_model] (n_kv_heads == n_heads only)
+  QInput,           // hook_q_input          [batch, pos, head, d_model]
+  KInput,           // hook_k_input          [batch, pos, kv_head, d_model]
+  VInput,           // hook_v_input          [batch, pos, kv_head, d_model]
   Ln1Scale,         // ln1.hook_scale        [batch, pos, 1]
   Ln1Normalized,    // ln1.hook_normalized   [batch, pos, d_model]
   AttnQ,            // attn.hook_q           [batch, pos, head, d_head]
@@ -31,10 +37,12 @@ enum class HookKind : uint8_t {
   AttnScores,       // attn.hook_attn_scores [batch, head, pos, key_pos]
   AttnPattern,      // attn.hook_pattern     [batch, head, pos, key_pos]
   AttnZ,            // attn.hook_z           [batch, pos, head, d_head]
+  AttnResult,       // attn.hook_result      [batch, pos, head, d_model] (z_h @ W_O[h], before the sum and bias)
   Ln1PostScale,     // ln1_post.hook_scale   [batch, pos, 1] (Gemma's post-attention norm)
   Ln1PostNormalized,// ln1_post.hook_normalized [batch, pos, d_model]
   AttnOut,          // hook_attn_out         [batch, pos, d_model] (after ln1_post where there is one)
   ResidMid,         // hook_resid_mid        [batch, pos, d_model] (not with a parallel residual)
+  MlpIn,            // hook_mlp_in           [batch, pos, d_model] (a copy of ln2's input: resid_mid, or resid_pre)
   Ln2Scale,         // ln2.hook_scale        [batch, pos, 1]
   Ln2Normalized,    // ln2.hook_normalized   [batch, pos, d_model]
   MlpPre,           // mlp.hook_pre          [batch, pos, d_mlp]
@@ -46,6 +54,8 @@ enum class HookKind : uint8_t {
   ResidPost,        // hook_resid_post       [batch, pos, d_model]
   LnFinalScale,     // ln_final.hook_scale   [batch, pos, 1]
   LnFinalNormalized,// ln_final.hook_normalized [batch, pos, d_model]
+  UnembedIn,        // unembed.hook_in       [batch, pos, d_model] (ln_final's output)
+  UnembedOut,       // unembed.hook_out      [batch, pos, d_vocab] (logits before the final soft-cap)
   // An attached SAE's hooks, `<hook>.hook_sae_*` (engine/sae.h); d_in = the hook's width
   // (heads x d_head flattened for attn.hook_z).
   SaeInput,         // hook_sae_input        [batch, pos, d_in]

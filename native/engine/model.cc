@@ -133,11 +133,19 @@ void Model::forward(const ForwardRequest &req, HookPlan *plan) {
     for (size_t i = 0; i < hooks_->points().size(); ++i) {
       const int idx = static_cast<int>(i);
       const HookPoint &hp = hooks_->points()[i];
-      const bool past = stopping && (hp.layer >= req.stop_at_layer || hp.kind == HookKind::LnFinalScale || hp.kind == HookKind::LnFinalNormalized);
+      const bool after_blocks = hp.layer < 0 && hp.kind != HookKind::Embed && hp.kind != HookKind::PosEmbed;
+      const bool past = stopping && (hp.layer >= req.stop_at_layer || after_blocks);
       if (past && plan->active(idx))
         fail(code::kInvalidInput, "hook '" + hp.name + "' is not reached when stopping at layer " + std::to_string(req.stop_at_layer));
       const std::vector<int64_t> shape = hooks_->shape(idx, req.batch, req.pos, pos0 + req.pos);
       for (const Edit *e : plan->edits(idx)) validate_edit(*e, hooks_->points()[i], shape);
+      if ((hp.kind == HookKind::Ln1Scale || hp.kind == HookKind::Ln1Normalized) && !plan->actions(idx).empty())
+        for (HookKind split : {HookKind::AttnIn, HookKind::QInput, HookKind::KInput, HookKind::VInput}) {
+          const int s = hooks_->index(split, hp.layer);
+          if (s >= 0 && !plan->actions(s).empty())
+            fail(code::kInvalidInput, "'" + hp.name + "' cannot be edited together with '" + hooks_->points()[static_cast<size_t>(s)].name +
+                                          "': with split inputs each head has its own ln1 (TransformerLens gives ln1 a head axis then)");
+        }
       if (plan->has_capture(idx) && plan->capture_numel(idx) != hooks_->numel(idx, req.batch, req.pos, pos0 + req.pos))
         fail(code::kBufferSize, "capture buffer for '" + hooks_->points()[i].name + "' has " + std::to_string(plan->capture_numel(idx)) +
                                     " floats, needs " + std::to_string(hooks_->numel(idx, req.batch, req.pos, pos0 + req.pos)));
@@ -265,6 +273,8 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
     if (idx < 0) return -1;
     return ((plan && plan->active(idx)) || (!saes_.empty() && sae_at(idx))) ? idx : -1;
   };
+  // Whether a hook can change what flows on (edits, JS functions, an SAE), not only observe it.
+  auto edited = [&](int idx) { return idx >= 0 && ((plan && !plan->actions(idx).empty()) || (!saes_.empty() && sae_at(idx))); };
   auto fire_plan = [&](int idx, float *data) {
     if (!plan || !plan->active(idx)) return;
     const std::vector<int64_t> shape = hooks_->shape(idx, B, T, KV);
@@ -324,16 +334,30 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
     }
   }
 
-  // Norm of `rows` rows of `width` from `in` into `o` (may alias) with the TL hooks: LayerNorm
-  // hooks its affine output, RMSNorm hooks x / scale before the weight. `sc` holds the scales.
+  // x += vec on each of `rows` rows of `width` (a bias), through the backend's add edit.
+  auto add_row_vector = [&](float *t, int64_t rows, int64_t width, const float *vec) {
+    nt_edit e{};
+    e.op = NT_EDIT_ADD;
+    e.vec = vec;
+    const nt_edit_context ec{1, rows, 1, width, 0, rows, 0, nullptr};
+    be.check(api.apply_edit(bx, &e, &ec, t), "add row vector");
+  };
+  // Norm of `rows` rows of `width` from `in` into `o` (may alias) with TransformerLens's hooks:
+  // hook_normalized is (x - mean) / scale for LayerNorm and x / scale for RMSNorm, before the
+  // weight (and bias). `sc` holds the scales.
   auto norm_rows = [&](const Norm &n, const float *in, float *o, int64_t rows, int64_t width, float *sc, HookKind scale_kind,
                        HookKind normalized_kind, int layer) {
     const int si = active(scale_kind, layer), ni = active(normalized_kind, layer);
     float *scale_out = si >= 0 ? sc : nullptr;
-    if (c.norm == NormKind::LayerNorm) {
-      be.check(api.layer_norm(bx, in, rows, width, n.w.f32(), n.b.f32(), c.norm_eps, o, scale_out), "layer_norm");
+    if (c.norm == NormKind::LayerNorm && ni >= 0) {
+      be.check(api.layer_norm(bx, in, rows, width, nullptr, nullptr, c.norm_eps, o, scale_out), "layer_norm");
       fire(si, sc);
       fire(ni, o);
+      be.check(api.mul_rows(bx, o, rows, width, n.w.f32(), o), "mul_rows");
+      if (!n.b.empty()) add_row_vector(o, rows, width, n.b.f32());
+    } else if (c.norm == NormKind::LayerNorm) {
+      be.check(api.layer_norm(bx, in, rows, width, n.w.f32(), n.b.f32(), c.norm_eps, o, scale_out), "layer_norm");
+      fire(si, sc);
     } else if (ni >= 0) {
       be.check(api.rms_norm(bx, in, rows, width, nullptr, c.norm_eps, o, scale_out), "rms_norm");
       fire(si, sc);
@@ -363,17 +387,67 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
   auto linear = [&](const Linear &l, const float *in, float *o) {
     be.check(api.gemm(bx, in, M, l.in, l.w.data(), l.dtype, l.out, l.b.empty() ? nullptr : l.b.f32(), o), "gemm");
   };
+  // Column block `col` of `width` floats of the [M, heads x width] `src` into the same block of
+  // `dst` (pitches in floats).
+  auto copy_head = [&](float *dst, int64_t dst_pitch, const float *src, int64_t src_pitch, int64_t width) {
+    be.check(api.copy_2d(bx, dst, static_cast<size_t>(dst_pitch) * sizeof(float), src, static_cast<size_t>(src_pitch) * sizeof(float),
+                         static_cast<size_t>(width) * sizeof(float), static_cast<size_t>(M)),
+             "copy head");
+  };
+  // TransformerLens's split inputs: `heads` copies of the [M, d] residual stream, [M, heads, d].
+  auto repeat_heads = [&](const float *src, int64_t heads, DeviceBuffer &dst) {
+    dst = buf(M * heads * d);
+    for (int64_t hh = 0; hh < heads; ++hh) copy_head(dst.f32() + hh * d, heads * d, src, d, d);
+  };
+  // q, k or v from per-head inputs [M, heads, d]: head hh is ln1 of its own copy through its
+  // rows of the projection (`l.out` = heads x D). Only runs while a split input is edited.
+  auto linear_per_head = [&](const Norm &n, const Linear &l, const float *in, int64_t heads, float *o) {
+    DeviceBuffer row = buf(M * d), full = buf(M * l.out);
+    for (int64_t hh = 0; hh < heads; ++hh) {
+      copy_head(row.f32(), d, in + hh * d, heads * d, d);
+      if (c.norm == NormKind::LayerNorm)
+        be.check(api.layer_norm(bx, row.f32(), M, d, n.w.f32(), n.b.f32(), c.norm_eps, row.f32(), nullptr), "layer_norm");
+      else
+        be.check(api.rms_norm(bx, row.f32(), M, d, n.w.f32(), c.norm_eps, row.f32(), nullptr), "rms_norm");
+      linear(l, row.f32(), full.f32());
+      copy_head(o + hh * D, l.out, full.f32() + hh * D, l.out, D);
+    }
+  };
 
   const int n_run = req.stop_at_layer >= 0 ? std::min(req.stop_at_layer, c.n_layers) : c.n_layers;
   for (int L = 0; L < n_run; ++L) {
     const LayerWeights &lw = layers_[static_cast<size_t>(L)];
     fire(active(HookKind::ResidPre, L), x.f32());
 
-    // Attention.
+    // Attention. The split inputs (hook_attn_in, hook_q/k/v_input) exist only while hooked;
+    // once one is edited, the projections it feeds read ln1 of each head's own copy.
+    const int ain = active(HookKind::AttnIn, L);
+    const int split_in[3] = {active(HookKind::QInput, L), active(HookKind::KInput, L), active(HookKind::VInput, L)};
+    const int64_t split_heads[3] = {H, G, G};
+    DeviceBuffer attn_in, split[3];  // [B, T, heads, d]
+    if (ain >= 0) {
+      repeat_heads(x.f32(), H, attn_in);
+      fire(ain, attn_in.f32());
+    }
+    for (int i = 0; i < 3; ++i) {
+      if (split_in[i] < 0 && !edited(ain)) continue;
+      if (ain >= 0) {  // q, k and v inputs are copies of hook_attn_in (n_kv_heads == n_heads there)
+        split[i] = buf(M * H * d);
+        be.check(api.copy_2d(bx, split[i].data(), attn_in.bytes(), attn_in.data(), attn_in.bytes(), attn_in.bytes(), 1), "copy");
+      } else {
+        repeat_heads(x.f32(), split_heads[i], split[i]);
+      }
+      fire(split_in[i], split[i].f32());
+    }
     norm(lw.ln1, HookKind::Ln1Scale, HookKind::Ln1Normalized, L);
-    linear(lw.q, h.f32(), q.f32());
-    linear(lw.k, h.f32(), k.f32());
-    linear(lw.v, h.f32(), v.f32());
+    const Linear *proj[3] = {&lw.q, &lw.k, &lw.v};
+    DeviceBuffer *proj_out[3] = {&q, &k, &v};
+    for (int i = 0; i < 3; ++i) {
+      if (!split[i].empty() && (edited(split_in[i]) || edited(ain)))
+        linear_per_head(lw.ln1, *proj[i], split[i].f32(), split_heads[i], proj_out[i]->f32());
+      else
+        linear(*proj[i], h.f32(), proj_out[i]->f32());
+    }
     fire(active(HookKind::AttnQ, L), q.f32());
     fire(active(HookKind::AttnK, L), k.f32());
     fire(active(HookKind::AttnV, L), v.f32());
@@ -417,6 +491,26 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
     }
     fire(active(HookKind::AttnZ, L), z.f32());
     linear(lw.o, z.f32(), out.f32());
+    const int result_i = active(HookKind::AttnResult, L);
+    if (result_i >= 0) {  // each head through its columns of W_O: [B, T, H, d]
+      DeviceBuffer result = buf(M * H * d), zh = buf(M * dq), part = buf(M * d);
+      const std::vector<float> zeros(static_cast<size_t>(M * dq), 0.0f);
+      for (int64_t hh = 0; hh < H; ++hh) {
+        be.check(api.copy_to_device(bx, zh.data(), zeros.data(), zh.bytes()), "zero");
+        copy_head(zh.f32() + hh * D, dq, z.f32() + hh * D, dq, D);
+        be.check(api.gemm(bx, zh.f32(), M, dq, lw.o.w.data(), lw.o.dtype, d, nullptr, part.f32()), "gemm");
+        copy_head(result.f32() + hh * d, H * d, part.f32(), d, d);
+      }
+      fire(result_i, result.f32());
+      if (edited(result_i)) {  // TransformerLens: attn_out = sum over heads of result + b_O
+        copy_head(out.f32(), d, result.f32(), H * d, d);
+        for (int64_t hh = 1; hh < H; ++hh) {
+          copy_head(part.f32(), d, result.f32() + hh * d, H * d, d);
+          be.check(api.add(bx, out.f32(), part.f32(), M * d, out.f32()), "add");
+        }
+        if (!lw.o.b.empty()) add_row_vector(out.f32(), M, d, lw.o.b.f32());
+      }
+    }
     float *attn_out = out.f32();
     if (c.sandwich_norms) {  // ln1_post: what is added to the residual is the normalized output
       norm_rows(lw.ln1_post, out.f32(), h.f32(), M, d, scale.f32(), HookKind::Ln1PostScale, HookKind::Ln1PostNormalized, L);
@@ -431,8 +525,17 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
       be.check(api.copy_2d(bx, out.data(), bytes, attn_out, bytes, bytes, 1), "copy");
     }
 
-    // MLP (parallel residual: reading resid_pre, with attn_out kept in `out`).
-    norm(lw.ln2, HookKind::Ln2Scale, HookKind::Ln2Normalized, L);
+    // MLP (parallel residual: reading resid_pre, with attn_out kept in `out`). hook_mlp_in is a
+    // copy of ln2's input, so an edit there reaches the MLP but not the residual stream.
+    const int mlp_in_i = active(HookKind::MlpIn, L);
+    if (mlp_in_i >= 0) {
+      DeviceBuffer mlp_in = buf(M * d);
+      be.check(api.copy_2d(bx, mlp_in.data(), mlp_in.bytes(), x.data(), mlp_in.bytes(), mlp_in.bytes(), 1), "copy");
+      fire(mlp_in_i, mlp_in.f32());
+      norm_rows(lw.ln2, mlp_in.f32(), h.f32(), M, d, scale.f32(), HookKind::Ln2Scale, HookKind::Ln2Normalized, L);
+    } else {
+      norm(lw.ln2, HookKind::Ln2Scale, HookKind::Ln2Normalized, L);
+    }
     const int64_t n_mlp = M * c.d_mlp;
     const nt_activation act = static_cast<nt_activation>(c.act);
     if (c.gated_mlp) {
@@ -468,11 +571,26 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
   }
 
   const int fs = active(HookKind::LnFinalScale, -1), fn = active(HookKind::LnFinalNormalized, -1);
-  if (n_run == c.n_layers && (req.logits || fs >= 0 || fn >= 0)) {
+  const int ui = active(HookKind::UnembedIn, -1), uo = active(HookKind::UnembedOut, -1);
+  if (n_run == c.n_layers && (req.logits || fs >= 0 || fn >= 0 || ui >= 0 || uo >= 0)) {
     norm(ln_final_, HookKind::LnFinalScale, HookKind::LnFinalNormalized, -1);
-    if (req.logits) {
-      const DeviceBuffer &head = lm_head_.empty() ? embed_ : lm_head_;
-      const nt_dtype head_dtype = lm_head_.empty() ? dtype_ : lm_head_dtype_;
+    fire(ui, h.f32());
+    const DeviceBuffer &head = lm_head_.empty() ? embed_ : lm_head_;
+    const nt_dtype head_dtype = lm_head_.empty() ? dtype_ : lm_head_dtype_;
+    if (uo >= 0) {  // every position's logits, hooked before the final soft-cap (TransformerLens)
+      DeviceBuffer all = buf(M * c.d_vocab);
+      be.check(api.gemm(bx, h.f32(), M, d, head.data(), head_dtype, c.d_vocab, nullptr, all.f32()), "gemm");
+      fire(uo, all.f32());
+      if (req.logits) {
+        if (c.final_softcap > 0.0f) be.check(api.softcap(bx, all.f32(), M * c.d_vocab, c.final_softcap), "softcap");
+        const size_t row = static_cast<size_t>(c.d_vocab) * sizeof(float);
+        if (req.logits_last_only)
+          for (int64_t b = 0; b < B; ++b)
+            be.check(api.copy_to_host(bx, req.logits + b * c.d_vocab, all.f32() + (b * T + T - 1) * c.d_vocab, row), "logits to host");
+        else
+          be.check(api.copy_to_host(bx, req.logits, all.data(), all.bytes()), "logits to host");
+      }
+    } else if (req.logits) {
       const int64_t rows = req.logits_last_only ? B : M;
       const float *in = h.f32();
       DeviceBuffer last;

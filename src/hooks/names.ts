@@ -3,11 +3,15 @@
 import { UnknownHookError } from '../errors.js';
 
 /** Hooks that exist once per model. */
-export const MODEL_HOOKS = ['hook_embed', 'hook_pos_embed', 'ln_final.hook_scale', 'ln_final.hook_normalized'] as const;
+export const MODEL_HOOKS = ['hook_embed', 'hook_pos_embed', 'ln_final.hook_scale', 'ln_final.hook_normalized', 'unembed.hook_in', 'unembed.hook_out'] as const;
 
 /** Hooks that exist once per block, as `blocks.{layer}.{suffix}`. */
 export const BLOCK_HOOKS = [
   'hook_resid_pre',
+  'hook_attn_in',
+  'hook_q_input',
+  'hook_k_input',
+  'hook_v_input',
   'ln1.hook_scale',
   'ln1.hook_normalized',
   'attn.hook_q',
@@ -22,10 +26,12 @@ export const BLOCK_HOOKS = [
   'attn.hook_attn_scores',
   'attn.hook_pattern',
   'attn.hook_z',
+  'attn.hook_result',
   'ln1_post.hook_scale',
   'ln1_post.hook_normalized',
   'hook_attn_out',
   'hook_resid_mid',
+  'hook_mlp_in',
   'ln2.hook_scale',
   'ln2.hook_normalized',
   'mlp.hook_pre',
@@ -56,7 +62,7 @@ type GatedOnly = 'mlp.hook_pre_linear';
 type QkNormOnly = `attn.${'q' | 'k'}_norm.${'hook_scale' | 'hook_normalized'}`;
 type SandwichOnly = `${'ln1_post' | 'ln2_post'}.${'hook_scale' | 'hook_normalized'}`;
 
-/** Block hook suffixes a family has: GPT-2 lacks rotary and gated-MLP hooks; QK-norm hooks are Gemma 3's and Qwen3's, ln1_post/ln2_post Gemma's; GPT-NeoX with a parallel residual has no hook_resid_mid (not expressed in the type). */
+/** Block hook suffixes a family has: GPT-2 lacks rotary and gated-MLP hooks; QK-norm hooks are Gemma 3's and Qwen3's, ln1_post/ln2_post Gemma's; GPT-NeoX with a parallel residual has no hook_resid_mid, and models with grouped-query attention no hook_attn_in (neither expressed in the type). */
 export type BlockHookSuffixFor<F extends Family> = F extends 'gpt2'
   ? Exclude<BlockHookSuffix, RotaryOnly | GatedOnly | QkNormOnly | SandwichOnly>
   : F extends 'gpt_neox'
