@@ -47,6 +47,21 @@ describe('neurotap CLI with --sae', () => {
     for (let row = 0; row < 24; row++) expect(a[row * 256 + i]).toBe(v);
   });
 
+  it("a glob over the SAE's hooks selects only those that exist: no hook_sae_error without --sae-error-term", () => {
+    const name = 'gpt2-standard-v6', hook = 'blocks.0.hook_resid_post';
+    const base = ['run', '--model', fixtureDir('gpt2'), '--tokens', JSON.stringify(rows(name)), '--sae', join(SAE, name)];
+    const out = join(tmp, 'glob.safetensors');
+    const r = cli([...base, '--capture', `${hook}.hook_sae_*`, '--out', out]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const names = [...readSafetensors(out).keys()].filter((k) => k.includes('hook_sae_')).sort();
+    expect(names).toEqual(['hook_sae_acts_post', 'hook_sae_acts_pre', 'hook_sae_input', 'hook_sae_output', 'hook_sae_recons'].map((s) => `${hook}.${s}`));
+    // Naming it explicitly keeps the clear error.
+    const e = cli([...base, '--capture', `${hook}.hook_sae_error`, '--out', join(tmp, 'glob-error.safetensors')]);
+    expect(e.code).toBe(1);
+    expect(e.stderr).toMatch(/^neurotap: error \[ERR_INVALID_INPUT\]: .*useErrorTerm/);
+  });
+
   it('run --sae --sae-hook (Gemma Scope npz) with --feature-zero and --feature-steer', () => {
     const name = 'llama-gemmascope', hook = 'blocks.1.hook_resid_post';
     const ids = JSON.stringify(rows(name));

@@ -11,7 +11,6 @@ import { assertCompatible, cleanTemp, manifestTotals, mergeManifests, writeManif
 import { describePacking, parseShard } from '../extract/packing.js';
 import { ShardWriter } from '../extract/shards.js';
 import type { SourceSpec } from '../extract/sources.js';
-import { resolveHooks } from '../hooks/names.js';
 import type { Model } from '../model/Model.js';
 import { one, required, UsageError, type ParsedArgs } from './args.js';
 import { Progress } from './progress.js';
@@ -59,7 +58,7 @@ export async function runExtract(model: Model, args: ParsedArgs): Promise<void> 
   if (seqLen === undefined) throw new UsageError('--seq-len is required');
   const hookPatterns = args.flags.get('hooks') ?? [];
   if (hookPatterns.length === 0) throw new UsageError('--hooks is required');
-  const hooks = resolveHooks(hookPatterns, model.hookNames);
+  const hooks = model.resolveHooks(hookPatterns);
   const outDtype = (one(args, 'out-dtype') ?? 'f32') as OutDtype;
   if (!isOutDtype(outDtype)) throw new UsageError(`--out-dtype must be f32, f16 or bf16, got '${outDtype}'`);
   const source = sourceFromArgs(args);

@@ -4,7 +4,7 @@
 // consumer's work. The CLI's `extract` writes these batches to shards (src/cli/extract.ts).
 // Tests: test/extract.test.ts.
 import { InvalidInputError } from '../errors.js';
-import { resolveHooks, type Family, type HookPattern } from '../hooks/names.js';
+import type { Family, HookPattern } from '../hooks/names.js';
 import type { ActivationCache, Model } from '../model/Model.js';
 import { packWindows, shardFilter, type Window } from './packing.js';
 import { BoundedQueue } from './queue.js';
@@ -91,7 +91,7 @@ export async function* extractBatches<F extends Family>(
   if (!Number.isInteger(seqLen) || seqLen < 1) throw new InvalidInputError('ERR_INVALID_INPUT', `seqLen must be a positive integer, got ${seqLen}`);
   if (model.config.positionalEmbedding === 'standard' && seqLen > model.config.nCtx)
     throw new InvalidInputError('ERR_INVALID_INPUT', `seqLen ${seqLen} exceeds the model's ${model.config.nCtx} learned positions`);
-  const hooks = resolveHooks(opts.hooks, model.hookNames);
+  const hooks = model.resolveHooks(opts.hooks);
   const counted = opts.featureCounts ? [...((opts.featureCounts === true ? undefined : opts.featureCounts.hooks) ?? model.saes.keys())] : [];
   if (opts.featureCounts && counted.length === 0) throw new InvalidInputError('ERR_INVALID_INPUT', 'featureCounts needs an attached SAE');
   if (hooks.length === 0 && counted.length === 0) throw new InvalidInputError('ERR_INVALID_INPUT', 'extract needs at least one hook');

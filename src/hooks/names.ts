@@ -131,14 +131,15 @@ export function suggestHooks(name: string, names: readonly string[], n = 3): str
 /**
  * Resolves names and globs to hook names in model order. A plain name that does not exist,
  * or a glob that matches nothing, throws UnknownHookError (code ERR_UNKNOWN_HOOK) with close
- * matches in its message.
+ * matches in its message. Globs match only `globNames` (the hooks that exist in the current
+ * configuration, e.g. no `hook_sae_error` of an SAE without its error term); defaults to `names`.
  */
-export function resolveHooks(patterns: readonly string[], names: readonly string[]): string[] {
+export function resolveHooks(patterns: readonly string[], names: readonly string[], globNames: readonly string[] = names): string[] {
   const chosen = new Set<string>();
   for (const p of patterns) {
     if (/[*?]/.test(p)) {
       const re = globToRegExp(p);
-      const hits = names.filter((h) => re.test(h));
+      const hits = globNames.filter((h) => re.test(h));
       if (hits.length === 0) throw new UnknownHookError('ERR_UNKNOWN_HOOK', `hook pattern '${p}' matches no hook of this model`);
       hits.forEach((h) => chosen.add(h));
     } else if (names.includes(p)) {

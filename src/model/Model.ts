@@ -370,12 +370,24 @@ export class Model<F extends Family = Family> {
     }
   }
 
+  /**
+   * Resolves hook names and globs (`*`, `**`, `?`) to this model's hook names, in forward order.
+   * Globs select only hooks that exist in the current configuration: not the `hook_sae_error` of
+   * an SAE attached without its error term (naming it explicitly is a coded error at run time).
+   * Throws UnknownHookError (ERR_UNKNOWN_HOOK) for an unknown name or a glob matching nothing.
+   */
+  resolveHooks(patterns: readonly HookPattern[]): HookNameFor<F>[] {
+    const absent = new Set([...this.attached.values()].filter((a) => !a.useErrorTerm).map((a) => a.hooks.hook_sae_error));
+    const globNames = absent.size === 0 ? this.hookNames : this.hookNames.filter((h) => !absent.has(h));
+    return resolveHooks(patterns, this.hookNames, globNames) as HookNameFor<F>[];
+  }
+
   /** @internal One native forward with hooks and captures. */
   async forward(req: ForwardRequest): Promise<{ logits: Tensor | null; cache: ActivationCache; features: Map<string, SparseFeatures>; featureCounts: Map<string, Uint32Array> }> {
     const handle = this.live();
     const { batch, pos } = req;
     const keyPos = (req.cache?.length ?? 0) + pos;
-    const names = resolveHooks([...req.capture, ...Object.keys(req.outputs ?? {})], this.hookNames);
+    const names = this.resolveHooks([...req.capture, ...Object.keys(req.outputs ?? {})]);
     const buffers = names.map((name) => {
       const size = this.hookShape(name, batch, pos, keyPos).reduce((a, b) => a * b, 1);
       return req.outputs?.[name] ?? new Float32Array(size);
