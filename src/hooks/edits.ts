@@ -13,7 +13,7 @@ export interface EditSelection {
   positions?: PositionSelector;
   /** Batch rows. Defaults to all rows. */
   rows?: readonly number[];
-  /** Heads, for per-head hooks (`attn.hook_q/k/v/z/rot_q/rot_k/attn_scores/pattern`). Defaults to all heads. */
+  /** Heads, for per-head hooks (`attn.hook_q/k/v/z/rot_q/rot_k/result/attn_scores/pattern`, `hook_q/k/v_input`, `hook_attn_in`, QK-norm). Defaults to all heads. */
   heads?: readonly number[];
 }
 

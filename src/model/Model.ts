@@ -458,7 +458,7 @@ export class Model<F extends Family = Family> {
       const shape = this.hookShape(name, batch, pos, keyPos);
       const kind = name.slice(name.lastIndexOf('.') + 1);
       const headMajor = kind === 'hook_pattern' || kind === 'hook_attn_scores';
-      const perHead = headMajor || ['hook_q', 'hook_k', 'hook_v', 'hook_z', 'hook_rot_q', 'hook_rot_k'].includes(kind);
+      const perHead = headMajor || shape.length === 4;  // [batch, pos, head, width] (q/k/v/z, result, split inputs, QK-norm)
       const features = kind === 'hook_sae_acts_pre' || kind === 'hook_sae_acts_post';
       const flat = kind === 'hook_sae_error' || kind === 'hook_sae_output';  // [.., d_in], heads flattened
       const geometry: HookGeometry = {
