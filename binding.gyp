@@ -13,6 +13,7 @@
         "native/engine/edits.cc",
         "native/engine/hooks.cc",
         "native/engine/model.cc",
+        "native/engine/model-sae.cc",
         "native/engine/sae.cc",
         "native/engine/weights.cc",
         "native/io/json.cc",
