@@ -95,8 +95,11 @@ print(json.dumps({k: [list(v.shape), str(v.dtype), float(v.astype('float64').sum
     const r = cli(['hooks', '--model', fixtureDir('llama-gqa')]);
     expect(r.code).toBe(0);
     const lines = r.stdout.trim().split('\n');
-    expect(lines.length).toBe(3 + 2 * 20);  // hook_embed and ln_final x2 (no pos_embed), all 20 block hooks x 2 layers
+    // hook_embed, ln_final x2 and unembed x2 (no pos_embed); 25 block hooks x 2 layers (no hook_attn_in with GQA)
+    expect(lines.length).toBe(5 + 2 * 25);
     expect(r.stdout).toMatch(/^blocks\.0\.attn\.hook_k\s+\[batch, pos, 2, 16\]$/m);
+    expect(r.stdout).toMatch(/^blocks\.0\.hook_k_input\s+\[batch, pos, 2, 64\]$/m);
+    expect(r.stdout).toMatch(/^unembed\.hook_out\s+\[batch, pos, \d+\]$/m);
     expect(r.stdout).toMatch(/^blocks\.1\.attn\.hook_pattern\s+\[batch, 4, pos, key_pos\]$/m);
   });
 
