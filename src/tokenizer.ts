@@ -1,11 +1,12 @@
 // Tokenizer over a model's tokenizer.json, via @huggingface/tokenizers (a pure-JS port of HF
 // tokenizers). Parity with the Python library: test/tokenizer.test.ts.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 
 import { ModelLoadError } from './errors.js';
+import { readRegularFile } from './io/files.js';
 
 /** Options for {@link Tokenizer.encode}. */
 export interface EncodeOptions {
@@ -25,9 +26,11 @@ export class Tokenizer {
     const path = join(dir, 'tokenizer.json');
     if (!existsSync(path)) return null;
     const configPath = join(dir, 'tokenizer_config.json');
+    const text = readRegularFile(path, 'tokenizer').toString('utf8');
+    const configText = existsSync(configPath) ? readRegularFile(configPath, 'tokenizer config').toString('utf8') : '{}';
     try {
-      const json = JSON.parse(readFileSync(path, 'utf8')) as object;
-      const config = existsSync(configPath) ? (JSON.parse(readFileSync(configPath, 'utf8')) as { clean_up_tokenization_spaces?: unknown }) : {};
+      const json = JSON.parse(text) as object;
+      const config = JSON.parse(configText) as { clean_up_tokenization_spaces?: unknown };
       // The Python tokenizers library never cleans up spaces; transformers does only when
       // tokenizer_config.json asks. Follow the config, defaulting to the library.
       return new Tokenizer(new HfTokenizer(json, config), config.clean_up_tokenization_spaces === true);

@@ -1,24 +1,23 @@
 // Model loading: config.json, then each HF tensor read as float32, rearranged into the engine's
 // Linear layout, converted to the device dtype and uploaded to the backend one at a time (so
 // host memory peaks at one tensor). Reference: HF modeling_gpt2.py / modeling_llama.py.
-#include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "engine/error.h"
 #include "engine/model.h"
+#include "io/file.h"
 #include "io/safetensors.h"
 
 namespace nt {
 
 namespace {
 
-std::string read_text_file(const std::string &path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(code::kFileNotFound, "cannot read " + path + " (is this a Hugging Face model directory?)");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+// config.json is a few KB; anything past this is not a config.
+constexpr uint64_t kMaxConfigBytes = 16ull << 20;
+
+std::string read_config_text(const std::string &path) {
+  if (!path_exists(path)) fail(code::kFileNotFound, "cannot read " + path + " (is this a Hugging Face model directory?)");
+  return read_regular_file(path, kMaxConfigBytes, code::kConfigInvalid);
 }
 
 // GPT-2 Conv1D stores weights as [in, out]; the engine's Linear layout is [out, in].
@@ -91,7 +90,7 @@ class Uploader {
 
 std::unique_ptr<Model> Model::load(const std::string &dir, const LoadOptions &options) {
   const std::string config_path = dir + "/config.json";
-  ModelConfig config = parse_model_config(read_text_file(config_path), config_path);
+  ModelConfig config = parse_model_config(read_config_text(config_path), config_path);
   std::unique_ptr<Model> model(new Model(std::move(config)));
   int threads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
   model->threads_ = std::max(1, std::min(threads, 256));

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "io/file.h"
 #include "io/json.h"
 
 #ifndef _WIN32
@@ -22,7 +23,8 @@ namespace nt {
 
 namespace {
 
-// Headers are small (a few MB for the largest hub checkpoints); anything bigger is hostile.
+// Headers and shard indexes are small (a few MB for the largest hub checkpoints); anything
+// bigger is hostile.
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
 
 bool parse_dtype(const std::string &s, DType *out) {
@@ -33,11 +35,6 @@ bool parse_dtype(const std::string &s, DType *out) {
   for (const auto &e : table)
     if (s == e.first) { *out = e.second; return true; }
   return false;
-}
-
-bool file_exists(const std::string &path) {
-  std::ifstream f(path, std::ios::binary);
-  return f.good();
 }
 
 }  // namespace
@@ -148,16 +145,8 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string &path) 
   const uint8_t *base = nullptr;
   size_t size = 0;
 #ifndef _WIN32
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) fail(code::kFileNotFound, "no such file: " + path);
-    fail(code::kFileRead, "cannot open " + path + ": " + std::strerror(errno));
-  }
   struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(code::kFileRead, "not a regular file: " + path);
-  }
+  const int fd = open_regular_file(path, &st);
   size = static_cast<size_t>(st.st_size);
   if (size > 0) {
     void *m = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -267,9 +256,8 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string &dir) {
   ck->dir_ = dir;
   const std::string index_path = dir + "/model.safetensors.index.json";
   const std::string single_path = dir + "/model.safetensors";
-  if (file_exists(index_path)) {
-    std::ifstream in(index_path, std::ios::binary);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (path_exists(index_path)) {
+    const std::string text = read_regular_file(index_path, kMaxHeaderBytes, code::kSafetensorsInvalid);
     Json root = json_parse(text.data(), text.size(), code::kSafetensorsInvalid, index_path);
     const Json *map = root.get("weight_map");
     if (!map || !map->is_object()) fail(code::kSafetensorsInvalid, index_path + ": no 'weight_map' object");
@@ -287,7 +275,7 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string &dir) {
       if (!t) fail(code::kTensorMissing, index_path + " maps '" + kv.first + "' to " + shard + ", which does not contain it");
       ck->by_name_[kv.first] = t;
     }
-  } else if (file_exists(single_path)) {
+  } else if (path_exists(single_path)) {
     ck->files_.push_back(SafetensorsFile::open(single_path));
     for (const auto &t : ck->files_.back()->tensors()) ck->by_name_[t.name] = &t;
   } else {

@@ -1,10 +1,10 @@
 // NumPy .npz reader (a zip of .npy arrays, stored or deflated, zip64 aware) for Gemma Scope
 // SAE weights. Untrusted input: every offset, size and header is checked before use.
 // Tests: test/sae-files.test.ts (files written by numpy).
-import { readFileSync } from 'node:fs';
 import { inflateRawSync } from 'node:zlib';
 
 import { ModelLoadError } from '../errors.js';
+import { readRegularFile } from './files.js';
 import { f16ToF32 } from './safetensors.js';
 
 /** One array of an .npz file; floating dtypes (f2, f4, f8) arrive as Float32Array. */
@@ -18,7 +18,7 @@ const NPY_MAGIC = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]);  // \x93NUM
 
 /** Reads every array of an .npz file, keyed by name without `.npy`. */
 export function readNpz(path: string): Map<string, NpyArray> {
-  const buf = readFileSync(path);
+  const buf = readRegularFile(path, 'npz file');
   const bad = (why: string) => new ModelLoadError('ERR_SAE_INVALID', `npz file ${path}: ${why}`);
   // End of central directory: 22 bytes + comment (<= 65535), searched from the end.
   let eocd = -1;

@@ -1,8 +1,9 @@
 // Minimal safetensors reader/writer in TypeScript for the CLI's --out files and for tests.
 // Python's `safetensors` reads what writeSafetensors writes (test/cli.test.ts checks this).
-import { closeSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, openSync, renameSync, writeSync } from 'node:fs';
 
 import { ModelLoadError } from '../errors.js';
+import { readRegularFile } from './files.js';
 
 /** A tensor read from a safetensors file; float dtypes arrive as Float32Array. */
 export interface SafetensorsEntry {
@@ -25,7 +26,7 @@ export function f16ToF32(h: number): number {
 
 /** Reads every tensor of a safetensors file into typed arrays (F32/F16/BF16/F64 as Float32Array). */
 export function readSafetensors(path: string): Map<string, SafetensorsEntry> {
-  const buf = readFileSync(path);
+  const buf = readRegularFile(path, 'safetensors file');
   const bad = (why: string) => new ModelLoadError('ERR_SAFETENSORS_INVALID', `safetensors file ${path}: ${why}`);
   if (buf.length < 8) throw bad('too short');
   const n = Number(buf.readBigUInt64LE(0));

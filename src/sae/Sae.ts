@@ -1,11 +1,12 @@
 // Sparse autoencoders on disk: SAELens directories (cfg.json + sae_weights.safetensors, the v6
 // layout and the older flat one) and Gemma Scope params.npz, validated and held as float32.
 // Semantics: docs/SAE-MATH.md. Tests: test/sae.test.ts, test/sae-files.test.ts.
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 import type { NativeSae } from '../bindings/native.js';
 import { InvalidInputError, ModelLoadError, UnsupportedModelError } from '../errors.js';
+import { readRegularFile } from '../io/files.js';
 import { readNpz } from '../io/npz.js';
 import { readSafetensors } from '../io/safetensors.js';
 
@@ -189,9 +190,10 @@ export async function loadSae(path: string, options: LoadSaeOptions = {}): Promi
   }
   const cfgPath = join(path, 'cfg.json');
   if (!existsSync(cfgPath)) throw invalid(path, 'cfg.json is missing');
+  const cfgText = readRegularFile(cfgPath, 'SAE config').toString('utf8');
   let raw: unknown;
   try {
-    raw = JSON.parse(readFileSync(cfgPath, 'utf8'));
+    raw = JSON.parse(cfgText);
   } catch (err) {
     throw invalid(path, `cfg.json is not valid JSON: ${(err as Error).message}`);
   }

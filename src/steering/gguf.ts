@@ -1,9 +1,10 @@
 // GGUF reader (v2 and v3) and writer (v3), little-endian, F32/F16 tensors: the llama.cpp container
 // that control vectors use. Spec: ggml's docs/gguf.md; test/steering-files.test.ts checks it against gguf-py.
-import { closeSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { endianness } from 'node:os';
 
 import { InvalidInputError, ModelLoadError, NeurotapError } from '../errors.js';
+import { readRegularFile } from '../io/files.js';
 import { f16ToF32 } from '../io/safetensors.js';
 
 /** GGUF metadata value types (ggml's `gguf_type`). */
@@ -226,17 +227,7 @@ function decodeTensor(buf: Buffer, start: number, info: TensorInfo): Float32Arra
  */
 export function readGguf(file: string | Buffer): GgufFile {
   const source = typeof file === 'string' ? file : '<buffer>';
-  let buf: Buffer;
-  if (typeof file === 'string') {
-    try {
-      buf = readFileSync(file);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'ERR_FILE_NOT_FOUND' : 'ERR_FILE_READ';
-      throw new ModelLoadError(code, `cannot read GGUF file ${file}: ${(err as Error).message}`, { cause: err });
-    }
-  } else {
-    buf = file;
-  }
+  const buf = typeof file === 'string' ? readRegularFile(file, 'GGUF file') : file;
   const c = new Cursor(buf, source);
   try {
     return parse(c);

@@ -1,8 +1,7 @@
 // Steering vectors and their files: safetensors (one 1-D tensor per TL hook) and llama.cpp control
 // vectors (GGUF, `direction.N` per layer). Tests: test/steering-files.test.ts, against gguf-py.
-import { readFileSync } from 'node:fs';
-
 import { InvalidInputError, ModelLoadError, NeurotapError } from '../errors.js';
+import { readRegularFile } from '../io/files.js';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import { GgufType, readGguf, writeGguf, type GgufMetadataEntry, type GgufValue } from './gguf.js';
 
@@ -20,15 +19,6 @@ const badFile = (path: string, why: string, cause?: unknown) =>
   new ModelLoadError('ERR_STEERING_FILE_INVALID', `steering file ${path}: ${why}`, cause === undefined ? undefined : { cause });
 const badArg = (why: string) => new InvalidInputError('ERR_INVALID_INPUT', why);
 
-function readBytes(path: string): Buffer {
-  try {
-    return readFileSync(path);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'ERR_FILE_NOT_FOUND' : 'ERR_FILE_READ';
-    throw new ModelLoadError(code, `cannot read steering file ${path}: ${(err as Error).message}`, { cause: err });
-  }
-}
-
 function firstNonFinite(v: Float32Array): number {
   for (let i = 0; i < v.length; i++) if (!Number.isFinite(v[i]!)) return i;
   return -1;
@@ -40,7 +30,7 @@ function firstNonFinite(v: Float32Array): number {
  * with our safetensors reader. Every failure is ERR_STEERING_FILE_INVALID.
  */
 function readSteeringTensors(path: string): { tensors: Map<string, Float32Array>; metadata: Record<string, string> } {
-  const buf = readBytes(path);
+  const buf = readRegularFile(path, 'steering file');
   if (buf.length < 8) throw badFile(path, `too short for a safetensors header (${buf.length} bytes)`);
   const n = buf.readBigUInt64LE(0);
   if (n > BigInt(buf.length - 8)) throw badFile(path, `header length ${n} runs past the end of the file (${buf.length} bytes)`);
