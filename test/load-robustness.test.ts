@@ -60,6 +60,85 @@ function outcomeOf(run: { outcomes: Map<string, Outcome>; stderr: string }, name
   return o!;
 }
 
+describe('config values past any real model, or disagreeing with the checkpoint', () => {
+  type Edit = [fixture: string, key: string, value: unknown, code: string, message: RegExp];
+  const big = 2 ** 30;
+  const cases: Edit[] = [
+    ['gpt2', 'n_layer', 1e8, 'ERR_UNSUPPORTED_CONFIG', /'n_layer' is 100000000, more than the 1024/],
+    ['gpt2', 'n_layer', 1000, 'ERR_TENSOR_MISSING', /'n_layer' is 1000 but the checkpoint .* has 2 layers/],
+    ['gpt2', 'n_layer', 1, 'ERR_TENSOR_SHAPE', /'n_layer' is 1 but the checkpoint .* has 2 layers/],
+    ['gpt2', 'n_layer', -1, 'ERR_CONFIG_INVALID', /'n_layer' must be a positive integer/],
+    ['gpt2', 'n_layer', 0, 'ERR_CONFIG_INVALID', /'n_layer' must be a positive integer/],
+    ['gpt2', 'n_layer', 2.5, 'ERR_CONFIG_INVALID', /'n_layer' must be a positive integer/],
+    ['gpt2', 'n_layer', '2', 'ERR_CONFIG_INVALID', /'n_layer' must be a positive integer/],
+    ['gpt2', 'n_layer', 1e20, 'ERR_CONFIG_INVALID', /'n_layer' must be a positive integer/],
+    ['gpt2', 'n_embd', big, 'ERR_UNSUPPORTED_CONFIG', /'n_embd'/],
+    ['gpt2', 'n_head', 2 ** 20, 'ERR_UNSUPPORTED_CONFIG', /'n_head'/],
+    ['gpt2', 'n_inner', big, 'ERR_UNSUPPORTED_CONFIG', /'n_inner'/],
+    ['gpt2', 'n_inner', 2 ** 20, 'ERR_TENSOR_SHAPE', /c_fc/],
+    ['gpt2', 'vocab_size', big, 'ERR_UNSUPPORTED_CONFIG', /'vocab_size'/],
+    ['gpt2', 'vocab_size', 2 ** 24, 'ERR_TENSOR_SHAPE', /wte\.weight/],
+    ['gpt2', 'n_positions', big, 'ERR_UNSUPPORTED_CONFIG', /'n_positions'/],
+    ['gpt2', 'n_positions', 1e6, 'ERR_TENSOR_SHAPE', /wpe\.weight/],
+    ['llama-gqa', 'num_hidden_layers', 1e8, 'ERR_UNSUPPORTED_CONFIG', /'num_hidden_layers'/],
+    ['llama-gqa', 'num_hidden_layers', 3, 'ERR_TENSOR_MISSING', /has 2 layers/],
+    ['llama-gqa', 'head_dim', big, 'ERR_UNSUPPORTED_CONFIG', /'head_dim' is 1073741824, more than the 4096/],
+    ['llama-gqa', 'head_dim', 4096, 'ERR_TENSOR_SHAPE', /self_attn/],
+    ['llama-gqa', 'head_dim', 0, 'ERR_CONFIG_INVALID', /'head_dim'/],
+    ['llama-gqa', 'hidden_size', big, 'ERR_UNSUPPORTED_CONFIG', /'hidden_size'/],
+    ['llama-gqa', 'hidden_size', 8192, 'ERR_TENSOR_SHAPE', /embed_tokens/],
+    ['llama-gqa', 'hidden_size', -64, 'ERR_CONFIG_INVALID', /'hidden_size'/],
+    ['llama-gqa', 'intermediate_size', big, 'ERR_UNSUPPORTED_CONFIG', /'intermediate_size'/],
+    ['llama-gqa', 'intermediate_size', 2 ** 20, 'ERR_TENSOR_SHAPE', /mlp/],
+    ['llama-gqa', 'intermediate_size', 96.5, 'ERR_CONFIG_INVALID', /'intermediate_size'/],
+    ['llama-gqa', 'vocab_size', big, 'ERR_UNSUPPORTED_CONFIG', /'vocab_size'/],
+    ['llama-gqa', 'vocab_size', 2 ** 24, 'ERR_TENSOR_SHAPE', /embed_tokens/],
+    ['llama-gqa', 'vocab_size', 0, 'ERR_CONFIG_INVALID', /'vocab_size'/],
+    ['llama-gqa', 'num_attention_heads', 2 ** 20, 'ERR_UNSUPPORTED_CONFIG', /'num_attention_heads'/],
+    ['llama-gqa', 'num_key_value_heads', 2 ** 20, 'ERR_UNSUPPORTED_CONFIG', /'num_key_value_heads'/],
+    ['llama-gqa', 'max_position_embeddings', big, 'ERR_UNSUPPORTED_CONFIG', /'max_position_embeddings'/],
+    ['pythia-serial', 'num_hidden_layers', 1e8, 'ERR_UNSUPPORTED_CONFIG', /'num_hidden_layers'/],
+    ['pythia-serial', 'intermediate_size', 2 ** 20, 'ERR_TENSOR_SHAPE', /dense_h_to_4h/],
+  ];
+  const timeoutMs = 60_000;
+  const named = cases.map(([fixture, key, value, code, message]) => ({ name: `${fixture} ${key}: ${JSON.stringify(value)}`, fixture, key, value, code, message }));
+  let run: Promise<{ outcomes: Map<string, Outcome>; stderr: string }> | undefined;
+  const results = () => {
+    run ??= runChild(
+      [
+        { name: 'warm-up', op: 'runModel' as Op, path: fixtureDir('gpt2') },
+        ...named.map((c) => {
+          const src = fixtureDir(c.fixture);
+          const dir = copyOf(src, ['model.safetensors']);
+          const config = JSON.parse(readFileSync(join(src, 'config.json'), 'utf8')) as Record<string, unknown>;
+          config[c.key] = c.value;
+          writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+          return { name: c.name, op: 'loadModel' as Op, path: dir };
+        }),
+        { name: 'afterwards', op: 'runModel' as Op, path: fixtureDir('llama-gqa') },
+      ],
+      timeoutMs,
+    );
+    return run;
+  };
+
+  for (const c of named) {
+    it(`${c.name} -> ${c.code}, in under a second, without a large allocation`, { timeout: 120_000 }, async () => {
+      const o = outcomeOf(await results(), c.name, timeoutMs);
+      expect(o.code, o.message).toBe(c.code);
+      expect(o.message).toMatch(c.message);
+      expect(o.ms).toBeLessThan(1000);
+      expect(o.rssGrowthMiB, `peak RSS grew by ${o.rssGrowthMiB.toFixed(1)} MiB`).toBeLessThan(64);
+    });
+  }
+
+  it('a model still loads and runs afterwards', { timeout: 120_000 }, async () => {
+    const r = await results();
+    expect(outcomeOf(r, 'warm-up', timeoutMs).code).toBe('ok');
+    expect(outcomeOf(r, 'afterwards', timeoutMs)).toMatchObject({ code: 'ok', message: '' });
+  });
+});
+
 type Kind = 'fifo' | 'directory' | 'socket' | 'device';
 
 /** Replaces `dir/name` with a FIFO, a directory, a listening Unix socket or a link to a device; returns `dir`. */

@@ -46,15 +46,23 @@ class Reader {
     return (v && !v->is_null()) ? v : nullptr;
   }
 
-  int positive_int(const std::string &key, const Json *obj = nullptr, int fallback = -1) const {
-    const Json *v = find(obj ? *obj : root_, key);
+  // A positive integer of at most `max` (a limits:: value); `fallback` when absent, if >= 0.
+  int positive_int(const std::string &key, int max, int fallback = -1) const {
+    const Json *v = find(root_, key);
     if (!v) {
-      if (fallback >= 0) return fallback;
-      bad(key, "is required");
+      if (fallback < 0) bad(key, "is required");
+      at_most(key, fallback, max);
+      return fallback;
     }
-    if (!v->is_number() || !v->is_integer || v->integer <= 0 || v->integer > (1 << 30))
-      bad(key, "must be a positive integer");
+    if (!v->is_number() || !v->is_integer || v->integer <= 0) bad(key, "must be a positive integer");
+    at_most(key, v->integer, max);
     return static_cast<int>(v->integer);
+  }
+
+  void at_most(const std::string &key, int64_t value, int64_t max) const {
+    if (value > max)
+      fail(code::kUnsupportedConfig, path_ + ": '" + key + "' is " + std::to_string(value) + ", more than the " + std::to_string(max) +
+                                         " neurotap supports");
   }
 
   double number(const std::string &key, double fallback, const Json *obj = nullptr) const {
@@ -141,6 +149,17 @@ RopeConfig parse_rope(const Reader &r, const Json *params, double *partial = nul
   return rope;
 }
 
+// The sizes that follow from the dims (read within their own limits): d_head (derived for
+// GPT-2 and GPT-NeoX), all heads together, and each weight matrix they imply.
+void check_sizes(const Reader &r, const ModelConfig &c) {
+  r.at_most("head_dim", c.d_head, limits::kDHead);
+  r.at_most("heads x head_dim", static_cast<int64_t>(c.n_heads) * c.d_head, limits::kDModel);
+  const int64_t d = c.d_model, dq = static_cast<int64_t>(c.n_heads) * c.d_head;
+  r.at_most("vocab_size x hidden size", c.d_vocab * d, limits::kMatrix);
+  r.at_most("intermediate size x hidden size", c.d_mlp * d, limits::kMatrix);
+  r.at_most("heads x head_dim x hidden size", dq * d, limits::kMatrix);
+}
+
 }  // namespace
 
 std::vector<float> rope_inv_freq(const RopeConfig &rope, int rotary_dim) {
@@ -195,15 +214,16 @@ ModelConfig parse_model_config(const std::string &text, const std::string &path)
   if (c.architecture.empty()) c.architecture = model_type;
 
   if (c.family == Family::GPT2) {
-    c.n_layers = r.positive_int("n_layer");
-    c.d_model = r.positive_int("n_embd");
-    c.n_heads = r.positive_int("n_head");
+    c.n_layers = r.positive_int("n_layer", limits::kLayers);
+    c.d_model = r.positive_int("n_embd", limits::kDModel);
+    c.n_heads = r.positive_int("n_head", limits::kHeads);
     c.n_kv_heads = c.n_heads;
     if (c.d_model % c.n_heads != 0) r.bad("n_embd", "must be divisible by n_head");
     c.d_head = c.d_model / c.n_heads;
-    c.d_mlp = r.positive_int("n_inner", nullptr, 4 * c.d_model);
-    c.d_vocab = r.positive_int("vocab_size");
-    c.n_ctx = r.positive_int("n_positions");
+    c.d_mlp = r.positive_int("n_inner", limits::kDMlp, 4 * c.d_model);
+    c.d_vocab = r.positive_int("vocab_size", limits::kVocab);
+    c.n_ctx = r.positive_int("n_positions", limits::kPositions);
+    check_sizes(r, c);
     c.norm_eps = static_cast<float>(r.number("layer_norm_epsilon", 1e-5));
     c.norm = NormKind::LayerNorm;
     c.act = parse_activation(r, "activation_function", "gelu_new");
@@ -218,15 +238,16 @@ ModelConfig parse_model_config(const std::string &text, const std::string &path)
   }
 
   if (c.family == Family::GPTNeoX) {
-    c.n_layers = r.positive_int("num_hidden_layers");
-    c.d_model = r.positive_int("hidden_size");
-    c.n_heads = r.positive_int("num_attention_heads");
+    c.n_layers = r.positive_int("num_hidden_layers", limits::kLayers);
+    c.d_model = r.positive_int("hidden_size", limits::kDModel);
+    c.n_heads = r.positive_int("num_attention_heads", limits::kHeads);
     c.n_kv_heads = c.n_heads;
     if (c.d_model % c.n_heads != 0) r.bad("hidden_size", "must be divisible by num_attention_heads");
     c.d_head = c.d_model / c.n_heads;
-    c.d_mlp = r.positive_int("intermediate_size");
-    c.d_vocab = r.positive_int("vocab_size");
-    c.n_ctx = r.positive_int("max_position_embeddings", nullptr, 2048);
+    c.d_mlp = r.positive_int("intermediate_size", limits::kDMlp);
+    c.d_vocab = r.positive_int("vocab_size", limits::kVocab);
+    c.n_ctx = r.positive_int("max_position_embeddings", limits::kPositions, 2048);
+    check_sizes(r, c);
     c.norm_eps = static_cast<float>(r.number("layer_norm_eps", 1e-5));
     c.norm = NormKind::LayerNorm;
     c.act = parse_activation(r, "hidden_act", "gelu");
@@ -251,17 +272,18 @@ ModelConfig parse_model_config(const std::string &text, const std::string &path)
 
   // Llama-style decoder: Llama, Mistral, Qwen2, Qwen3, Gemma 2, Gemma 3.
   const bool gemma = c.family == Family::Gemma2 || c.family == Family::Gemma3;
-  c.n_layers = r.positive_int("num_hidden_layers");
-  c.d_model = r.positive_int("hidden_size");
-  c.n_heads = r.positive_int("num_attention_heads");
-  c.n_kv_heads = r.positive_int("num_key_value_heads", nullptr, c.n_heads);
+  c.n_layers = r.positive_int("num_hidden_layers", limits::kLayers);
+  c.d_model = r.positive_int("hidden_size", limits::kDModel);
+  c.n_heads = r.positive_int("num_attention_heads", limits::kHeads);
+  c.n_kv_heads = r.positive_int("num_key_value_heads", limits::kHeads, c.n_heads);
   if (c.n_heads % c.n_kv_heads != 0) r.bad("num_key_value_heads", "must divide num_attention_heads");
   if (!r.find(root, "head_dim") && c.d_model % c.n_heads != 0) r.bad("hidden_size", "must be divisible by num_attention_heads");
-  c.d_head = r.positive_int("head_dim", nullptr, c.d_model / c.n_heads);
+  c.d_head = r.positive_int("head_dim", limits::kDHead, c.d_model / c.n_heads);
   if (c.d_head % 2 != 0) r.bad("head_dim", "must be even for rotary embeddings");
-  c.d_mlp = r.positive_int("intermediate_size");
-  c.d_vocab = r.positive_int("vocab_size");
-  c.n_ctx = r.positive_int("max_position_embeddings", nullptr, 2048);
+  c.d_mlp = r.positive_int("intermediate_size", limits::kDMlp);
+  c.d_vocab = r.positive_int("vocab_size", limits::kVocab);
+  c.n_ctx = r.positive_int("max_position_embeddings", limits::kPositions, 2048);
+  check_sizes(r, c);
   c.norm_eps = static_cast<float>(r.number("rms_norm_eps", 1e-6));
   c.norm = NormKind::RMSNorm;
   // Gemma configs name it hidden_activation (older ones also carry hidden_act, which HF ignores).
@@ -325,7 +347,7 @@ ModelConfig parse_model_config(const std::string &text, const std::string &path)
   int window = 0;
   if (const Json *w = r.find(root, "sliding_window")) {
     if (!w->is_number() || !w->is_integer || w->integer <= 0) r.bad("sliding_window", "must be a positive integer or null");
-    window = static_cast<int>(std::min<int64_t>(w->integer, 1 << 30));
+    window = static_cast<int>(std::min<int64_t>(w->integer, limits::kWindow));
   }
   const Json *layer_types = r.find(root, "layer_types");
   if (layer_types) {
@@ -348,12 +370,12 @@ ModelConfig parse_model_config(const std::string &text, const std::string &path)
     for (int i = 0; i < c.n_layers; i += 2) c.sliding_window[i] = window;
   } else if (c.family == Family::Gemma3) {
     // Older Gemma 3 configs: every sliding_window_pattern-th layer is global.
-    const int pattern = r.positive_int("sliding_window_pattern", nullptr, 6);
+    const int pattern = r.positive_int("sliding_window_pattern", limits::kLayers, 6);
     for (int i = 0; i < c.n_layers; ++i)
       if ((i + 1) % pattern != 0) c.sliding_window[i] = window;
   } else if (c.family == Family::Qwen2 || c.family == Family::Qwen3) {
     if (r.boolean("use_sliding_window", false)) {
-      int max_window_layers = r.positive_int("max_window_layers", nullptr, c.n_layers);
+      int max_window_layers = r.positive_int("max_window_layers", limits::kLayers, c.n_layers);
       for (int i = max_window_layers; i < c.n_layers; ++i) c.sliding_window[i] = window;
     }
   }

@@ -63,8 +63,24 @@ struct ModelConfig {
   float final_softcap = 0.0f;             // Gemma 2: logits = cap * tanh(logits / cap); 0 = none
 };
 
+// Largest values config.json may hold, far above every released checkpoint (largest known in
+// brackets), so that a malformed config is refused before anything is sized from it. Past a
+// limit: ERR_UNSUPPORTED_CONFIG. The checkpoint's tensor shapes are then checked against the
+// config (verify_checkpoint) before any weight or hook table is allocated.
+namespace limits {
+inline constexpr int kLayers = 1024;          // [126]
+inline constexpr int kHeads = 1024;           // attention and key/value heads [232]
+inline constexpr int kDModel = 1 << 17;       // hidden size, and heads x d_head [16384]
+inline constexpr int kDHead = 4096;           // [256]
+inline constexpr int kDMlp = 1 << 20;         // [73728]
+inline constexpr int kVocab = 1 << 24;        // [262144]
+inline constexpr int kPositions = 1 << 26;    // max positions [10485760]
+inline constexpr int kWindow = 1 << 30;       // sliding window (larger: clamped, same as none)
+inline constexpr int64_t kMatrix = 1ll << 36;  // elements of one weight matrix [2^31]
+}  // namespace limits
+
 // Parses config.json text. Throws ERR_CONFIG_INVALID, ERR_UNSUPPORTED_ARCHITECTURE,
-// ERR_UNSUPPORTED_CONFIG with the offending key.
+// ERR_UNSUPPORTED_CONFIG (also for a value past `limits`) with the offending key.
 ModelConfig parse_model_config(const std::string &text, const std::string &path);
 
 // Rotary inverse frequencies as HF computes them (float32), including llama3/linear scaling.

@@ -18,6 +18,8 @@
 
 namespace nt {
 
+class Checkpoint;
+
 struct Linear {
   DeviceBuffer w;  // [out, in], `dtype`
   DeviceBuffer b;  // [out] float32, or empty
@@ -100,7 +102,7 @@ class Model {
 
  private:
   Model(ModelConfig config) : config_(std::move(config)), hooks_(std::make_shared<const HookTable>(config_)) {}
-  void load_weights(const std::string &dir);
+  void load_weights(const Checkpoint &ck);  // after verify_checkpoint (weights.cc)
   void forward_locked(const ForwardRequest &req, HookPlan *plan);
   // Workspace buffer `slot` with room for at least `floats` (grown, never shrunk).
   DeviceBuffer &scratch(size_t slot, int64_t floats);

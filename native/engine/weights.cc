@@ -1,6 +1,8 @@
-// Model loading: config.json, then each HF tensor read as float32, rearranged into the engine's
+// Model loading: config.json, checked against the checkpoint's headers before anything is sized
+// from it, then each HF tensor read as float32, rearranged into the engine's
 // Linear layout, converted to the device dtype and uploaded to the backend one at a time (so
 // host memory peaks at one tensor). Reference: HF modeling_gpt2.py / modeling_llama.py.
+#include <algorithm>
 #include <thread>
 
 #include "engine/error.h"
@@ -18,6 +20,115 @@ constexpr uint64_t kMaxConfigBytes = 16ull << 20;
 std::string read_config_text(const std::string &path) {
   if (!path_exists(path)) fail(code::kFileNotFound, "cannot read " + path + " (is this a Hugging Face model directory?)");
   return read_regular_file(path, kMaxConfigBytes, code::kConfigInvalid);
+}
+
+// Layers in the checkpoint: one more than the largest L among its `prefix`L.* tensors.
+int64_t checkpoint_layers(const Checkpoint &ck, const std::string &prefix) {
+  int64_t n = 0;
+  for (const std::string &name : ck.names()) {
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    const size_t end = name.find('.', prefix.size());
+    if (end == std::string::npos || end == prefix.size() || end - prefix.size() > 9) continue;
+    const std::string digits = name.substr(prefix.size(), end - prefix.size());
+    if (digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    n = std::max<int64_t>(n, std::stoll(digits) + 1);
+  }
+  return n;
+}
+
+// Checks, from the safetensors headers alone, that the checkpoint holds every tensor the
+// config implies, with that shape and a float dtype, and no layers past n_layers. Runs before
+// anything is sized from the config (hook table, weights), so a config that disagrees with its
+// checkpoint fails at once. Throws ERR_TENSOR_MISSING / ERR_TENSOR_SHAPE / ERR_SAFETENSORS_INVALID.
+void verify_checkpoint(const ModelConfig &c, const Checkpoint &ck) {
+  const int64_t d = c.d_model, V = c.d_vocab, F = c.d_mlp;
+  const int64_t dq = static_cast<int64_t>(c.n_heads) * c.d_head, dkv = static_cast<int64_t>(c.n_kv_heads) * c.d_head;
+  const auto want = [&](const std::string &name, const std::vector<int64_t> &shape) {
+    const TensorView *t = ck.find(name);
+    if (!t) fail(code::kTensorMissing, "tensor '" + name + "' is missing from the checkpoint in " + ck.dir());
+    if (t->shape != shape)
+      fail(code::kTensorShape, "tensor '" + name + "' has shape " + shape_string(t->shape) + ", expected " + shape_string(shape) +
+                                   " from config.json");
+    if (t->dtype != DType::F32 && t->dtype != DType::F16 && t->dtype != DType::BF16 && t->dtype != DType::F64)
+      fail(code::kSafetensorsInvalid, "tensor '" + name + "' has dtype " + dtype_name(t->dtype) + "; weights must be F32, F16, BF16 or F64");
+  };
+  const auto linear = [&](const std::string &name, int64_t out, int64_t in, bool bias) {
+    want(name + ".weight", {out, in});
+    if (bias) want(name + ".bias", {out});
+  };
+  const auto norm = [&](const std::string &name, int64_t n, bool bias) {
+    want(name + ".weight", {n});
+    if (bias) want(name + ".bias", {n});
+  };
+
+  const std::string p = c.family == Family::GPT2 && ck.has("transformer.wte.weight") ? "transformer." : "";
+  const std::string blocks = c.family == Family::GPT2 ? p + "h." : c.family == Family::GPTNeoX ? "gpt_neox.layers." : "model.layers.";
+  const std::string key = c.family == Family::GPT2 ? "'n_layer'" : "'num_hidden_layers'";
+  const int64_t found = checkpoint_layers(ck, blocks);
+  if (found != c.n_layers)
+    fail(found < c.n_layers ? code::kTensorMissing : code::kTensorShape,
+         "config.json's " + key + " is " + std::to_string(c.n_layers) + " but the checkpoint in " + ck.dir() + " has " + std::to_string(found) +
+             " layers (" + blocks + "*)");
+
+  std::string head = c.family == Family::GPTNeoX ? "embed_out.weight" : "lm_head.weight";
+  if (c.family == Family::GPT2) {
+    want(p + "wte.weight", {V, d});
+    want(p + "wpe.weight", {c.n_ctx, d});
+    norm(p + "ln_f", d, true);
+  } else if (c.family == Family::GPTNeoX) {
+    want("gpt_neox.embed_in.weight", {V, d});
+    norm("gpt_neox.final_layer_norm", d, true);
+  } else {
+    want("model.embed_tokens.weight", {V, d});
+    norm("model.norm", d, false);
+  }
+  if (!c.tied_embeddings) {
+    if (!ck.has(head))
+      fail(code::kTensorMissing, "tensor '" + head + "' is missing from the checkpoint in " + ck.dir() +
+                                     " and config.json says tie_word_embeddings is false");
+    want(head, {V, d});
+  }
+  for (int L = 0; L < c.n_layers; ++L) {
+    const std::string h = blocks + std::to_string(L) + ".";
+    if (c.family == Family::GPT2) {
+      // Conv1D weights are [in, out].
+      norm(h + "ln_1", d, true);
+      norm(h + "ln_2", d, true);
+      want(h + "attn.c_attn.weight", {d, 3 * dq});
+      want(h + "attn.c_attn.bias", {3 * dq});
+      want(h + "attn.c_proj.weight", {dq, d});
+      want(h + "attn.c_proj.bias", {d});
+      want(h + "mlp.c_fc.weight", {d, F});
+      want(h + "mlp.c_fc.bias", {F});
+      want(h + "mlp.c_proj.weight", {F, d});
+      want(h + "mlp.c_proj.bias", {d});
+    } else if (c.family == Family::GPTNeoX) {
+      norm(h + "input_layernorm", d, true);
+      norm(h + "post_attention_layernorm", d, true);
+      linear(h + "attention.query_key_value", 3 * dq, d, c.qkv_bias);
+      linear(h + "attention.dense", d, dq, c.o_bias);
+      linear(h + "mlp.dense_h_to_4h", F, d, true);
+      linear(h + "mlp.dense_4h_to_h", d, F, true);
+    } else {
+      norm(h + "input_layernorm", d, false);
+      norm(h + "post_attention_layernorm", d, false);
+      if (c.sandwich_norms) {
+        norm(h + "pre_feedforward_layernorm", d, false);
+        norm(h + "post_feedforward_layernorm", d, false);
+      }
+      if (c.qk_norm) {
+        norm(h + "self_attn.q_norm", c.d_head, false);
+        norm(h + "self_attn.k_norm", c.d_head, false);
+      }
+      linear(h + "self_attn.q_proj", dq, d, c.qkv_bias);
+      linear(h + "self_attn.k_proj", dkv, d, c.qkv_bias);
+      linear(h + "self_attn.v_proj", dkv, d, c.qkv_bias);
+      linear(h + "self_attn.o_proj", d, dq, c.o_bias);
+      linear(h + "mlp.gate_proj", F, d, c.mlp_bias);
+      linear(h + "mlp.up_proj", F, d, c.mlp_bias);
+      linear(h + "mlp.down_proj", d, F, c.mlp_bias);
+    }
+  }
 }
 
 // GPT-2 Conv1D stores weights as [in, out]; the engine's Linear layout is [out, in].
@@ -91,6 +202,9 @@ class Uploader {
 std::unique_ptr<Model> Model::load(const std::string &dir, const LoadOptions &options) {
   const std::string config_path = dir + "/config.json";
   ModelConfig config = parse_model_config(read_config_text(config_path), config_path);
+  // Headers only (the data stays mapped, unread) until the config and checkpoint agree.
+  std::unique_ptr<Checkpoint> ck = Checkpoint::open(dir);
+  verify_checkpoint(config, *ck);
   std::unique_ptr<Model> model(new Model(std::move(config)));
   int threads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
   model->threads_ = std::max(1, std::min(threads, 256));
@@ -102,13 +216,13 @@ std::unique_ptr<Model> Model::load(const std::string &dir, const LoadOptions &op
     model->be_ = Backend::load(options.device, options.backend_dir, 0, model->threads_);
   }
   model->dtype_ = options.dtype;
-  model->load_weights(dir);
+  model->load_weights(*ck);
   return model;
 }
 
-void Model::load_weights(const std::string &dir) {
+void Model::load_weights(const Checkpoint &checkpoint) {
   const ModelConfig &c = config_;
-  std::unique_ptr<Checkpoint> ck = Checkpoint::open(dir);
+  const Checkpoint *ck = &checkpoint;
   const Uploader up(be_, dtype_);
   const int64_t d = c.d_model, V = c.d_vocab;
   layers_.resize(static_cast<size_t>(c.n_layers));
@@ -209,7 +323,7 @@ void Model::load_weights(const std::string &dir) {
   if (!c.tied_embeddings) {
     const std::string name = c.family == Family::GPTNeoX ? "embed_out.weight" : "lm_head.weight";
     if (!ck->has(name))
-      fail(code::kTensorMissing, "tensor '" + name + "' is missing from the checkpoint in " + dir +
+      fail(code::kTensorMissing, "tensor '" + name + "' is missing from the checkpoint in " + ck->dir() +
                                      " and config.json says tie_word_embeddings is false");
     head = ck->load_f32(name, {V, d});
   } else if (be_->api().pack_weight) {
