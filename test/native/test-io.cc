@@ -8,9 +8,13 @@
 #include <string>
 #include <vector>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "check.h"
 #include "engine/config.h"
 #include "engine/error.h"
+#include "io/file.h"
 #include "io/json.h"
 #include "io/safetensors.h"
 
@@ -167,10 +171,51 @@ static void test_rope_frequencies() {
   CHECK(std::fabs(b[63] - a[63] / 8) <= 1e-12f + 1e-6f * a[63]);
 }
 
+// A FIFO, directory or device where a file is expected: refused at once, never a blocking open.
+static void test_non_regular_files() {
+  const std::string fifo = tmp_path("fifo"), dir = tmp_path("dir"), index_dir = tmp_path("index-fifo");
+  std::remove(fifo.c_str());
+  ::rmdir(dir.c_str());
+  CHECK(::mkfifo(fifo.c_str(), 0600) == 0 && ::mkdir(dir.c_str(), 0700) == 0);
+  for (const std::string &path : {fifo, dir, std::string("/dev/zero")}) {
+    CHECK_THROWS_CODE("ERR_FILE_READ", nt::SafetensorsFile::open(path));
+    CHECK_THROWS_CODE("ERR_FILE_READ", nt::read_regular_file(path, 1 << 20, "ERR_TEST"));
+  }
+  ::mkdir(index_dir.c_str(), 0700);
+  const std::string index = index_dir + "/model.safetensors.index.json";
+  std::remove(index.c_str());
+  CHECK(::mkfifo(index.c_str(), 0600) == 0);
+  CHECK_THROWS_CODE("ERR_FILE_READ", nt::Checkpoint::open(index_dir));
+  std::remove(index.c_str());
+  ::rmdir(index_dir.c_str());
+  std::remove(fifo.c_str());
+  ::rmdir(dir.c_str());
+}
+
+// Sizes past nt::limits are refused while parsing, before anything is sized from them.
+static void test_config_limits() {
+  const auto gpt2 = [](const std::string &extra) {
+    return R"({"model_type": "gpt2", "n_embd": 64, "n_head": 4, "vocab_size": 384, "n_positions": 64, )" + extra + "}";
+  };
+  CHECK(nt::parse_model_config(gpt2(R"("n_layer": 1024)"), "c").n_layers == 1024);
+  CHECK_THROWS_CODE("ERR_UNSUPPORTED_CONFIG", nt::parse_model_config(gpt2(R"("n_layer": 1025)"), "c"));
+  CHECK_THROWS_CODE("ERR_UNSUPPORTED_CONFIG", nt::parse_model_config(gpt2(R"("n_layer": 100000000)"), "c"));
+  CHECK_THROWS_CODE("ERR_CONFIG_INVALID", nt::parse_model_config(gpt2(R"("n_layer": -1)"), "c"));
+  CHECK_THROWS_CODE("ERR_CONFIG_INVALID", nt::parse_model_config(gpt2(R"("n_layer": 1.5)"), "c"));
+  const auto llama = [](const std::string &extra) {
+    return R"({"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 96, "vocab_size": 384, )" + extra + "}";
+  };
+  CHECK(nt::parse_model_config(llama(R"("num_attention_heads": 32, "head_dim": 4096)"), "c").d_head == 4096);
+  CHECK_THROWS_CODE("ERR_UNSUPPORTED_CONFIG", nt::parse_model_config(llama(R"("num_attention_heads": 4, "head_dim": 1073741824)"), "c"));
+  CHECK_THROWS_CODE("ERR_UNSUPPORTED_CONFIG", nt::parse_model_config(llama(R"("num_attention_heads": 64, "head_dim": 4096)"), "c"));
+}
+
 int main() {
   test_json();
   test_safetensors();
   test_half_conversions();
   test_rope_frequencies();
+  test_non_regular_files();
+  test_config_limits();
   return report("test-io");
 }
