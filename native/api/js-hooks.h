@@ -1,6 +1,6 @@
 // Runs JS hook functions synchronously in the middle of a native forward: the worker thread
 // hands the activation to the JS thread through a ThreadSafeFunction and waits. JS sees a
-// Float32Array over the native buffer (no copy), detached when the call returns.
+// Float32Array over a JS-owned copy, copied back and detached when the call returns.
 #pragma once
 
 #include <napi.h>
@@ -27,13 +27,15 @@ class JsHookBridge {
   Napi::Value error(Napi::Env env);
   // JS thread: releases the ThreadSafeFunction so the event loop can exit.
   void release();
+  // JS thread: records what a hook threw (any JS value); the first one wins.
+  void keep_error(Napi::Env env, Napi::Value thrown);
 
  private:
   Napi::ThreadSafeFunction tsfn_;
   bool released_ = false;
   std::mutex mu_;
   std::condition_variable cv_;
-  Napi::Reference<Napi::Value> error_;
+  Napi::ObjectReference error_;  // {value: what the hook threw}
   bool failed_ = false;
   friend void js_hook_run(Napi::Env env, Napi::Function dispatcher, struct JsHookCall *call);
   friend struct JsHookCall;

@@ -26,6 +26,7 @@ inline constexpr const char *kBufferSize = "ERR_BUFFER_SIZE";
 inline constexpr const char *kDisposed = "ERR_DISPOSED";
 inline constexpr const char *kOutOfMemory = "ERR_OUT_OF_MEMORY";
 inline constexpr const char *kHookFailed = "ERR_HOOK_FAILED";
+inline constexpr const char *kHookReturn = "ERR_HOOK_RETURN";
 inline constexpr const char *kAborted = "ERR_ABORTED";
 inline constexpr const char *kDeviceUnavailable = "ERR_DEVICE_UNAVAILABLE";
 inline constexpr const char *kBackend = "ERR_BACKEND";

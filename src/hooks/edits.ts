@@ -46,7 +46,8 @@ export interface HookContext {
 
 /**
  * A function run synchronously mid-forward on the activation. Edit `act.data` in place or
- * return a Tensor of the same shape to replace it. `act` is only valid during the call.
+ * return a Tensor of the same shape to replace it. `act` is only valid during the call (its
+ * data reads as empty afterwards): copy what you need to keep (`act.data.slice()`).
  */
 export type HookFunction = (act: Tensor, ctx: HookContext) => Tensor | void;
 
@@ -198,13 +199,18 @@ export function editToAction(e: Edit, g: HookGeometry): NativeAction {
 export function makeDispatcher(fns: { fn: HookFunction; hook: string }[]): (id: number, data: Float32Array, shape: number[], ctx: { step: number; pos0: number; promptLength: number }) => void {
   return (id, data, shape, ctx) => {
     const { fn, hook } = fns[id]!;
+    const n = data.length;
     const result = fn(new Tensor(shape, data), { hook, step: ctx.step, pos0: ctx.pos0, promptLength: ctx.promptLength });
+    if (data.length !== n)
+      throw new InvalidInputError('ERR_HOOK_RETURN', `hook at '${hook}' detached (transferred) its activation's buffer; copy act.data (act.data.slice()) instead`);
     if (result === undefined || result === null) return;
     const r = result as Partial<Tensor>;
     if (!(r.data instanceof Float32Array) || !Array.isArray(r.shape) && !(r.shape && typeof r.shape === 'object'))
       throw new InvalidInputError('ERR_HOOK_RETURN', `hook at '${hook}' returned something other than a float32 Tensor`);
     if (r.shape!.join() !== shape.join())
       throw new InvalidInputError('ERR_HOOK_RETURN', `hook at '${hook}' returned shape [${r.shape!.join(', ')}], expected [${shape.join(', ')}]`);
+    if (r.data.length !== n)
+      throw new InvalidInputError('ERR_HOOK_RETURN', `hook at '${hook}' returned a Tensor of shape [${r.shape!.join(', ')}] holding ${r.data.length} floats; the shape needs ${n}`);
     if (r.data !== data) data.set(r.data);
   };
 }
