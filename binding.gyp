@@ -6,6 +6,7 @@
         "native/addon.cc",
         "native/api/js-hooks.cc",
         "native/api/model-wrap.cc",
+        "native/api/run-buffers.cc",
         "native/api/sae-wrap.cc",
         "native/api/worker.cc",
         "native/engine/backend.cc",

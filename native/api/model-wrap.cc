@@ -8,6 +8,7 @@
 
 #include "api/errors.h"
 #include "api/js-hooks.h"
+#include "api/run-buffers.h"
 #include "api/worker.h"
 #include "engine/error.h"
 
@@ -45,7 +46,7 @@ class RunWorker : public PromiseWorker {
     req_.hooks_version = table.version;
   }
 
-  // Keeps a JS object (a typed array, a cache) alive until the worker is destroyed.
+  // Keeps a JS object (the KV cache) alive until the worker is destroyed.
   void keep(Napi::Object v) { refs_.push_back(Napi::Persistent(v)); }
 
   std::shared_ptr<Model> model_;
@@ -53,12 +54,27 @@ class RunWorker : public PromiseWorker {
   std::shared_ptr<JsHookBridge> bridge_;
   HookPlan plan_;
   ForwardRequest req_;
+  RunBuffers buffers_;                // every typed array the engine reads or writes
+  std::vector<size_t> capture_slots_;  // buffers_ outputs of the captures, in request order
+  int logits_slot_ = -1;
 
  protected:
   void work() override { model_->forward(req_, &plan_); }
+  // Resolves to {captures: Float32Array[], logits: Float32Array | null}.
   void OnOK() override {
     if (bridge_) bridge_->release();
-    deferred_.Resolve(Env().Undefined());
+    Napi::Env env = Env();
+    try {
+      const std::vector<Napi::Value> out = buffers_.deliver(env);
+      Napi::Object result = Napi::Object::New(env);
+      Napi::Array captures = Napi::Array::New(env, capture_slots_.size());
+      for (size_t i = 0; i < capture_slots_.size(); ++i) captures.Set(static_cast<uint32_t>(i), out[capture_slots_[i]]);
+      result.Set("captures", captures);
+      result.Set("logits", logits_slot_ >= 0 ? out[static_cast<size_t>(logits_slot_)] : env.Null());
+      deferred_.Resolve(result);
+    } catch (const Napi::Error &e) {
+      deferred_.Reject(e.Value());
+    }
   }
   void OnError(const Napi::Error &e) override {
     if (bridge_) bridge_->release();
@@ -85,6 +101,10 @@ std::vector<T> int_list(Napi::Env env, Napi::Object o, const char *key) {
   Napi::Int32Array a = typed(env, v, napi_int32_array, key).As<Napi::Int32Array>();
   for (size_t i = 0; i < a.ElementLength(); ++i) out.push_back(static_cast<T>(a[i]));
   return out;
+}
+
+size_t length_of(Napi::Env env, Napi::Value v, napi_typedarray_type type, const char *what) {
+  return typed(env, v, type, what).ElementLength();
 }
 
 float number_or(Napi::Object o, const char *key, float fallback) {
@@ -121,10 +141,8 @@ Edit parse_edit(Napi::Env env, Napi::Object a, RunWorker *w) {
   e.hi = number_or(a, "hi", INFINITY);
   Napi::Value src = a.Get("source");
   if (!src.IsUndefined() && !src.IsNull()) {
-    Napi::Float32Array f = typed(env, src, napi_float32_array, "patch source").As<Napi::Float32Array>();
-    w->keep(f);
-    e.source = f.Data();
-    e.source_numel = static_cast<int64_t>(f.ElementLength());
+    e.source_numel = static_cast<int64_t>(length_of(env, src, napi_float32_array, "patch source"));
+    e.source = static_cast<const float *>(w->buffers_.input(env, src, napi_float32_array, "patch source"));
   }
   e.positions = int_list<int64_t>(env, a, "positions");
   e.rows = int_list<int32_t>(env, a, "rows");
@@ -234,10 +252,10 @@ Napi::Value ModelWrap::run(const Napi::CallbackInfo &info) {
   std::shared_ptr<Model> model = checked(env);
   if (info.Length() != 1 || !info[0].IsObject()) throw_coded(env, code::kInvalidInput, "run(options): bad arguments");
   Napi::Object o = info[0].As<Napi::Object>();
-  Napi::TypedArray tok = typed(env, o.Get("tokens"), napi_int32_array, "tokens");
+  const size_t n_tokens = length_of(env, o.Get("tokens"), napi_int32_array, "tokens");
   if (!o.Get("batch").IsNumber() || !o.Get("pos").IsNumber()) throw_coded(env, code::kInvalidInput, "run(): batch and pos must be numbers");
   const int64_t batch = o.Get("batch").As<Napi::Number>().Int64Value(), pos = o.Get("pos").As<Napi::Number>().Int64Value();
-  if (batch < 1 || pos < 1 || static_cast<int64_t>(tok.ElementLength()) != batch * pos)
+  if (batch < 1 || pos < 1 || static_cast<int64_t>(n_tokens) != batch * pos)
     throw_coded(env, code::kInvalidInput, "tokens must hold batch x pos ids with batch, pos >= 1");
 
   const std::shared_ptr<const HookTable> snapshot = model->hooks();
@@ -246,16 +264,13 @@ Napi::Value ModelWrap::run(const Napi::CallbackInfo &info) {
   Napi::Promise promise = w->promise();
   try {
     const int n_hooks = static_cast<int>(table.points().size());
-    w->keep(tok);
-    w->req_.tokens = tok.As<Napi::Int32Array>().Data();
+    w->req_.tokens = static_cast<const int32_t *>(w->buffers_.input(env, o.Get("tokens"), napi_int32_array, "tokens"));
     w->req_.batch = batch;
     w->req_.pos = pos;
     Napi::Value pad = o.Get("pad");
     if (!pad.IsUndefined() && !pad.IsNull()) {
-      Napi::Int32Array p = typed(env, pad, napi_int32_array, "pad").As<Napi::Int32Array>();
-      if (static_cast<int64_t>(p.ElementLength()) != batch) throw_coded(env, code::kInvalidInput, "pad must hold one entry per row");
-      w->keep(p);
-      w->req_.pad = p.Data();
+      if (static_cast<int64_t>(length_of(env, pad, napi_int32_array, "pad")) != batch) throw_coded(env, code::kInvalidInput, "pad must hold one entry per row");
+      w->req_.pad = static_cast<const int32_t *>(w->buffers_.input(env, pad, napi_int32_array, "pad"));
     }
     int64_t key_pos = pos;
     Napi::Value cache = o.Get("cache");
@@ -274,18 +289,18 @@ Napi::Value ModelWrap::run(const Napi::CallbackInfo &info) {
       Napi::Array arr = caps.As<Napi::Array>();
       std::unordered_set<int> seen;
       for (uint32_t i = 0; i < arr.Length(); ++i) {
+        if (!arr.Get(i).IsObject() || !arr.Get(i).As<Napi::Object>().Get("index").IsNumber())
+          throw_coded(env, code::kInvalidInput, "captures must be {index, buffer?} objects");
         Napi::Object c = arr.Get(i).As<Napi::Object>();
         const int index = c.Get("index").As<Napi::Number>().Int32Value();
         if (index < 0 || index >= n_hooks) throw_coded(env, code::kUnknownHook, "hook index " + std::to_string(index) + " is out of range");
         if (!seen.insert(index).second)
           throw_coded(env, code::kInvalidInput, "hook '" + table.points()[static_cast<size_t>(index)].name + "' is captured twice");
-        Napi::Float32Array f = typed(env, c.Get("buffer"), napi_float32_array, "capture buffer").As<Napi::Float32Array>();
         const int64_t need = table.numel(index, batch, pos, key_pos);
-        if (static_cast<int64_t>(f.ElementLength()) != need)
-          throw_coded(env, code::kBufferSize, "buffer for '" + table.points()[static_cast<size_t>(index)].name + "' has " +
-                                                  std::to_string(f.ElementLength()) + " floats, needs " + std::to_string(need));
-        w->keep(f);
-        w->plan_.set_capture(index, f.Data(), need);
+        const std::string what = "the output buffer for '" + table.points()[static_cast<size_t>(index)].name + "'";
+        w->capture_slots_.push_back(w->buffers_.outputs());
+        float *dest = static_cast<float *>(w->buffers_.output(env, what, napi_float32_array, static_cast<size_t>(need), c.Get("buffer")));
+        w->plan_.set_capture(index, dest, need);
       }
     }
     Napi::Value features = o.Get("saeFeatures");
@@ -298,40 +313,40 @@ Napi::Value ModelWrap::run(const Napi::CallbackInfo &info) {
         r.k = t.Has("k") ? t.Get("k").As<Napi::Number>().Int64Value() : 0;
         if (r.k < 0) throw_coded(env, code::kInvalidInput, "top-k features need k >= 1");
         if (r.k > 0) {
-          Napi::Int32Array idx = typed(env, t.Get("indices"), napi_int32_array, "top-k indices").As<Napi::Int32Array>();
-          Napi::Float32Array val = typed(env, t.Get("values"), napi_float32_array, "top-k values").As<Napi::Float32Array>();
-          if (static_cast<int64_t>(idx.ElementLength()) != batch * pos * r.k || static_cast<int64_t>(val.ElementLength()) != batch * pos * r.k)
+          const size_t n = static_cast<size_t>(batch * pos * r.k);
+          if (length_of(env, t.Get("indices"), napi_int32_array, "top-k indices") != n || length_of(env, t.Get("values"), napi_float32_array, "top-k values") != n)
             throw_coded(env, code::kBufferSize, "top-k feature buffers must hold batch x pos x k entries");
-          w->keep(idx);
-          w->keep(val);
-          r.indices = idx.Data();
-          r.values = val.Data();
+          r.indices = static_cast<int32_t *>(w->buffers_.output(env, "the top-k indices", napi_int32_array, n, t.Get("indices")));
+          r.values = static_cast<float *>(w->buffers_.output(env, "the top-k values", napi_float32_array, n, t.Get("values")));
         }
         if (t.Has("counts")) {
-          Napi::Uint32Array counts = typed(env, t.Get("counts"), napi_uint32_array, "feature counts").As<Napi::Uint32Array>();
-          w->keep(counts);
-          r.counts_len = static_cast<int64_t>(counts.ElementLength());  // checked against d_sae under the run lock
-          r.counts = counts.Data();
+          const size_t n = length_of(env, t.Get("counts"), napi_uint32_array, "feature counts");
+          r.counts_len = static_cast<int64_t>(n);  // checked against d_sae under the run lock
+          r.counts = static_cast<uint32_t *>(w->buffers_.output(env, "the feature counts", napi_uint32_array, n, t.Get("counts"), true));
         }
         if (t.Has("rows")) {
-          Napi::Uint8Array rows = typed(env, t.Get("rows"), napi_uint8_array, "counted rows").As<Napi::Uint8Array>();
-          if (static_cast<int64_t>(rows.ElementLength()) != batch * pos) throw_coded(env, code::kBufferSize, "counted rows must hold batch x pos entries");
-          w->keep(rows);
-          r.rows = rows.Data();
+          if (static_cast<int64_t>(length_of(env, t.Get("rows"), napi_uint8_array, "counted rows")) != batch * pos)
+            throw_coded(env, code::kBufferSize, "counted rows must hold batch x pos entries");
+          r.rows = static_cast<const uint8_t *>(w->buffers_.input(env, t.Get("rows"), napi_uint8_array, "counted rows"));
         }
         w->req_.sae_features.push_back(r);
       }
     }
     w->req_.logits_last_only = o.Get("logitsLastOnly").ToBoolean();
-    if (o.Get("stopAtLayer").IsNumber()) w->req_.stop_at_layer = o.Get("stopAtLayer").As<Napi::Number>().Int32Value();
+    Napi::Value stop = o.Get("stopAtLayer");
+    if (!stop.IsUndefined() && !stop.IsNull()) {
+      const double s = stop.IsNumber() ? stop.As<Napi::Number>().DoubleValue() : -1.0;
+      if (!(s >= 0 && s <= model->config().n_layers) || s != std::floor(s))
+        throw_coded(env, code::kInvalidInput, "stopAtLayer must be an integer in [0, " + std::to_string(model->config().n_layers) + "]");
+      w->req_.stop_at_layer = static_cast<int>(s);
+    }
+    // logits: a Float32Array to fill, true for a new one, null or absent for none.
     Napi::Value logits = o.Get("logits");
-    if (!logits.IsUndefined() && !logits.IsNull()) {
-      Napi::Float32Array f = typed(env, logits, napi_float32_array, "logits").As<Napi::Float32Array>();
+    if (!logits.IsUndefined() && !logits.IsNull() && !(logits.IsBoolean() && !logits.As<Napi::Boolean>().Value())) {
       const int64_t need = (w->req_.logits_last_only ? batch : batch * pos) * model->config().d_vocab;
-      if (static_cast<int64_t>(f.ElementLength()) != need)
-        throw_coded(env, code::kBufferSize, "logits buffer has " + std::to_string(f.ElementLength()) + " floats, needs " + std::to_string(need));
-      w->keep(f);
-      w->req_.logits = f.Data();
+      w->logits_slot_ = static_cast<int>(w->buffers_.outputs());
+      w->req_.logits = static_cast<float *>(
+          w->buffers_.output(env, "the logits buffer", napi_float32_array, static_cast<size_t>(need), logits.IsBoolean() ? env.Undefined() : logits));
     }
     Napi::Value actions = o.Get("actions");
     if (actions.IsArray()) {

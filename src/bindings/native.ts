@@ -85,8 +85,10 @@ export interface NativeRunOptions {
   /** Left padding per row. */
   pad?: Int32Array;
   cache?: NativeKvCache;
-  captures?: { index: number; buffer: Float32Array }[];
-  logits?: Float32Array | null;
+  /** Hooks to capture: into `buffer` when given (filled when the run settles), else into a new array. */
+  captures?: { index: number; buffer?: Float32Array }[];
+  /** A buffer to fill, true for a new array, null for no logits. */
+  logits?: Float32Array | true | null;
   logitsLastOnly?: boolean;
   /** Run blocks [0, stopAtLayer) only. */
   stopAtLayer?: number;
@@ -96,10 +98,17 @@ export interface NativeRunOptions {
   dispatcher?: (id: number, data: Float32Array, shape: number[], ctx: { step: number; pos0: number; promptLength: number }) => void;
 }
 
+/** What NativeModel.run resolves to: the capture arrays in request order, and the logits. */
+export interface NativeRunResult {
+  captures: Float32Array[];
+  logits: Float32Array | null;
+}
+
 export interface NativeModel {
   config(): NativeConfig;
   hooks(): NativeHookInfo[];
-  run(options: NativeRunOptions): Promise<void>;
+  /** Every typed array it reads is copied at the call; outputs are written natively and delivered when it settles. */
+  run(options: NativeRunOptions): Promise<NativeRunResult>;
   createCache(batch: number, capacity: number): NativeKvCache;
   attachSae(index: number, sae: NativeSae, useErrorTerm: boolean): Promise<void>;
   detachSae(index: number): Promise<void>;

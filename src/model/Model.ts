@@ -4,7 +4,7 @@
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 
-import { addonDir, native, type NativeConfig, type NativeHookInfo, type NativeKvCache, type NativeModel, type NativeRunOptions } from '../bindings/native.js';
+import { addonDir, native, type NativeConfig, type NativeHookInfo, type NativeKvCache, type NativeModel, type NativeRunOptions, type NativeRunResult } from '../bindings/native.js';
 import { DeviceError, DisposedError, InvalidInputError, UnsupportedModelError, wrapError } from '../errors.js';
 import { editToAction, makeDispatcher, type Edit, type HookFunction, type HookGeometry, type HookSpec, type NativeAction } from '../hooks/edits.js';
 import { resolveHooks, SAE_HOOKS, type Family, type HookNameFor, type HookPattern, type SaeHookSuffix } from '../hooks/names.js';
@@ -388,10 +388,6 @@ export class Model<F extends Family = Family> {
     const { batch, pos } = req;
     const keyPos = (req.cache?.length ?? 0) + pos;
     const names = this.resolveHooks([...req.capture, ...Object.keys(req.outputs ?? {})]);
-    const buffers = names.map((name) => {
-      const size = this.hookShape(name, batch, pos, keyPos).reduce((a, b) => a * b, 1);
-      return req.outputs?.[name] ?? new Float32Array(size);
-    });
     const { actions, fns } = this.actions(req.hooks ?? {}, batch, pos, keyPos, req.maxPositions);
     const features = new Map<string, SparseFeatures>();
     const featureCounts = new Map<string, Uint32Array>();
@@ -420,17 +416,16 @@ export class Model<F extends Family = Family> {
       }
     }
     const V = this.config.dVocab;
-    const logits =
-      req.logits === 'none' ? null : (req.logitsOutput ?? new Float32Array((req.logits === 'last' ? batch : batch * pos) * V));
+    let result: NativeRunResult;
     try {
-      await handle.run({
+      result = await handle.run({
         tokens: req.tokens,
         batch,
         pos,
         ...(req.pad ? { pad: req.pad } : {}),
         ...(req.cache ? { cache: req.cache } : {}),
-        captures: names.map((n, i) => ({ index: this.table.index.get(n)!, buffer: buffers[i]! })),
-        logits,
+        captures: names.map((n) => ({ index: this.table.index.get(n)!, ...(req.outputs?.[n] ? { buffer: req.outputs[n] } : {}) })),
+        logits: req.logits === 'none' ? null : (req.logitsOutput ?? true),
         logitsLastOnly: req.logits === 'last',
         ...(req.stopAtLayer !== undefined ? { stopAtLayer: req.stopAtLayer } : {}),
         actions,
@@ -441,9 +436,9 @@ export class Model<F extends Family = Family> {
       throw wrapError(err);
     }
     const cache = new ActivationCache();
-    names.forEach((name, i) => cache.set(name, new Tensor(this.hookShape(name, batch, pos, keyPos), buffers[i]!)));
+    names.forEach((name, i) => cache.set(name, new Tensor(this.hookShape(name, batch, pos, keyPos), result.captures[i]!)));
     const shape = req.logits === 'last' ? [batch, V] : [batch, pos, V];
-    return { logits: logits ? new Tensor(shape, logits) : null, cache, features, featureCounts };
+    return { logits: result.logits ? new Tensor(shape, result.logits) : null, cache, features, featureCounts };
   }
 
   /** Translates the hooks option into native actions, validating each edit up front. */
