@@ -4,18 +4,19 @@
 import { InvalidInputError } from '../errors.js';
 import type { HookPattern, Family } from '../hooks/names.js';
 import type { ActivationCache, HookMap, Model } from '../model/Model.js';
+import { checkBoolean, checkInteger, checkObject, checkSignal, checkTokenId, invalid, isObject, patternList } from '../model/validate.js';
 import { Rng, sampleToken, type SamplingOptions } from './sampling.js';
 
 /** Options for {@link Model.generate}. */
 export interface GenerateOptions<F extends Family = Family> extends SamplingOptions {
   /** New tokens per sequence, at most. */
   maxNewTokens: number;
-  /** Tokens that end a sequence (kept in its output). Defaults to none. */
+  /** Tokens that end a sequence (kept in its output), ids in [0, vocab). Defaults to none. */
   stopTokens?: readonly number[];
   /** Edits and JS hook functions, applied in every forward (prompt and each step). Defaults to none. */
   hooks?: HookMap<F>;
-  /** Hooks to capture at every forward; step i's captures are those of the forward that produced token i. Defaults to none. */
-  capture?: readonly HookPattern[];
+  /** Hooks to capture at every forward (one string is one pattern); step i's captures are those of the forward that produced token i. Defaults to none. */
+  capture?: readonly HookPattern[] | HookPattern;
   /** Aborts between steps; the generation rejects with the signal's reason. Defaults to none. */
   signal?: AbortSignal;
   /** Add the tokenizer's special tokens when the input is text. Defaults to true. */
@@ -49,19 +50,36 @@ export interface GenerateResult {
   steps: ActivationCache[];
 }
 
+/** Checks generation options (types and ranges; hook names later) against a vocabulary of `vocab` ids. */
+export function checkGenerateOptions(opts: unknown, vocab: number): asserts opts is GenerateOptions {
+  if (!isObject(opts)) invalid('generate options must be an object with maxNewTokens');
+  const maxNew = opts.maxNewTokens;
+  if (typeof maxNew !== 'number' || !Number.isSafeInteger(maxNew) || maxNew < 1) invalid(`maxNewTokens must be a positive integer, got ${String(maxNew)}`);
+  const temperature = opts.temperature ?? 0;
+  if (typeof temperature !== 'number' || !(temperature >= 0) || !Number.isFinite(temperature)) invalid(`temperature must be >= 0, got ${String(temperature)}`);
+  checkInteger(opts.topK, 'topK', 0);
+  if (opts.topP !== undefined && !(typeof opts.topP === 'number' && opts.topP > 0 && opts.topP <= 1)) invalid(`topP must be in (0, 1], got ${String(opts.topP)}`);
+  // Any safe integer; the generator uses it modulo 2^32.
+  if (opts.seed !== undefined && !(typeof opts.seed === 'number' && Number.isSafeInteger(opts.seed))) invalid(`seed must be an integer, got ${typeof opts.seed === 'string' ? `'${opts.seed}'` : String(opts.seed)}`);
+  if (opts.stopTokens !== undefined) {
+    if (!Array.isArray(opts.stopTokens)) invalid('stopTokens must be an array of token ids');
+    opts.stopTokens.forEach((t: unknown, i: number) => checkTokenId(t, vocab, `stopTokens[${i}]`));
+  }
+  checkObject(opts.hooks, 'hooks');
+  patternList(opts.capture, 'capture');
+  checkSignal(opts.signal, 'signal');
+  checkBoolean(opts.addSpecialTokens, 'addSpecialTokens');
+}
+
 /** The generation loop; yields each step, returns the result. */
 export async function* generateSteps<F extends Family>(model: Model<F>, prompts: number[][], opts: GenerateOptions<F>): AsyncGenerator<GenerateStep, GenerateResult> {
+  checkGenerateOptions(opts, model.config.dVocab);
   const maxNew = opts.maxNewTokens;
-  if (!Number.isInteger(maxNew) || maxNew < 1) throw new InvalidInputError('ERR_INVALID_INPUT', `maxNewTokens must be a positive integer, got ${maxNew}`);
-  const temperature = opts.temperature ?? 0;
-  if (!(temperature >= 0) || !Number.isFinite(temperature)) throw new InvalidInputError('ERR_INVALID_INPUT', `temperature must be >= 0, got ${temperature}`);
-  if (opts.topK !== undefined && (!Number.isInteger(opts.topK) || opts.topK < 0)) throw new InvalidInputError('ERR_INVALID_INPUT', `topK must be a non-negative integer, got ${opts.topK}`);
-  if (opts.topP !== undefined && !(opts.topP > 0 && opts.topP <= 1)) throw new InvalidInputError('ERR_INVALID_INPUT', `topP must be in (0, 1], got ${opts.topP}`);
   opts.signal?.throwIfAborted();
   const rng = new Rng(opts.seed ?? Math.floor(Math.random() * 2 ** 32));
   const stop = new Set(opts.stopTokens ?? []);
   const B = prompts.length;
-  const P = Math.max(...prompts.map((p) => p.length));
+  const P = prompts.reduce((m, p) => Math.max(m, p.length), 0);
   const pad = prompts.map((p) => P - p.length);
   // Padding slots hold a valid id (the row's first token); attention never sees them.
   const padded = Int32Array.from(prompts.flatMap((p, b) => [...Array<number>(pad[b]!).fill(p[0]!), ...p]));
@@ -69,7 +87,7 @@ export async function* generateSteps<F extends Family>(model: Model<F>, prompts:
     throw new InvalidInputError('ERR_INVALID_INPUT', `a ${P}-token prompt plus ${maxNew} new tokens exceeds the model's ${model.config.nCtx} learned positions`);
   const V = model.config.dVocab;
   const cache = model.createCache(B, P + maxNew);
-  const common = { capture: opts.capture ?? [], ...(opts.hooks ? { hooks: opts.hooks as Record<string, never> } : {}), maxPositions: P + maxNew, logits: 'last' as const, cache };
+  const common = { capture: patternList(opts.capture, 'capture'), ...(opts.hooks ? { hooks: opts.hooks as Record<string, never> } : {}), maxPositions: P + maxNew, logits: 'last' as const, cache };
 
   const newTokens: number[][] = prompts.map(() => []);
   const finished = prompts.map(() => false);
@@ -91,7 +109,7 @@ export async function* generateSteps<F extends Family>(model: Model<F>, prompts:
       }
       return t;
     });
-    if (opts.capture?.length) steps.push(out.cache);
+    if (common.capture.length) steps.push(out.cache);
     yield { step, tokens: chosen, finished: [...finished], captures: out.cache };
     if (finished.every(Boolean)) break;
     out = await model.forward({ ...common, tokens: Int32Array.from(chosen), batch: B, pos: 1 });

@@ -13,7 +13,8 @@ import { Tensor } from '../tensor.js';
 import { Tokenizer } from '../tokenizer.js';
 import { extractBatches, type ExtractBatch, type ExtractOptions } from '../extract/extract.js';
 import type { Document, SourceSpec } from '../extract/sources.js';
-import { generateSteps, type GenerateOptions, type GenerateResult, type GenerateStep } from '../generate/generate.js';
+import { checkGenerateOptions, generateSteps, type GenerateOptions, type GenerateResult, type GenerateStep } from '../generate/generate.js';
+import { checkBoolean, checkExtractOptions, checkTokenId, checkInteger, checkObject, checkRunOptions, invalid, isObject, patternList, tokenRow } from './validate.js';
 
 /** Options for {@link loadModel}. */
 export interface LoadModelOptions<F extends Family = Family> {
@@ -35,8 +36,8 @@ export type HookMap<F extends Family = Family> = { [K in HookNameFor<F>]?: HookS
 
 /** Options for {@link Model.run}. */
 export interface RunOptions<F extends Family = Family> {
-  /** Hook names or globs to capture, e.g. `['blocks.*.hook_resid_post']`. Captures see activations after any edits at the same hook. Defaults to none. */
-  capture?: readonly HookPattern[];
+  /** Hook names or globs to capture, e.g. `['blocks.*.hook_resid_post']` (one string is one pattern). Captures see activations after any edits at the same hook. Defaults to none. */
+  capture?: readonly HookPattern[] | HookPattern;
   /** Edits and JS hook functions by hook name, applied in the order given. Defaults to none. */
   hooks?: HookMap<F>;
   /** Preallocated Float32Arrays to capture into, keyed by hook name (each must have the hook's exact size); these hooks are captured even if `capture` omits them. Defaults to fresh arrays. */
@@ -117,7 +118,7 @@ export interface ForwardRequest {
   pos: number;
   pad?: Int32Array;
   cache?: NativeKvCache;
-  capture: readonly string[];
+  capture: readonly string[] | string;
   outputs?: Partial<Record<string, Float32Array>>;
   hooks?: Partial<Record<string, HookSpec>>;
   logits: 'all' | 'last' | 'none';
@@ -207,6 +208,9 @@ export class Model<F extends Family = Family> {
    */
   async attachSae(sae: Sae, options: AttachSaeOptions = {}): Promise<AttachedSae> {
     const handle = this.live();
+    checkObject(options, 'attachSae options');
+    if (options.hook !== undefined && typeof options.hook !== 'string') invalid('attachSae: hook must be a hook name');
+    checkBoolean(options.useErrorTerm, 'useErrorTerm');
     const hook = options.hook ?? sae.cfg.hookName;
     if (!hook) throw new InvalidInputError('ERR_INVALID_INPUT', 'this SAE does not name its hook; pass { hook }');
     const index = this.table.index.get(hook);
@@ -253,6 +257,9 @@ export class Model<F extends Family = Family> {
 
   /** Concrete shape of a hook for `batch` sequences of `pos` new tokens attending to `keyPos` positions. */
   hookShape(name: string, batch: number, pos: number, keyPos = pos): number[] {
+    checkInteger(batch, 'batch', 0);
+    checkInteger(pos, 'pos', 0);
+    checkInteger(keyPos, 'keyPos', 0);
     const i = this.table.index.get(name);
     if (i === undefined) resolveHooks([name], this.hookNames);  // throws with suggestions
     return this.hooks[i!]!.shape.map((d) => (d === 'batch' ? batch : d === 'pos' ? pos : d === 'key_pos' ? keyPos : d));
@@ -261,6 +268,8 @@ export class Model<F extends Family = Family> {
   /** Tokenizes text (or a batch of texts) into one id array per text. */
   tokenize(text: string | readonly string[], addSpecialTokens = true): number[][] {
     if (!this.tokenizer) throw new InvalidInputError('ERR_NO_TOKENIZER', `no tokenizer.json in ${this.dir}; pass token ids instead of text`);
+    if (typeof text !== 'string' && !(Array.isArray(text) && text.every((t) => typeof t === 'string'))) invalid('tokenize takes a string or an array of strings');
+    checkBoolean(addSpecialTokens, 'addSpecialTokens');
     const texts = typeof text === 'string' ? [text] : text;
     return texts.map((t) => this.tokenizer!.encode(t, { addSpecialTokens }));
   }
@@ -272,31 +281,26 @@ export class Model<F extends Family = Family> {
    * dispose(); an error thrown by a JS hook rejects the run with that error.
    */
   async run(input: ModelInput, options: RunOptions<F> = {}): Promise<RunResult> {
-    const tokens = this.toTokens(input, options.addSpecialTokens ?? true);
-    const ragged = tokens.findIndex((r) => r.length !== tokens[0]!.length);
-    if (ragged >= 0)
-      throw new InvalidInputError(
-        'ERR_INVALID_INPUT',
-        `ragged batch: sequence 0 has ${tokens[0]!.length} tokens but sequence ${ragged} has ${tokens[ragged]!.length}; all sequences must have the same length`,
-      );
-    const batch = tokens.length;
-    const pos = tokens[0]!.length;
-    const { logits, cache, features } = await this.forward({
-      tokens: Int32Array.from(tokens.flat()),
-      batch,
-      pos,
-      capture: options.capture ?? [],
+    checkRunOptions(options, this.config.nLayers);
+    const want = options.returnLogits ?? (options.stopAtLayer === undefined || options.stopAtLayer >= this.config.nLayers);
+    const request: Omit<ForwardRequest, 'tokens' | 'batch' | 'pos' | 'maxPositions'> = {
+      capture: patternList(options.capture, 'capture'),
       ...(options.outputs ? { outputs: options.outputs as Record<string, Float32Array> } : {}),
       ...(options.hooks ? { hooks: options.hooks as Record<string, HookSpec> } : {}),
-      logits: (() => {
-        const want = options.returnLogits ?? (options.stopAtLayer === undefined || options.stopAtLayer >= this.config.nLayers);
-        return want === 'last' ? 'last' : want ? 'all' : 'none';
-      })(),
+      logits: want === 'last' ? 'last' : want ? 'all' : 'none',
       ...(options.stopAtLayer !== undefined ? { stopAtLayer: options.stopAtLayer } : {}),
       ...(options.logitsOutput ? { logitsOutput: options.logitsOutput } : {}),
       ...(options.saeFeatures ? { saeFeatures: options.saeFeatures } : {}),
-      maxPositions: pos,
+    };
+    // Shapes and memory are checked before the ids are copied or flattened.
+    const tokens = this.toTokens(input, options.addSpecialTokens ?? true, (rows) => {
+      const ragged = rows.findIndex((r) => r.length !== rows[0]!.length);
+      if (ragged >= 0)
+        invalid(`ragged batch: sequence 0 has ${rows[0]!.length} tokens but sequence ${ragged} has ${rows[ragged]!.length}; all sequences must have the same length`);
     });
+    const batch = tokens.length;
+    const pos = tokens[0]!.length;
+    const { logits, cache, features } = await this.forward({ ...request, tokens: Int32Array.from(tokens.flat()), batch, pos, maxPositions: pos });
     return { logits, cache, tokens, features };
   }
 
@@ -306,7 +310,7 @@ export class Model<F extends Family = Family> {
    * their new tokens.
    */
   async generate(input: ModelInput, options: GenerateOptions<F>): Promise<GenerateResult> {
-    const it = generateSteps(this, this.toTokens(input, options.addSpecialTokens ?? true), options);
+    const it = this.generateStream(input, options);
     for (;;) {
       const next = await it.next();
       if (next.done) return next.value;
@@ -315,7 +319,9 @@ export class Model<F extends Family = Family> {
 
   /** Like {@link generate}, streaming one step (a token per sequence) at a time. */
   generateStream(input: ModelInput, options: GenerateOptions<F>): AsyncGenerator<GenerateStep, GenerateResult> {
-    return generateSteps(this, this.toTokens(input, options.addSpecialTokens ?? true), options);
+    checkGenerateOptions(options, this.config.dVocab);
+    const prompts = this.toTokens(input, options.addSpecialTokens ?? true);
+    return generateSteps(this, prompts, options);
   }
 
   /**
@@ -323,8 +329,11 @@ export class Model<F extends Family = Family> {
    * `seqLen` windows ahead of the forward (bounded), batched, run, and yielded with their
    * tokens. Iterating slowly applies backpressure; breaking out stops the pipeline.
    */
-  extract(source: SourceSpec | AsyncIterable<Document>, options: ExtractOptions): AsyncGenerator<ExtractBatch> {
-    return extractBatches(this, source, options);
+  async *extract(source: SourceSpec | AsyncIterable<Document>, options: ExtractOptions): AsyncGenerator<ExtractBatch> {
+    checkExtractOptions(options, this.config.nLayers);
+    const hooks = patternList(options.hooks, 'hooks');
+    if (isObject(source) && Symbol.asyncIterator in source) source = checkedDocuments(source as AsyncIterable<Document>, this.config.dVocab);
+    yield* extractBatches(this, source, { ...options, hooks });
   }
 
   /**
@@ -387,7 +396,8 @@ export class Model<F extends Family = Family> {
     const handle = this.live();
     const { batch, pos } = req;
     const keyPos = (req.cache?.length ?? 0) + pos;
-    const names = this.resolveHooks([...req.capture, ...Object.keys(req.outputs ?? {})]);
+    checkInteger(req.stopAtLayer, 'stopAtLayer', 0, this.config.nLayers);
+    const names = this.resolveHooks([...patternList(req.capture, 'capture'), ...Object.keys(req.outputs ?? {})]);
     const { actions, fns } = this.actions(req.hooks ?? {}, batch, pos, keyPos, req.maxPositions);
     const features = new Map<string, SparseFeatures>();
     const featureCounts = new Map<string, Uint32Array>();
@@ -486,25 +496,28 @@ export class Model<F extends Family = Family> {
     return this.handle;
   }
 
-  /** Input as token rows (not yet checked for equal lengths). */
-  private toTokens(input: ModelInput, addSpecialTokens: boolean): number[][] {
+  /**
+   * Input as token rows, each id checked against the vocabulary (not yet checked for equal
+   * lengths). `shape` sees the rows before they are copied, to refuse a batch up front.
+   */
+  private toTokens(input: ModelInput, addSpecialTokens: boolean, shape?: (rows: readonly ArrayLike<unknown>[]) => void): number[][] {
     this.live();
-    let rows: number[][];
+    checkBoolean(addSpecialTokens, 'addSpecialTokens');
+    let rows: readonly ArrayLike<unknown>[];
     if (typeof input === 'string' || (Array.isArray(input) && input.length > 0 && input.every((x) => typeof x === 'string'))) {
       rows = this.tokenize(input as string | string[], addSpecialTokens);
     } else if (Array.isArray(input) && input.every((x) => Array.isArray(x) || ArrayBuffer.isView(x))) {
-      rows = (input as readonly (readonly number[])[]).map((r) => Array.from(r));
+      rows = input as readonly ArrayLike<unknown>[];
     } else {
-      throw new InvalidInputError('ERR_INVALID_INPUT', 'input must be token ids (number[][]), a string, or an array of strings');
+      invalid('input must be token ids (number[][]), a string, or an array of strings');
     }
-    if (rows.length === 0) throw new InvalidInputError('ERR_INVALID_INPUT', 'the batch is empty');
+    if (rows.length === 0) invalid('the batch is empty');
     rows.forEach((row, b) => {
-      if (row.length === 0) throw new InvalidInputError('ERR_INVALID_INPUT', `sequence ${b} is empty: sequences must hold at least one token`);
-      row.forEach((t, p) => {
-        if (!Number.isInteger(t)) throw new InvalidInputError('ERR_INVALID_INPUT', `token at batch ${b}, position ${p} is not an integer: ${t}`);
-      });
+      if (row.length === 0) invalid(`sequence ${b} is empty: sequences must hold at least one token`);
     });
-    return rows;
+    shape?.(rows);
+    const V = this.config.dVocab;
+    return rows.map((row, b) => tokenRow(row, V, (p) => `batch ${b}, position ${p}`));
   }
 }
 
@@ -513,6 +526,8 @@ export class Model<F extends Family = Family> {
  * tokenizer.json). Loading runs off the JS thread. Pass `family` to type hook names.
  */
 export async function loadModel<F extends Family = Family>(dir: string, options: LoadModelOptions<F> = {}): Promise<Model<F>> {
+  if (typeof dir !== 'string' || dir === '') invalid(`loadModel takes a model directory path, got ${typeof dir === 'string' ? "''" : String(dir)}`);
+  if (!isObject(options as unknown)) invalid('loadModel options must be an object');
   const requested = options.device ?? 'cpu';
   if (requested !== 'cpu' && requested !== 'cuda' && requested !== 'auto')
     throw new DeviceError('ERR_UNSUPPORTED_DEVICE', `unknown device '${String(requested)}' (cpu, cuda, auto)`);
@@ -536,4 +551,15 @@ export async function loadModel<F extends Family = Family>(dir: string, options:
     throw new UnsupportedModelError('ERR_FAMILY_MISMATCH', `${abs} is a ${model.config.family} model, not ${options.family}`);
   }
   return model;
+}
+
+/** `docs` with every pre-tokenized document's ids checked against the vocabulary. */
+async function* checkedDocuments(docs: AsyncIterable<Document>, vocab: number): AsyncGenerator<Document> {
+  for await (const d of docs) {
+    if (d.tokens !== undefined) {
+      if (!Array.isArray(d.tokens)) invalid(`${d.file}:${d.line}: tokens must be an array of ids`);
+      d.tokens.forEach((t, i) => checkTokenId(t, vocab, `${d.file}:${d.line}, token ${i}`));
+    }
+    yield d;
+  }
 }
