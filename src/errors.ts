@@ -29,6 +29,8 @@ export class InvalidInputError extends NeurotapError {}
 export class DisposedError extends NeurotapError {}
 /** The requested device or dtype is not available in this build or on this machine. */
 export class DeviceError extends NeurotapError {}
+/** A run, cache or load needs more memory than there is (or than one JS typed array holds); refused before allocating. */
+export class OutOfMemoryError extends NeurotapError {}
 
 const byCode: Record<string, new (code: string, message: string) => NeurotapError> = {
   ERR_FILE_NOT_FOUND: ModelLoadError,
@@ -58,6 +60,7 @@ const byCode: Record<string, new (code: string, message: string) => NeurotapErro
   ERR_UNSUPPORTED_DTYPE: DeviceError,
   ERR_DEVICE_UNAVAILABLE: DeviceError,
   ERR_BACKEND: DeviceError,
+  ERR_OUT_OF_MEMORY: OutOfMemoryError,
 };
 
 /** Converts an error from the addon into the NeurotapError subclass for its code. */

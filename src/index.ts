@@ -25,6 +25,7 @@ export {
   InvalidInputError,
   DisposedError,
   DeviceError,
+  OutOfMemoryError,
 } from './errors.js';
 export { readSafetensors, writeSafetensors } from './io/safetensors.js';
 export { trainSteeringVector, steeringHooks, mergeHooks } from './steering/steer.js';

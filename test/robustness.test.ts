@@ -157,10 +157,16 @@ describe('runs too large for memory are refused up front', () => {
 
   it('a KV cache larger than memory', () => expectRefused(() => model.generate(good, { maxNewTokens: 2 ** 40 }), /KV cache/));
 
-  it('captures count too: an attention pattern over a long sequence', async () => {
-    // [1, heads, T, T] floats for each layer's pattern; the sequence alone is small.
-    const T = Math.ceil(Math.sqrt((2 * totalmem()) / (4 * model.config.nHeads * model.config.nLayers)));
-    await expectRefused(() => model.run([Array.from({ length: T }, () => 1)], { capture: ['blocks.*.attn.hook_pattern'], returnLogits: false }), /captures/);
+  it('one capture larger than a JS typed array: an attention pattern over a long sequence', async () => {
+    // [1, heads, T, T] floats; the sequence itself is small.
+    const T = Math.ceil(Math.sqrt((bufferConstants.MAX_LENGTH + 1) / model.config.nHeads));
+    await expectRefused(() => model.run([Array.from({ length: T }, () => 1)], { capture: ['blocks.1.attn.hook_pattern'], returnLogits: false }), /capture of 'blocks\.1\.attn\.hook_pattern'.*JS typed array/);
+  });
+
+  it("captures kept over a generation's steps count too", async () => {
+    // Each step keeps [1, heads, 1, key_pos] per layer: quadratic in the number of steps.
+    const steps = Math.ceil(Math.sqrt((4 * totalmem()) / (4 * model.config.nHeads * model.config.nLayers)));
+    await expectRefused(() => model.generate(good, { maxNewTokens: steps, capture: ['blocks.*.attn.hook_pattern'] }), /captures [\d.]+ [GT]iB/);
   });
 
   it('normal runs still fit', async () => {

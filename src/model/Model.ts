@@ -14,6 +14,7 @@ import { Tokenizer } from '../tokenizer.js';
 import { extractBatches, type ExtractBatch, type ExtractOptions } from '../extract/extract.js';
 import type { Document, SourceSpec } from '../extract/sources.js';
 import { checkGenerateOptions, generateSteps, type GenerateOptions, type GenerateResult, type GenerateStep } from '../generate/generate.js';
+import { ensureForwardFits, ensureGenerateFits } from './memory.js';
 import { checkBoolean, checkExtractOptions, checkTokenId, checkInteger, checkObject, checkRunOptions, invalid, isObject, patternList, tokenRow } from './validate.js';
 
 /** Options for {@link loadModel}. */
@@ -297,6 +298,7 @@ export class Model<F extends Family = Family> {
       const ragged = rows.findIndex((r) => r.length !== rows[0]!.length);
       if (ragged >= 0)
         invalid(`ragged batch: sequence 0 has ${rows[0]!.length} tokens but sequence ${ragged} has ${rows[ragged]!.length}; all sequences must have the same length`);
+      ensureForwardFits(this, 'this run', { ...request, batch: rows.length, pos: rows[0]!.length });
     });
     const batch = tokens.length;
     const pos = tokens[0]!.length;
@@ -320,7 +322,7 @@ export class Model<F extends Family = Family> {
   /** Like {@link generate}, streaming one step (a token per sequence) at a time. */
   generateStream(input: ModelInput, options: GenerateOptions<F>): AsyncGenerator<GenerateStep, GenerateResult> {
     checkGenerateOptions(options, this.config.dVocab);
-    const prompts = this.toTokens(input, options.addSpecialTokens ?? true);
+    const prompts = this.toTokens(input, options.addSpecialTokens ?? true, (rows) => ensureGenerateFits(this, rows, options));
     return generateSteps(this, prompts, options);
   }
 
@@ -398,6 +400,7 @@ export class Model<F extends Family = Family> {
     const keyPos = (req.cache?.length ?? 0) + pos;
     checkInteger(req.stopAtLayer, 'stopAtLayer', 0, this.config.nLayers);
     const names = this.resolveHooks([...patternList(req.capture, 'capture'), ...Object.keys(req.outputs ?? {})]);
+    ensureForwardFits(this, 'this forward', { ...req, keyPos }, names);
     const { actions, fns } = this.actions(req.hooks ?? {}, batch, pos, keyPos, req.maxPositions);
     const features = new Map<string, SparseFeatures>();
     const featureCounts = new Map<string, Uint32Array>();

@@ -1,0 +1,150 @@
+// The memory a forward or a generation needs, estimated from the config before anything is
+// allocated, and the refusal (ERR_OUT_OF_MEMORY) when it cannot fit: a single array past what a
+// JS typed array holds, or a total past this machine's memory. The activation terms follow the
+// engine's workspace buffers (native/engine/model.cc, forward_locked). Tests:
+// test/robustness.test.ts.
+import { constants } from 'node:buffer';
+import { totalmem } from 'node:os';
+
+import { OutOfMemoryError } from '../errors.js';
+import type { GenerateOptions } from '../generate/generate.js';
+import { resolveHooks } from '../hooks/names.js';
+import type { ForwardRequest, Model, ModelConfig } from './Model.js';
+import { patternList } from './validate.js';
+
+/** One named amount of memory. */
+export interface MemoryPart {
+  label: string;
+  bytes: number;
+}
+
+/** Largest element count of one JS typed array (2^32 on Node 20). */
+export const MAX_TYPED_ARRAY_LENGTH = constants.MAX_LENGTH;
+
+/**
+ * Bytes of the engine's activation workspace for `batch` x `pos` new tokens attending to
+ * `keyPos` positions: one row per token of the residual stream, normalized input, norm scale,
+ * q, k, v, z, block output and MLP buffers, plus the [batch, head, pos, key_pos] attention
+ * pattern when scores are hooked or soft-capped.
+ */
+export function workspaceBytes(c: ModelConfig, batch: number, pos: number, keyPos: number, scores: boolean): number {
+  const rows = batch * pos;
+  const dq = c.nHeads * c.dHead;
+  const dkv = c.nKvHeads * c.dHead;
+  const heads = Math.max(c.nHeads, c.nKvHeads);
+  const rotaryDim = c.rope?.rotaryDim ?? c.dHead;
+  let perRow = 3 * c.dModel + 1 + 2 * dq + 2 * dkv + c.dMlp * (c.gatedMlp ? 2 : 1);
+  if (c.parallelResidual) perRow += c.dModel;
+  if (c.qkNorm) perRow += heads;
+  if (rotaryDim < c.dHead) perRow += heads * rotaryDim;
+  let floats = rows * perRow + 2 * rows;  // + the tokens, twice (JS and native copies)
+  if (scores || c.attnSoftcap > 0) floats += batch * c.nHeads * pos * keyPos;
+  return 4 * floats;
+}
+
+/** Bytes of a KV cache for `batch` sequences of `capacity` positions. */
+export function kvCacheBytes(c: ModelConfig, batch: number, capacity: number): number {
+  return 4 * 2 * c.nLayers * batch * capacity * c.nKvHeads * c.dHead;
+}
+
+/** What this process may use in all: the machine's memory, or a smaller container limit. */
+export function memoryLimit(): { bytes: number; what: string } {
+  const constrained = (process as { constrainedMemory?: () => number | undefined }).constrainedMemory?.() ?? 0;
+  const total = totalmem();
+  return constrained > 0 && constrained < total ? { bytes: constrained, what: "this process's memory limit" } : { bytes: total, what: "this machine's memory" };
+}
+
+/** "12.3 GiB". */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`;
+}
+
+function refuse(message: string): never {
+  throw new OutOfMemoryError('ERR_OUT_OF_MEMORY', message);
+}
+
+/**
+ * Throws ERR_OUT_OF_MEMORY when one of `arrays` (element counts of the JS typed arrays the
+ * call returns) is past the typed-array limit, or when `parts` plus what this process already
+ * holds exceed {@link memoryLimit}. `hint` says what to change.
+ */
+export function ensureFits(what: string, parts: readonly MemoryPart[], arrays: readonly { label: string; length: number }[], hint: string): void {
+  for (const a of arrays)
+    if (a.length > MAX_TYPED_ARRAY_LENGTH)
+      refuse(`${what}: ${a.label} would hold ${a.length.toLocaleString('en-US')} floats, more than the ${MAX_TYPED_ARRAY_LENGTH.toLocaleString('en-US')} a JS typed array can hold; ${hint}`);
+  const need = parts.reduce((s, p) => s + p.bytes, 0);
+  const held = process.memoryUsage.rss();
+  const limit = memoryLimit();
+  if (need + held > limit.bytes) {
+    const list = parts.filter((p) => p.bytes > 0).map((p) => `${p.label} ${formatBytes(p.bytes)}`).join(', ');
+    refuse(`${what} needs about ${formatBytes(need)} (${list}) on top of the ${formatBytes(held)} this process holds: more than ${limit.what}, ${formatBytes(limit.bytes)}; ${hint}`);
+  }
+}
+
+const HINT_RUN = "run smaller batches or shorter sequences, capture less, or pass returnLogits 'last' or false";
+const SCORES = /\.hook_(attn_scores|pattern)$/;
+
+function numel(model: Model, name: string, batch: number, pos: number, keyPos = pos): number {
+  return model.hookShape(name, batch, pos, keyPos).reduce((a, b) => a * b, 1);
+}
+
+/** Refuses (ERR_OUT_OF_MEMORY) a forward whose logits, captures and activations cannot fit. */
+export function ensureForwardFits(
+  model: Model,
+  what: string,
+  req: Pick<ForwardRequest, 'batch' | 'pos' | 'capture' | 'outputs' | 'hooks' | 'logits' | 'saeFeatures'> & { keyPos?: number },
+  names = resolveHooks([...patternList(req.capture, 'capture'), ...Object.keys(req.outputs ?? {})], model.hookNames),
+): void {
+  const { batch, pos } = req;
+  const keyPos = req.keyPos ?? pos;
+  const parts: MemoryPart[] = [];
+  const arrays: { label: string; length: number }[] = [];
+  if (req.logits !== 'none') {
+    const length = (req.logits === 'last' ? batch : batch * pos) * model.config.dVocab;
+    parts.push({ label: 'logits', bytes: 4 * length });
+    arrays.push({ label: 'the logits', length });
+  }
+  let captured = 0;
+  for (const name of names) {
+    const length = numel(model, name, batch, pos, keyPos);
+    captured += 4 * length;
+    arrays.push({ label: `the capture of '${name}'`, length });
+  }
+  const k = req.saeFeatures?.k ?? 0;
+  captured += 8 * batch * pos * k * (req.saeFeatures?.hooks?.length ?? model.saes.size);
+  parts.push({ label: 'captures', bytes: captured });
+  if (model.device === 'cpu') {
+    const scores = [...names, ...Object.keys(req.hooks ?? {})].some((n) => SCORES.test(n));
+    parts.push({ label: 'activations', bytes: workspaceBytes(model.config, batch, pos, keyPos, scores) });
+  }
+  ensureFits(what, parts, arrays, HINT_RUN);
+}
+
+/** Refuses (ERR_OUT_OF_MEMORY) a generation whose KV cache, prompt forward and captures cannot fit. */
+export function ensureGenerateFits(model: Model, rows: readonly ArrayLike<unknown>[], options: GenerateOptions): void {
+  const batch = rows.length;
+  const prompt = rows.reduce((m, r) => Math.max(m, r.length), 0);
+  const capacity = prompt + options.maxNewTokens;
+  const names = resolveHooks(patternList(options.capture, 'capture'), model.hookNames);
+  const parts: MemoryPart[] = [{ label: 'logits', bytes: 4 * batch * model.config.dVocab }];
+  const arrays = names.map((name) => ({ label: `the capture of '${name}'`, length: numel(model, name, batch, prompt) }));
+  // Every step's captures are kept: the prompt's, then one position per new token attending
+  // to prompt + 1 ... prompt + maxNewTokens - 1 keys (sizes are affine in the key count).
+  let captured = 0;
+  const steps = options.maxNewTokens - 1;
+  for (const name of names)
+    captured += 4 * (numel(model, name, batch, prompt) + (steps * (numel(model, name, batch, 1, prompt + 1) + numel(model, name, batch, 1, prompt + steps))) / 2);
+  parts.push({ label: 'captures', bytes: captured });
+  if (model.device === 'cpu') {
+    const scores = [...names, ...Object.keys(options.hooks ?? {})].some((n) => SCORES.test(n));
+    parts.push({ label: 'activations', bytes: workspaceBytes(model.config, batch, prompt, prompt, scores) });
+    parts.push({ label: 'KV cache', bytes: kvCacheBytes(model.config, batch, capacity) });
+  }
+  ensureFits('this generation', parts, arrays, 'generate for fewer or shorter prompts, fewer new tokens, or capture less');
+}
