@@ -277,9 +277,10 @@ export class Model<F extends Family = Family> {
 
   /**
    * Runs a forward pass off the JS thread, applying `hooks` (edits and JS functions) and
-   * capturing `capture`. Throws InvalidInputError for an empty or ragged batch, a bad token id
-   * or a bad edit, UnknownHookError for a hook name that does not exist, DisposedError after
-   * dispose(); an error thrown by a JS hook rejects the run with that error.
+   * capturing `capture`. Throws InvalidInputError for an empty or ragged batch, a bad token id,
+   * option or edit, UnknownHookError for a hook name that does not exist, OutOfMemoryError for a
+   * batch that cannot fit (before allocating), DisposedError after dispose(); a JS hook that
+   * throws rejects the run with what it threw.
    */
   async run(input: ModelInput, options: RunOptions<F> = {}): Promise<RunResult> {
     checkRunOptions(options, this.config.nLayers);
