@@ -8,7 +8,6 @@ import { totalmem } from 'node:os';
 
 import { OutOfMemoryError } from '../errors.js';
 import type { GenerateOptions } from '../generate/generate.js';
-import { resolveHooks } from '../hooks/names.js';
 import type { ForwardRequest, Model, ModelConfig } from './Model.js';
 import { patternList } from './validate.js';
 
@@ -39,6 +38,22 @@ export function workspaceBytes(c: ModelConfig, batch: number, pos: number, keyPo
   if (rotaryDim < c.dHead) perRow += heads * rotaryDim;
   let floats = rows * perRow + 2 * rows;  // + the tokens, twice (JS and native copies)
   if (scores || c.attnSoftcap > 0) floats += batch * c.nHeads * pos * keyPos;
+  return 4 * floats;
+}
+
+/**
+ * Bytes of the temporaries the forward allocates for TransformerLens's flag-gated hooks while
+ * they are hooked (native/engine/model.cc): per-head input copies and their per-head
+ * projections, per-head results, the mlp_in copy, every position's logits for unembed.hook_out.
+ */
+export function optionalHookBytes(c: ModelConfig, rows: number, hooked: readonly string[]): number {
+  const has = (re: RegExp) => hooked.some((n) => re.test(n));
+  const dq = c.nHeads * c.dHead;
+  let floats = 0;
+  if (has(/\.hook_(attn_in|[qkv]_input)$/)) floats += rows * (4 * c.nHeads * c.dModel + c.dModel + dq);
+  if (has(/\.attn\.hook_result$/)) floats += rows * (c.nHeads * c.dModel + 2 * dq + c.dModel);
+  if (has(/\.hook_mlp_in$/)) floats += rows * c.dModel;
+  if (has(/^unembed\.hook_out$/)) floats += rows * c.dVocab;
   return 4 * floats;
 }
 
@@ -99,7 +114,7 @@ export function ensureForwardFits(
   model: Model,
   what: string,
   req: Pick<ForwardRequest, 'batch' | 'pos' | 'capture' | 'outputs' | 'hooks' | 'logits' | 'saeFeatures'> & { keyPos?: number },
-  names = resolveHooks([...patternList(req.capture, 'capture'), ...Object.keys(req.outputs ?? {})], model.hookNames),
+  names = model.resolveHooks([...patternList(req.capture, 'capture'), ...Object.keys(req.outputs ?? {})]),
 ): void {
   const { batch, pos } = req;
   const keyPos = req.keyPos ?? pos;
@@ -120,8 +135,9 @@ export function ensureForwardFits(
   captured += 8 * batch * pos * k * (req.saeFeatures?.hooks?.length ?? model.saes.size);
   parts.push({ label: 'captures', bytes: captured });
   if (model.device === 'cpu') {
-    const scores = [...names, ...Object.keys(req.hooks ?? {})].some((n) => SCORES.test(n));
-    parts.push({ label: 'activations', bytes: workspaceBytes(model.config, batch, pos, keyPos, scores) });
+    const hooked = [...names, ...Object.keys(req.hooks ?? {})];
+    const scores = hooked.some((n) => SCORES.test(n));
+    parts.push({ label: 'activations', bytes: workspaceBytes(model.config, batch, pos, keyPos, scores) + optionalHookBytes(model.config, batch * pos, hooked) });
   }
   ensureFits(what, parts, arrays, HINT_RUN);
 }
@@ -131,7 +147,7 @@ export function ensureGenerateFits(model: Model, rows: readonly ArrayLike<unknow
   const batch = rows.length;
   const prompt = rows.reduce((m, r) => Math.max(m, r.length), 0);
   const capacity = prompt + options.maxNewTokens;
-  const names = resolveHooks(patternList(options.capture, 'capture'), model.hookNames);
+  const names = model.resolveHooks(patternList(options.capture, 'capture'));
   const parts: MemoryPart[] = [{ label: 'logits', bytes: 4 * batch * model.config.dVocab }];
   const arrays = names.map((name) => ({ label: `the capture of '${name}'`, length: numel(model, name, batch, prompt) }));
   // Every step's captures are kept: the prompt's, then one position per new token attending
@@ -142,8 +158,9 @@ export function ensureGenerateFits(model: Model, rows: readonly ArrayLike<unknow
     captured += 4 * (numel(model, name, batch, prompt) + (steps * (numel(model, name, batch, 1, prompt + 1) + numel(model, name, batch, 1, prompt + steps))) / 2);
   parts.push({ label: 'captures', bytes: captured });
   if (model.device === 'cpu') {
-    const scores = [...names, ...Object.keys(options.hooks ?? {})].some((n) => SCORES.test(n));
-    parts.push({ label: 'activations', bytes: workspaceBytes(model.config, batch, prompt, prompt, scores) });
+    const hooked = [...names, ...Object.keys(options.hooks ?? {})];
+    const scores = hooked.some((n) => SCORES.test(n));
+    parts.push({ label: 'activations', bytes: workspaceBytes(model.config, batch, prompt, prompt, scores) + optionalHookBytes(model.config, batch * prompt, hooked) });
     parts.push({ label: 'KV cache', bytes: kvCacheBytes(model.config, batch, capacity) });
   }
   ensureFits('this generation', parts, arrays, 'generate for fewer or shorter prompts, fewer new tokens, or capture less');
