@@ -1,18 +1,20 @@
 // `neurotap extract` (corpus -> shard-NNNNN.safetensors + manifest.json, resumable) and
 // `neurotap merge` (README "Extraction"). Tests: test/extract.test.ts.
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
 import { InvalidInputError } from '../errors.js';
 import { isOutDtype, type OutDtype } from '../extract/dtype.js';
 import { deriveBatchSize } from '../extract/extract.js';
+import { ensureDir } from '../extract/files.js';
 import { assertCompatible, cleanTemp, manifestTotals, mergeManifests, writeManifest, type Manifest } from '../extract/manifest.js';
 import { describePacking, parseShard } from '../extract/packing.js';
 import { ShardWriter } from '../extract/shards.js';
 import type { SourceSpec } from '../extract/sources.js';
 import type { Model } from '../model/Model.js';
 import { one, required, UsageError, type ParsedArgs } from './args.js';
+import { readInputFile } from './io.js';
 import { Progress } from './progress.js';
 
 /** Shard files aim at about this many bytes when --shard-size is not given. */
@@ -74,7 +76,7 @@ export async function runExtract(model: Model, args: ParsedArgs): Promise<void> 
   const bytesPerSeq = seqLen * 4 + shapes.reduce((a, h) => a + h.shapePerSeq.reduce((x, y) => x * y, 1) * (outDtype === 'f32' ? 4 : 2), 0);
   const perShard = intFlag(args, 'shard-size', 1) ?? Math.max(batchSize, Math.floor(TARGET_SHARD_BYTES / bytesPerSeq / batchSize) * batchSize);
   const packing = { ...describePacking({ seqLen, pack, padLast, padId: 0 }, source), maxTokens: maxTokens ?? null, stopAtLayer: stopAtLayer ?? null };
-  const config = await readFile(join(model.dir, 'config.json'));
+  const config = readInputFile(join(model.dir, 'config.json'), 'model config');
 
   const manifest: Manifest = {
     version: 1,
@@ -93,7 +95,7 @@ export async function runExtract(model: Model, args: ParsedArgs): Promise<void> 
     totals: { sequences: 0, tokens: 0, bytes: 0 },
     complete: false,
   };
-  await mkdir(out, { recursive: true });
+  await ensureDir(out);
   const existing = await assertCompatible(out, manifest, args.flags.has('overwrite'));
   await cleanTemp(out);
   const quiet = args.flags.has('quiet');
@@ -105,7 +107,8 @@ export async function runExtract(model: Model, args: ParsedArgs): Promise<void> 
   manifest.totals = manifestTotals(seqLen, manifest.shards);
   await writeManifest(out, manifest);
 
-  const totalBytes = (await Promise.all(source.files.map((f) => stat(f).then((s) => s.size)))).reduce((a, b) => a + b, 0);
+  const sizes = await Promise.all(source.files.map((f) => stat(f).then((s) => s.size, () => 0)));
+  const totalBytes = sizes.reduce((a, b) => a + b, 0);
   const progress = new Progress(quiet ? 'quiet' : process.stderr.isTTY ? 'tty' : 'lines');
   let readUnits = 0;
   let tokensDone = 0;

@@ -1,11 +1,10 @@
 // `neurotap generate` and `neurotap steer-train` (README "CLI").
-import { readFileSync } from 'node:fs';
-
 import { InvalidInputError } from '../errors.js';
 import type { HookMap, Model } from '../model/Model.js';
 import { trainSteeringVector, type ContrastivePair } from '../steering/steer.js';
 import { saveControlVector, saveSteeringSafetensors } from '../steering/vectors.js';
 import { one, required, UsageError, type ParsedArgs } from './args.js';
+import { readInputFile, writeOutputFile } from './io.js';
 import { steeringFromFlags } from './steering-flags.js';
 import { saeFromFlags } from './sae-flags.js';
 import { mergeHooks } from '../steering/steer.js';
@@ -20,7 +19,7 @@ function numberFlag(args: ParsedArgs, name: string, check: (n: number) => boolea
 
 /** Token rows from --tokens (one array or an array of arrays; rows may differ in length). */
 export function parseTokenRows(spec: string): number[][] {
-  const text = spec.startsWith('@') ? readFileSync(spec.slice(1), 'utf8') : spec;
+  const text = spec.startsWith('@') ? readInputFile(spec.slice(1), '--tokens file') : spec;
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -100,7 +99,7 @@ export async function runSteerTrain(model: Model, args: ParsedArgs): Promise<voi
   if (!/\.(safetensors|gguf)$/.test(out)) throw new UsageError('--out must end in .safetensors or .gguf');
   const layers = parseLayers(required(args, 'layers'), model.config.nLayers);
   const pairs: ContrastivePair[] = [];
-  readFileSync(pairsPath, 'utf8')
+  readInputFile(pairsPath, '--pairs file')
     .split('\n')
     .forEach((line, i) => {
       if (line.trim() === '') return;
@@ -117,8 +116,7 @@ export async function runSteerTrain(model: Model, args: ParsedArgs): Promise<voi
       pairs.push({ positive: p.positive!, negative: p.negative! });
     });
   const sv = await trainSteeringVector(model, pairs, { layers, method });
-  if (out.endsWith('.gguf')) saveControlVector(out, sv, { modelHint: model.config.family });
-  else saveSteeringSafetensors(out, sv);
+  writeOutputFile(out, () => (out.endsWith('.gguf') ? saveControlVector(out, sv, { modelHint: model.config.family }) : saveSteeringSafetensors(out, sv)));
   const norms = [...sv.directions].map(([h, v]) => `${h} |v|=${Math.hypot(...v).toPrecision(4)}`);
   process.stdout.write(`wrote ${sv.directions.size} directions (${method}, ${pairs.length} pairs) to ${out}\n${norms.join('\n')}\n`);
 }

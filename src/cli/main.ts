@@ -1,11 +1,12 @@
-// The neurotap CLI: run, tokenize, hooks. Its flags and output formats are a contract for
-// scripts and other languages (README "CLI"); test/cli.test.ts runs it as a subprocess.
-import { NeurotapError } from '../errors.js';
+// The neurotap CLI: run, generate, steer-train, extract, merge, tokenize, hooks. Its flags
+// and output formats are a contract for scripts and other languages (README "CLI");
+// test/cli.test.ts and test/cli-errors.test.ts run it as a subprocess.
 import { writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { loadModel, type HookMap, type Model } from '../model/Model.js';
 import { one, parseArgs, required, UsageError, type FlagSpec } from './args.js';
 import { parseTokenRows, runGenerate, runSteerTrain } from './generate.js';
 import { runExtract, runMerge } from './extract.js';
+import { asCodedError, checkOutputFile, writeOutputFile } from './io.js';
 import { steeringFromFlags } from './steering-flags.js';
 import { SAE_FLAGS, saeFromFlags } from './sae-flags.js';
 import { mergeHooks } from '../steering/steer.js';
@@ -62,18 +63,19 @@ async function cmdRun(argv: string[]): Promise<void> {
   const tokensSpec = one(args, 'tokens');
   const text = one(args, 'text');
   if ((tokensSpec === undefined) === (text === undefined)) throw new UsageError('give exactly one of --tokens and --text');
+  const out = one(args, 'out');
+  if (out) checkOutputFile(out);
   const model = await openModel(args);
   try {
     const input = tokensSpec !== undefined ? parseTokenRows(tokensSpec) : text!;
     const features = await saeFromFlags(model, args.flags);
     const hooks = mergeHooks(features as HookMap, steeringFromFlags(model, args.flags.get('steer') ?? [], args.flags.get('control-vector') ?? []));
     const result = await model.run(input, { capture: args.flags.get('capture') ?? [], hooks });
-    const out = one(args, 'out');
     if (out) {
       const tensors = new Map<string, TensorToWrite>();
       tensors.set('logits', result.logits!);
       for (const [name, t] of result.cache) tensors.set(name, t);
-      writeSafetensors(out, tensors, { format: 'pt', producer: 'neurotap', model: model.dir });
+      writeOutputFile(out, () => writeSafetensors(out, tensors, { format: 'pt', producer: 'neurotap', model: model.dir }));
       process.stdout.write(`wrote ${tensors.size} tensors to ${out}\n`);
       return;
     }
@@ -138,6 +140,7 @@ async function cmdGenerate(argv: string[]): Promise<void> {
 
 async function cmdSteerTrain(argv: string[]): Promise<void> {
   const args = parseArgs(argv, { ...COMMON, pairs: { value: true }, layers: { value: true }, method: { value: true }, out: { value: true } });
+  checkOutputFile(required(args, 'out'));
   const model = await openModel(args);
   try {
     await runSteerTrain(model, args);
@@ -243,10 +246,10 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`neurotap: ${err.message}\n${USAGE}\n`);
       return 2;
     }
-    if (err instanceof NeurotapError) {
-      process.stderr.write(`neurotap: error [${err.code}]: ${err.message}\n`);
-      return 1;
-    }
-    throw err;
+    // Every other failure is one line with its code; NEUROTAP_DEBUG=1 adds the stack.
+    const coded = asCodedError(err);
+    process.stderr.write(`neurotap: error [${coded.code}]: ${coded.message}\n`);
+    if (process.env.NEUROTAP_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+    return 1;
   }
 }

@@ -1,11 +1,11 @@
 // The extraction output's manifest.json (version 1): atomic write, validated read, resume checks
 // and merging the outputs of several machines without copying shards. Tests: test/extract-output.test.ts.
-import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 
 import { NeurotapError } from '../errors.js';
 import { isOutDtype, type OutDtype } from './dtype.js';
-import { syncDir, writeError } from './shards.js';
+import { ensureDir, syncDir, writeError } from './files.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 
@@ -340,9 +340,7 @@ export async function mergeManifests(dirs: string[], outDir: string, options: Me
     merged: { parts: parts.map((p) => ({ dir: slash(relative(out, p.dir)) || '.', shard: p.spec })) },
   };
 
-  await mkdir(out, { recursive: true }).catch((err: unknown) => {
-    throw writeError(err, out);
-  });
+  await ensureDir(out);
   const existing = await readManifest(out).catch(() => undefined);
   if (existing !== null && !options.overwrite && (existing === undefined || canonical(existing) !== canonical(merged))) {
     throw new NeurotapError('ERR_OUTPUT_EXISTS', `${outDir} already holds a different ${MANIFEST_FILE} (use --overwrite to replace it)`);

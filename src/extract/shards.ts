@@ -1,11 +1,11 @@
 // Writes one activation shard (a safetensors file) batch by batch into a temporary file, then
 // fsyncs and renames it into place. Tests: test/extract-output.test.ts (also read from Python).
-import { createHash } from 'node:crypto';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { InvalidInputError, NeurotapError } from '../errors.js';
 import { DTYPE_BYTES, SAFETENSORS_DTYPE, toBf16, toF16, type OutDtype } from './dtype.js';
+import { hashHandle, syncDir, writeError } from './files.js';
 
 /** One hook tensor of a shard. */
 export interface ShardHook {
@@ -62,32 +62,6 @@ export function shardFileName(index: number): string {
 }
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-const HASH_CHUNK = 4 << 20;
-
-/** Turns a failed fs call into a coded error: ERR_DISK_FULL for ENOSPC / EDQUOT, else ERR_FILE_WRITE. */
-export function writeError(err: unknown, what: string): NeurotapError {
-  if (err instanceof NeurotapError) return err;
-  const code = (err as { code?: unknown }).code;
-  const msg = err instanceof Error ? err.message : String(err);
-  if (code === 'ENOSPC' || code === 'EDQUOT') {
-    return new NeurotapError('ERR_DISK_FULL', `no space left on the device while writing ${what} (${msg}); completed shards are kept and the run can be resumed`, { cause: err });
-  }
-  return new NeurotapError('ERR_FILE_WRITE', `could not write ${what}: ${msg}`, { cause: err });
-}
-
-/** fsyncs a directory so a rename inside it survives a crash; a no-op where directories can't be synced. */
-export async function syncDir(dir: string): Promise<void> {
-  let fh: FileHandle | undefined;
-  try {
-    fh = await open(dir, 'r');
-    await fh.sync();
-  } catch (err) {
-    const code = (err as { code?: unknown }).code;
-    if (code !== 'EISDIR' && code !== 'EPERM' && code !== 'EINVAL' && code !== 'EBADF') throw writeError(err, `directory ${dir}`);
-  } finally {
-    await fh?.close().catch(() => undefined);
-  }
-}
 
 interface Region {
   name: string;
@@ -296,7 +270,7 @@ export class ShardWriter {
       await fh.sync();
       const { size } = await fh.stat();
       if (size !== this.#bytes) throw Object.assign(new Error(`file is ${size} bytes, expected ${this.#bytes}`), { code: 'EIO' });
-      sha256 = await this.#hash(fh);
+      sha256 = await hashHandle(fh, this.#bytes);  // read back: positions are not written in file order
       this.#fh = undefined;
       await fh.close();
       await rename(this.tmpPath, path);
@@ -306,19 +280,6 @@ export class ShardWriter {
     this.#state = 'finished';
     await syncDir(this.dir);
     return { file: this.file, path, nSeq: this.#written, bytes: this.#bytes, sha256 };
-  }
-
-  // Positions are not written in file order, so the hash is taken by reading the synced file back.
-  async #hash(fh: FileHandle): Promise<string> {
-    const hash = createHash('sha256');
-    const buf = Buffer.allocUnsafe(Math.min(HASH_CHUNK, this.#bytes));
-    for (let pos = 0; pos < this.#bytes;) {
-      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, this.#bytes - pos), pos);
-      if (bytesRead <= 0) throw Object.assign(new Error('unexpected end of file while hashing'), { code: 'EIO' });
-      hash.update(buf.subarray(0, bytesRead));
-      pos += bytesRead;
-    }
-    return hash.digest('hex');
   }
 
   async #fail(err: unknown): Promise<NeurotapError> {
