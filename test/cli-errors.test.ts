@@ -75,9 +75,11 @@ describe('CLI failures are one coded line', () => {
     expectOneLineError([...train, '--pairs', pairs, '--out', '/proc/v.gguf'], 'ERR_FILE_WRITE', /\/proc\/v\.gguf/);
   });
 
-  it('tokenize, hooks: a file or nothing where a directory is expected', () => {
+  it('tokenize, hooks, verify: a file or nothing where a directory is expected', () => {
     expectOneLineError(['tokenize', '--model', file, '--text', 'hi'], 'ERR_FILE_NOT_FOUND', /config\.json/);
     expectOneLineError(['hooks', '--model', join(file, 'x')], 'ERR_FILE_NOT_FOUND', /config\.json/);
+    expectOneLineError(['verify', file], 'ERR_FILE_NOT_FOUND', /holds no manifest\.json/);
+    expectOneLineError(['verify', join(tmp, 'nowhere')], 'ERR_FILE_NOT_FOUND', /holds no manifest\.json/);
   });
 
   describe('on a read-only file system', () => {

@@ -384,6 +384,33 @@ describe('manifest', () => {
     await expectCode(readManifest(dir), 'ERR_MANIFEST_INVALID', /version 2/);
   });
 
+  it('accepts only plain shard-NNNNN names in order, full shards but the last, and merged paths into their parts', async () => {
+    const dir = freshDir();
+    const m = await partRun(dir, null, 3);
+    const withShards = (shards: ManifestShard[], extra: Partial<Manifest> = {}) => ({ ...m, shards, totals: manifestTotals(SEQ, shards), ...extra });
+    const rename = (i: number, file: string) => withShards(m.shards.map((s, k) => (k === i ? { ...s, file } : s)));
+    const bad: [Manifest, RegExp][] = [
+      [rename(1, '../../../../etc/passwd'), /shard 1 is '\.\.\/\.\.\/\.\.\/\.\.\/etc\/passwd'/],
+      [rename(0, '/etc/passwd'), /shard 0 is '\/etc\/passwd'/],
+      [rename(2, 'sub/shard-00002.safetensors'), /shard 2 is/],
+      [rename(1, 'shard-00002.safetensors'), /not shard-00001\.safetensors/],
+      [withShards([m.shards[0]!, { ...m.shards[1]!, sequences: 2 }, m.shards[2]!]), /every shard but the last/],
+      [withShards([m.shards[0]!, { ...m.shards[1]!, sequences: 4 }]), /at most that many/],
+      [withShards([{ ...m.shards[0]!, file: '../other/shard-00000.safetensors' }], { merged: { parts: [{ dir: '../part', shard: { index: 0, count: 1 } }] } }), /not a shard file of one of the merged parts/],
+      [withShards([{ ...m.shards[0]!, file: '../part/passwd' }], { merged: { parts: [{ dir: '../part', shard: { index: 0, count: 1 } }] } }), /not a shard file/],
+      [withShards([], { merged: { parts: [{ dir: '/abs', shard: { index: 0, count: 1 } }] } }), /bad merged part/],
+    ];
+    for (const [manifest, why] of bad) {
+      writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest));
+      await expectCode(readManifest(dir), 'ERR_MANIFEST_INVALID', why);
+      await expectCode(writeManifest(dir, manifest), 'ERR_MANIFEST_INVALID', why);
+    }
+    // A short last shard is fine.
+    const shortLast = withShards([m.shards[0]!, { ...m.shards[1]!, sequences: 1 }]);
+    await writeManifest(dir, shortLast);
+    expect(await readManifest(dir)).toEqual(shortLast);
+  });
+
   it('assertCompatible resumes the same run, refuses another, and replaces it with overwrite', async () => {
     const dir = freshDir();
     const m = await partRun(dir, { index: 1, count: 3 }, 1);
@@ -408,7 +435,7 @@ describe('manifest', () => {
     writeFileSync(join(dir, 'shard-00000.safetensors'), 'orphan');
     await expectCode(assertCompatible(dir, other, false), 'ERR_OUTPUT_EXISTS', /shard files but no manifest/);
     writeFileSync(join(dir, 'manifest.json'), 'garbage');
-    await expectCode(assertCompatible(dir, other, false), 'ERR_OUTPUT_EXISTS', /not valid JSON/);
+    await expectCode(assertCompatible(dir, other, false), 'ERR_MANIFEST_INVALID', /not valid JSON.*--overwrite/);
     expect(await assertCompatible(dir, other, true)).toBeNull();
     expect(readdirSync(dir).sort()).toEqual(['notes.txt', 'scratch.tmp']);
     expect(await assertCompatible(join(dir, 'not-yet'), other, true)).toBeNull();

@@ -1,16 +1,18 @@
-// `neurotap extract` (corpus -> shard-NNNNN.safetensors + manifest.json, resumable) and
-// `neurotap merge` (README "Extraction"). Tests: test/extract.test.ts.
+// `neurotap extract` (corpus -> shard-NNNNN.safetensors + manifest.json, resumable, checking the
+// shards it resumes from), `neurotap merge` and `neurotap verify` (README "Extraction").
+// Tests: test/extract.test.ts, test/extract-verify.test.ts.
 import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
-import { InvalidInputError } from '../errors.js';
+import { InvalidInputError, NeurotapError } from '../errors.js';
 import { isOutDtype, type OutDtype } from '../extract/dtype.js';
 import { deriveBatchSize } from '../extract/extract.js';
 import { ensureDir } from '../extract/files.js';
-import { assertCompatible, cleanTemp, manifestTotals, mergeManifests, writeManifest, type Manifest } from '../extract/manifest.js';
+import { assertCompatible, cleanTemp, manifestTotals, mergeManifests, readManifest, writeManifest, type Manifest, type ManifestShard } from '../extract/manifest.js';
 import { describePacking, parseShard } from '../extract/packing.js';
-import { ShardWriter } from '../extract/shards.js';
+import { ShardWriter, shardFileName } from '../extract/shards.js';
+import { checkShards } from '../extract/verify.js';
 import type { SourceSpec } from '../extract/sources.js';
 import type { Model } from '../model/Model.js';
 import { one, required, UsageError, type ParsedArgs } from './args.js';
@@ -99,13 +101,30 @@ export async function runExtract(model: Model, args: ParsedArgs): Promise<void> 
   const existing = await assertCompatible(out, manifest, args.flags.has('overwrite'));
   await cleanTemp(out);
   const quiet = args.flags.has('quiet');
-  if (existing?.complete) {
-    if (!quiet) process.stderr.write(`${out} is already complete: ${existing.totals.tokens} tokens in ${existing.shards.length} shards\n`);
-    return;
+  const say = (line: string) => {
+    if (!quiet) process.stderr.write(`${line}\n`);
+  };
+  const maxSequences = maxTokens !== undefined ? Math.ceil(maxTokens / seqLen) : Infinity;
+
+  // Resume: every listed shard is checked (present, recorded size, sha256); bad ones are
+  // extracted again in place, good ones are skipped without running the model.
+  const redo = new Set<number>();
+  if (existing) {
+    for (const p of await checkShards(out, existing)) {
+      say(`${join(out, p.file)}: ${p.problem}; extracting it again`);
+      redo.add(p.index);
+    }
+    if (redo.size === 0 && provenComplete(existing, maxSequences)) {
+      say(`${out} is already complete: ${existing.totals.tokens} tokens in ${existing.shards.length} shards`);
+      return;
+    }
+    manifest.shards = existing.shards;
+    manifest.complete = existing.complete && redo.size === 0;
   }
-  if (existing) manifest.shards = existing.shards;
+  const listed = manifest.shards.length;
+  const keep = (group: number) => group < listed && !redo.has(group);
   manifest.totals = manifestTotals(seqLen, manifest.shards);
-  await writeManifest(out, manifest);
+  if (!existing || redo.size > 0) await writeManifest(out, manifest);
 
   const sizes = await Promise.all(source.files.map((f) => stat(f).then((s) => s.size, () => 0)));
   const totalBytes = sizes.reduce((a, b) => a + b, 0);
@@ -122,7 +141,7 @@ export async function runExtract(model: Model, args: ParsedArgs): Promise<void> 
       padLast,
       batchSize,
       groupSize: perShard,
-      skipSequences: manifest.totals.sequences,
+      skipGroup: keep,
       ...(stopAtLayer !== undefined ? { stopAtLayer } : {}),
       ...(maxTokens !== undefined ? { maxTokens } : {}),
       ...(shard ? { shard } : {}),
@@ -130,7 +149,9 @@ export async function runExtract(model: Model, args: ParsedArgs): Promise<void> 
     });
     for await (const batch of batches) {
       if (!writer) {
-        writer = new ShardWriter(out, manifest.shards.length, { seqLen, hooks: shapes, outDtype, nSeq: batch.groupSequences!, metadata: { producer: 'neurotap extract' } });
+        const index = batch.sequenceStart / perShard;
+        if (!Number.isInteger(index) || index > manifest.shards.length) throw new InvalidInputError('ERR_INTERNAL', `a shard would start at sequence ${batch.sequenceStart}, not at a shard boundary after the ${manifest.shards.length} listed`);
+        writer = new ShardWriter(out, index, { seqLen, hooks: shapes, outDtype, nSeq: batch.groupSequences!, metadata: { producer: 'neurotap extract' } });
       }
       const acts = new Map<string, Float32Array>();
       for (const [name, t] of batch.activations) acts.set(name, t.data);
@@ -138,9 +159,17 @@ export async function runExtract(model: Model, args: ParsedArgs): Promise<void> 
       tokensDone += batch.windows.length * seqLen;
       if (writer.sequences === writer.layout.nSeq) {
         const done = await writer.finish();
+        const index = writer.shardIndex;
         writer = null;
         bytesWritten += done.bytes;
-        manifest.shards.push({ file: done.file, sequences: done.nSeq, bytes: done.bytes, sha256: done.sha256 });
+        const entry: ManifestShard = { file: done.file, sequences: done.nSeq, bytes: done.bytes, sha256: done.sha256 };
+        if (index < manifest.shards.length) {
+          manifest.shards[index] = entry;
+          redo.delete(index);
+        } else {
+          manifest.shards.push(entry);
+          manifest.complete = false;  // a manifest that claimed completeness lacked this shard
+        }
         manifest.totals = manifestTotals(seqLen, manifest.shards);
         await writeManifest(out, manifest);
       }
@@ -153,9 +182,23 @@ export async function runExtract(model: Model, args: ParsedArgs): Promise<void> 
     throw err;
   }
   if (writer) throw new InvalidInputError('ERR_INTERNAL', `shard ${writer.file} was left incomplete`);
+  if (redo.size > 0) {
+    const files = [...redo].map(shardFileName).join(', ');
+    throw new NeurotapError('ERR_SHARD_CORRUPT', `${out}: the input ended before ${files} could be extracted again; has the input changed? (use --overwrite to start over)`);
+  }
   manifest.complete = true;
   await writeManifest(out, manifest);
   progress.finish({ tokens: tokensDone, seconds: (performance.now() - t0) / 1000, bytes: bytesWritten });
+}
+
+/**
+ * Whether a complete manifest's shards provably cover the whole input, so a rerun need not read
+ * it: its last shard is short (the input ended inside it; every other shard is full) or the
+ * --max-tokens limit was reached. Otherwise the input is read again (tokenized, not run) to see.
+ */
+function provenComplete(m: Manifest, maxSequences: number): boolean {
+  const last = m.shards.at(-1);
+  return m.complete && last !== undefined && (last.sequences < m.run.sequencesPerShard || m.totals.sequences >= maxSequences);
 }
 
 export async function runMerge(args: ParsedArgs): Promise<void> {
@@ -163,4 +206,17 @@ export async function runMerge(args: ParsedArgs): Promise<void> {
   if (inputs.length === 0) throw new UsageError('merge needs the output directories to combine');
   const m = await mergeManifests(inputs, required(args, 'out'), { overwrite: args.flags.has('overwrite') });
   process.stdout.write(`merged ${inputs.length} outputs: ${m.shards.length} shards, ${m.totals.tokens} tokens${m.complete ? '' : ' (not every part is present: incomplete)'}\n`);
+}
+
+/** `neurotap verify DIR`: re-hashes every shard against the manifest; one error line per bad shard. */
+export async function runVerify(args: ParsedArgs): Promise<void> {
+  if (args.positional.length !== 1) throw new UsageError('verify needs exactly one output directory');
+  const dir = args.positional[0]!;
+  const m = await readManifest(dir);
+  if (!m) throw new NeurotapError('ERR_FILE_NOT_FOUND', `${dir} holds no manifest.json`);
+  const problems = await checkShards(dir, m);
+  for (const p of problems) process.stderr.write(`neurotap: error [ERR_SHARD_CORRUPT]: ${p.file}: ${p.problem}\n`);
+  if (problems.length > 0) throw new NeurotapError('ERR_SHARD_CORRUPT', `${problems.length} of ${m.shards.length} shards in ${dir} are missing or corrupt`);
+  const { sequences, tokens, bytes } = m.totals;
+  process.stdout.write(`${dir}: ${m.shards.length} shards, ${sequences} sequences, ${tokens} tokens, ${bytes} bytes: all match${m.complete ? '' : ' (incomplete: resume the run to finish it)'}\n`);
 }

@@ -1,11 +1,11 @@
-// The neurotap CLI: run, generate, steer-train, extract, merge, tokenize, hooks. Its flags
+// The neurotap CLI: run, generate, steer-train, extract, merge, verify, tokenize, hooks. Its flags
 // and output formats are a contract for scripts and other languages (README "CLI");
 // test/cli.test.ts and test/cli-errors.test.ts run it as a subprocess.
 import { writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { loadModel, type HookMap, type Model } from '../model/Model.js';
 import { one, parseArgs, required, UsageError, type FlagSpec } from './args.js';
 import { parseTokenRows, runGenerate, runSteerTrain } from './generate.js';
-import { runExtract, runMerge } from './extract.js';
+import { runExtract, runMerge, runVerify } from './extract.js';
 import { asCodedError, checkOutputFile, writeOutputFile } from './io.js';
 import { steeringFromFlags } from './steering-flags.js';
 import { SAE_FLAGS, saeFromFlags } from './sae-flags.js';
@@ -28,6 +28,7 @@ const USAGE = `usage:
                [--stop-at-layer N] [--max-tokens N] [--out-dtype f32|f16|bf16] [--pad-last] [--no-pack]
                [--shard I/N] [--shard-size SEQS] [--overwrite] [--quiet] [--device cpu] [--dtype f32]
   neurotap merge OUT1 OUT2 ... --out DIR [--overwrite]
+  neurotap verify DIR
   neurotap tokenize --model DIR --text STR
   neurotap hooks --model DIR`;
 
@@ -183,6 +184,10 @@ async function cmdMerge(argv: string[]): Promise<void> {
   await runMerge(parseArgs(argv, { out: { value: true }, overwrite: { value: false } }));
 }
 
+async function cmdVerify(argv: string[]): Promise<void> {
+  await runVerify(parseArgs(argv, {}));
+}
+
 async function cmdTokenize(argv: string[]): Promise<void> {
   const args = parseArgs(argv, { ...COMMON, text: { value: true } });
   const text = required(args, 'text');
@@ -225,6 +230,9 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case 'merge':
         await cmdMerge(rest);
+        return 0;
+      case 'verify':
+        await cmdVerify(rest);
         return 0;
       case 'tokenize':
         await cmdTokenize(rest);

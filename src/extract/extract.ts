@@ -38,6 +38,8 @@ export interface ExtractOptions {
   skipSequences?: number;
   /** Batches never straddle a multiple of this many sequences (output shard files); each group is read ahead whole so its size is known before its first batch (`groupSequences`). Defaults to none. */
   groupSize?: number;
+  /** With `groupSize`: groups (numbered from 0 in the sharded stream) for which this returns true are read and packed but not run or yielded, e.g. shard files already written. Defaults to none. */
+  skipGroup?: (group: number) => boolean;
   /** Batches tokenized ahead of the forward. Defaults to 4. */
   queueCapacity?: number;
   /** Add the tokenizer's special tokens (BOS) per document. Defaults to true. */
@@ -100,6 +102,7 @@ export async function* extractBatches<F extends Family>(
   const batchSize = opts.batchSize ?? (opts.maxMemory ? deriveBatchSize(model, hooks, seqLen, opts.maxMemory) : 8);
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new InvalidInputError('ERR_INVALID_INPUT', `batchSize must be a positive integer, got ${batchSize}`);
   const group = opts.groupSize ?? Infinity;
+  if (opts.skipGroup && !Number.isFinite(group)) throw new InvalidInputError('ERR_INVALID_INPUT', 'skipGroup needs groupSize');
   const skip = opts.skipSequences ?? 0;
   const maxSequences = opts.maxTokens !== undefined ? Math.ceil(opts.maxTokens / seqLen) : Infinity;
   const tok = model.tokenizer;
@@ -145,6 +148,11 @@ export async function* extractBatches<F extends Family>(
       if (n >= maxSequences) break;
       n++;
       if (n <= skip) continue;
+      // Groups are flushed at their boundaries, so nothing is held when a skipped group starts.
+      if (opts.skipGroup?.(Math.floor((n - 1) / groupSize))) {
+        start = n;
+        continue;
+      }
       held.push(w);
       if ((start + held.length) % groupSize === 0 && !(await flush())) return;
     }

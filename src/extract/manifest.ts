@@ -1,11 +1,12 @@
 // The extraction output's manifest.json (version 1): atomic write, validated read, resume checks
 // and merging the outputs of several machines without copying shards. Tests: test/extract-output.test.ts.
 import { open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
-import { isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { isAbsolute, join, posix, relative, resolve, sep } from 'node:path';
 
 import { NeurotapError } from '../errors.js';
 import { isOutDtype, type OutDtype } from './dtype.js';
 import { ensureDir, syncDir, writeError } from './files.js';
+import { shardFileName } from './shards.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 
@@ -88,8 +89,37 @@ function canonical(v: unknown): string {
   return JSON.stringify(v) ?? 'null';
 }
 
+const SHARD_RE = /^shard-\d{5,}\.safetensors$/;
+
 const isInt = (v: unknown, min = 0): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= min;
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * An extraction output's own shards are `shard-00000.safetensors`, `shard-00001.safetensors`, ...
+ * in order, plain names inside the manifest's directory; every one but the last holds
+ * `sequencesPerShard` sequences (a shorter shard ends the input), the last at most that many.
+ */
+function ownShardsProblem(shards: ManifestShard[], perShard: number): string | null {
+  for (const [i, s] of shards.entries()) {
+    if (s.file !== shardFileName(i)) return `shard ${i} is '${s.file}', not ${shardFileName(i)} (shards are plain names inside the output directory, numbered in order)`;
+    if (s.sequences > perShard || (i < shards.length - 1 && s.sequences !== perShard)) return `shard ${s.file} holds ${s.sequences} sequences; every shard but the last holds run.sequencesPerShard (${perShard}), the last at most that many`;
+  }
+  return null;
+}
+
+/** A merged manifest's shards are `PART_DIR/shard-NNNNN.safetensors` with PART_DIR one of its relative part directories. */
+function mergedProblem(merged: unknown, shards: ManifestShard[]): string | null {
+  if (!isObj(merged) || !Array.isArray(merged.parts) || merged.parts.length === 0) return 'merged.parts must be a non-empty array';
+  const dirs = new Set<string>();
+  for (const p of merged.parts as unknown[]) {
+    if (!isObj(p) || typeof p.dir !== 'string' || p.dir === '' || isAbsolute(p.dir) || !isObj(p.shard) || !isInt(p.shard.count, 1) || !isInt(p.shard.index) || p.shard.index >= p.shard.count) return `bad merged part ${JSON.stringify(p)}`;
+    dirs.add(p.dir);
+  }
+  for (const s of shards) {
+    if (!dirs.has(posix.dirname(s.file)) || !SHARD_RE.test(posix.basename(s.file))) return `shard '${s.file}' is not a shard file of one of the merged parts (${[...dirs].join(', ')})`;
+  }
+  return null;
+}
 
 /** Checks the structure of a parsed manifest; returns the first problem, or null. */
 export function manifestProblem(m: unknown): string | null {
@@ -113,6 +143,8 @@ export function manifestProblem(m: unknown): string | null {
   for (const s of m.shards as unknown[]) {
     if (!isObj(s) || typeof s.file !== 'string' || !isInt(s.sequences, 1) || !isInt(s.bytes, 1) || typeof s.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(s.sha256)) return `bad shard entry ${JSON.stringify(s)}`;
   }
+  const files = m.merged === undefined ? ownShardsProblem(m.shards as ManifestShard[], run.sequencesPerShard) : mergedProblem(m.merged, m.shards as ManifestShard[]);
+  if (files) return files;
   const t = m.totals;
   if (!isObj(t) || !isInt(t.sequences) || !isInt(t.tokens) || !isInt(t.bytes)) return 'totals must hold sequences, tokens and bytes';
   const want = manifestTotals(run.seqLen, m.shards as ManifestShard[]);
@@ -206,7 +238,6 @@ export function sameRun(a: Manifest, b: Manifest): string | null {
   return null;
 }
 
-const SHARD_RE = /^shard-\d{5,}\.safetensors$/;
 const TEMP_RE = /^(shard-\d{5,}\.safetensors|manifest\.json)\.tmp$/;
 
 async function listDir(dir: string): Promise<string[]> {
@@ -245,10 +276,10 @@ export async function cleanTemp(dir: string): Promise<string[]> {
 /**
  * Checks an output directory before a run writes `manifest` into it. Resolves to the existing
  * manifest when it describes the same run (resume from it), or null when there is none. A
- * different run's manifest, an unreadable one, or shard files without a manifest are
- * ERR_OUTPUT_EXISTS, unless `overwrite`: then the old manifest, shard files and temporary files
- * are removed (other files stay) and it resolves to null. Shards a merged manifest points to
- * outside `dir` are never touched.
+ * different run's manifest or shard files without a manifest are ERR_OUTPUT_EXISTS, a corrupt
+ * manifest (not JSON, truncated, empty, malformed) ERR_MANIFEST_INVALID, unless `overwrite`:
+ * then the old manifest, shard files and temporary files are removed (other files stay) and it
+ * resolves to null. Shards a merged manifest points to outside `dir` are never touched.
  */
 export async function assertCompatible(dir: string, manifest: Manifest, overwrite: boolean): Promise<Manifest | null> {
   let existing: Manifest | null;
@@ -259,8 +290,9 @@ export async function assertCompatible(dir: string, manifest: Manifest, overwrit
     else reason = (await listDir(dir)).some((n) => SHARD_RE.test(n)) ? `${dir} holds shard files but no ${MANIFEST_FILE}` : null;
   } catch (err) {
     if (!(err instanceof NeurotapError) || err.code !== 'ERR_MANIFEST_INVALID') throw err;
+    if (!overwrite) throw new NeurotapError(err.code, `${err.message} (use --overwrite to replace the output)`, { cause: err });
     existing = null;
-    reason = err.message;
+    reason = null;
   }
   if (overwrite) {
     await removeOutput(dir);
@@ -288,7 +320,8 @@ const slash = (p: string) => p.split(sep).join('/');
  * `outDir` (nothing is copied), ordered by part index, then shard file. Every input must be a
  * complete, unmerged output of the same run (model config hash, family, hooks, shapes, dtypes,
  * seqLen, packing, batch size, sequences per shard) with its own part of the same N, and every
- * shard file must exist with its recorded size. The result is `complete` when all N parts are
+ * shard file must exist with its recorded size (readManifest has checked that each is a plain
+ * `shard-NNNNN.safetensors` name inside its directory; `neurotap verify` checks hashes). The result is `complete` when all N parts are
  * there. Refusals are ERR_MERGE_INVALID; an existing different manifest in `outDir` is
  * ERR_OUTPUT_EXISTS unless `overwrite`. Resolves to the written manifest.
  */
@@ -319,7 +352,6 @@ export async function mergeManifests(dirs: string[], outDir: string, options: Me
   const shards: ManifestShard[] = [];
   for (const p of parts) {
     for (const s of p.m.shards) {
-      if (isAbsolute(s.file) || s.file.split('/').includes('..')) throw mergeError(`${p.dir} lists shard '${s.file}' outside its directory`);
       const abs = join(p.dir, s.file);
       const st = await stat(abs).catch(() => null);
       if (!st?.isFile()) throw mergeError(`shard ${abs} listed in ${p.dir} is missing`);
