@@ -1,6 +1,7 @@
 // NumPy .npz reader (a zip of .npy arrays, stored or deflated, zip64 aware) for Gemma Scope
 // SAE weights. Untrusted input: every offset, size and header is checked before use.
-// Tests: test/sae-files.test.ts (files written by numpy).
+// Tests: test/sae-fixtures.test.ts (a file written by numpy), test/sae-fuzz.test.ts.
+import { kMaxLength } from 'node:buffer';
 import { inflateRawSync } from 'node:zlib';
 
 import { ModelLoadError } from '../errors.js';
@@ -52,12 +53,13 @@ export function readNpz(path: string): Map<string, NpyArray> {
     if (p + 46 + nameLen + extraLen > buf.length) throw bad(`central directory entry ${n} is truncated`);
     const name = buf.toString('utf8', p + 46, p + 46 + nameLen);
     // Zip64 extra field (id 1): the 0xffffffff fields, in order size, compressed, offset.
-    for (let e = p + 46 + nameLen; e + 4 <= p + 46 + nameLen + extraLen; ) {
+    const extraEnd = p + 46 + nameLen + extraLen;
+    for (let e = p + 46 + nameLen; e + 4 <= extraEnd; ) {
       const id = buf.readUInt16LE(e), len = buf.readUInt16LE(e + 2);
       if (id === 1) {
         let f = e + 4;
         const next = () => {
-          if (f + 8 > e + 4 + len) throw bad(`zip64 field of ${name} is short`);
+          if (f + 8 > Math.min(e + 4 + len, extraEnd)) throw bad(`zip64 field of ${name} is short`);
           const v = Number(buf.readBigUInt64LE(f));
           f += 8;
           return v;
@@ -77,13 +79,15 @@ export function readNpz(path: string): Map<string, NpyArray> {
     if (method === 0) data = raw;
     else if (method === 8) {
       try {
-        data = inflateRawSync(raw);
+        // Never inflate past the size the directory promises (a zip bomb stops there).
+        data = inflateRawSync(raw, { maxOutputLength: Math.max(1, Math.min(size, kMaxLength)) });
       } catch (err) {
         throw bad(`${name} does not inflate: ${(err as Error).message}`);
       }
     } else throw bad(`${name} uses zip compression method ${method} (only stored and deflate are read)`);
     if (data.length !== size) throw bad(`${name} holds ${data.length} bytes, the directory says ${size}`);
     if (!name.endsWith('.npy')) continue;
+    if (out.has(name.slice(0, -4))) throw bad(`${name} appears twice`);
     out.set(name.slice(0, -4), parseNpy(data, (why) => bad(`${name}: ${why}`)));
   }
   return out;
@@ -92,23 +96,25 @@ export function readNpz(path: string): Map<string, NpyArray> {
 function parseNpy(b: Buffer, bad: (why: string) => Error): NpyArray {
   if (b.length < 10 || !b.subarray(0, 6).equals(NPY_MAGIC)) throw bad('not an .npy array');
   const major = b[6]!;
+  if (major < 1 || major > 3) throw bad(`.npy format version ${major} is not 1, 2 or 3`);
+  const lenBytes = major === 1 ? 2 : 4;
+  if (b.length < 8 + lenBytes) throw bad('header length is truncated');
   const headerLen = major === 1 ? b.readUInt16LE(8) : b.readUInt32LE(8);
-  const offset = (major === 1 ? 10 : 12) + headerLen;
+  const offset = 8 + lenBytes + headerLen;
   if (offset > b.length) throw bad('header runs past the data');
-  const header = b.toString('latin1', major === 1 ? 10 : 12, offset);
+  const header = b.toString(major === 3 ? 'utf8' : 'latin1', 8 + lenBytes, offset);
   const descr = /'descr':\s*'([^']*)'/.exec(header)?.[1];
   const fortran = /'fortran_order':\s*(True|False)/.exec(header)?.[1];
   const shapeText = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1];
   if (descr === undefined || fortran === undefined || shapeText === undefined) throw bad(`unreadable header ${JSON.stringify(header)}`);
   if (fortran === 'True') throw bad('Fortran-order arrays are not supported');
+  // A Python tuple of ints: (), (n,), (n, m) or (n, m,).
+  if (!/^\s*(?:\d+\s*(?:,\s*\d+\s*)*,?\s*)?$/.test(shapeText) || /^\s*\d+\s*$/.test(shapeText)) throw bad(`bad shape (${shapeText})`);
   const shape = shapeText
     .split(',')
     .map((s) => s.trim())
     .filter((s) => s.length > 0)
-    .map((s) => {
-      if (!/^\d+$/.test(s)) throw bad(`bad dimension '${s}'`);
-      return Number(s);
-    });
+    .map(Number);
   const numel = shape.reduce((a, d) => a * d, 1);
   const kinds: Record<string, number> = { '<f4': 4, '<f2': 2, '<f8': 8, '<i4': 4 };
   const size = kinds[descr];

@@ -1,8 +1,7 @@
 // Steering vectors and their files: safetensors (one 1-D tensor per TL hook) and llama.cpp control
 // vectors (GGUF, `direction.N` per layer). Tests: test/steering-files.test.ts, against gguf-py.
-import { InvalidInputError, ModelLoadError, NeurotapError } from '../errors.js';
-import { readRegularFile } from '../io/files.js';
-import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
+import { InvalidInputError, ModelLoadError } from '../errors.js';
+import { readSafetensorsFile, writeSafetensors } from '../io/safetensors.js';
 import { GgufType, readGguf, writeGguf, type GgufMetadataEntry, type GgufValue } from './gguf.js';
 
 /** Directions to add to the residual stream, keyed by TransformerLens hook name. */
@@ -13,10 +12,9 @@ export interface SteeringVector {
   metadata: Record<string, string>;
 }
 
-const FLOAT_BYTES: Record<string, number> = { F32: 4, F16: 2, BF16: 2, F64: 8 };
+const FLOATS = new Set(['F32', 'F16', 'BF16', 'F64']);
 
-const badFile = (path: string, why: string, cause?: unknown) =>
-  new ModelLoadError('ERR_STEERING_FILE_INVALID', `steering file ${path}: ${why}`, cause === undefined ? undefined : { cause });
+const badFile = (path: string, why: string) => new ModelLoadError('ERR_STEERING_FILE_INVALID', `steering file ${path}: ${why}`);
 const badArg = (why: string) => new InvalidInputError('ERR_INVALID_INPUT', why);
 
 function firstNonFinite(v: Float32Array): number {
@@ -25,66 +23,24 @@ function firstNonFinite(v: Float32Array): number {
 }
 
 /**
- * Reads a steering safetensors file: checks the header (every tensor a non-empty 1-D float
- * vector whose byte range matches its shape, string-only `__metadata__`) before reading the data
- * with our safetensors reader. Every failure is ERR_STEERING_FILE_INVALID.
+ * Reads a steering safetensors file with the validating safetensors reader (a malformed file is
+ * ERR_STEERING_FILE_INVALID), then checks that every tensor is a non-empty 1-D float vector of
+ * finite values and that there is at least one.
  */
 function readSteeringTensors(path: string): { tensors: Map<string, Float32Array>; metadata: Record<string, string> } {
-  const buf = readRegularFile(path, 'steering file');
-  if (buf.length < 8) throw badFile(path, `too short for a safetensors header (${buf.length} bytes)`);
-  const n = buf.readBigUInt64LE(0);
-  if (n > BigInt(buf.length - 8)) throw badFile(path, `header length ${n} runs past the end of the file (${buf.length} bytes)`);
-  const dataLen = buf.length - 8 - Number(n);
-  let header: unknown;
-  try {
-    header = JSON.parse(buf.subarray(8, 8 + Number(n)).toString('utf8'));
-  } catch (err) {
-    throw badFile(path, `header is not valid JSON (${(err as Error).message})`, err);
-  }
-  if (typeof header !== 'object' || header === null || Array.isArray(header)) throw badFile(path, 'header is not a JSON object');
-  const metadata: Record<string, string> = {};
-  const expected = new Map<string, number>();
-  for (const [name, e] of Object.entries(header)) {
-    if (name === '__metadata__') {
-      if (typeof e !== 'object' || e === null || Array.isArray(e)) throw badFile(path, '__metadata__ is not an object');
-      for (const [k, v] of Object.entries(e)) {
-        if (typeof v !== 'string') throw badFile(path, `__metadata__['${k}'] is not a string`);
-        metadata[k] = v;
-      }
-      continue;
-    }
-    const { dtype, shape, data_offsets: off } = (e ?? {}) as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    const size = typeof dtype === 'string' ? FLOAT_BYTES[dtype] : undefined;
-    if (!size) throw badFile(path, `tensor '${name}' has dtype ${String(dtype)}; a steering vector must be float (F32, F16, BF16 or F64)`);
-    if (!Array.isArray(shape) || shape.length !== 1) {
-      throw badFile(path, `tensor '${name}' has shape ${JSON.stringify(shape)}; a steering vector must be 1-D`);
-    }
-    const width = shape[0] as unknown;
-    if (typeof width !== 'number' || !Number.isSafeInteger(width) || width <= 0) throw badFile(path, `tensor '${name}' has shape ${JSON.stringify(shape)}; it must be non-empty`);
-    if (!Array.isArray(off) || off.length !== 2 || !off.every((x) => Number.isSafeInteger(x) && x >= 0) || off[0] > off[1] || off[1] > dataLen) {
-      throw badFile(path, `tensor '${name}' has data_offsets ${JSON.stringify(off)} outside the ${dataLen}-byte data section`);
-    }
-    if (off[1] - off[0] !== width * size) throw badFile(path, `tensor '${name}' has ${off[1] - off[0]} bytes of data; [${width}] ${dtype} needs ${width * size}`);
-    expected.set(name, width);
-  }
-  if (expected.size === 0) throw badFile(path, 'holds no tensors');
-
-  let entries;
-  try {
-    entries = readSafetensors(path);
-  } catch (err) {
-    const why = err instanceof NeurotapError ? err.message : `cannot be read (${(err as Error).message})`;
-    throw badFile(path, why, err);
-  }
+  const file = readSafetensorsFile(path, 'ERR_STEERING_FILE_INVALID', 'steering file');
   const tensors = new Map<string, Float32Array>();
-  for (const [name, width] of expected) {
-    const data = entries.get(name)?.data;
-    if (!(data instanceof Float32Array) || data.length !== width) throw badFile(path, `tensor '${name}' could not be read as ${width} floats`);
-    const bad = firstNonFinite(data);
-    if (bad >= 0) throw badFile(path, `tensor '${name}' holds a non-finite value (${data[bad]}) at index ${bad}`);
-    tensors.set(name, data);
+  for (const [name, { dtype, shape, data }] of file.tensors) {
+    if (!FLOATS.has(dtype)) throw badFile(path, `tensor '${name}' has dtype ${dtype}; a steering vector must be float (F32, F16, BF16 or F64)`);
+    if (shape.length !== 1) throw badFile(path, `tensor '${name}' has shape ${JSON.stringify(shape)}; a steering vector must be 1-D`);
+    if (shape[0] === 0) throw badFile(path, `tensor '${name}' has shape ${JSON.stringify(shape)}; it must be non-empty`);
+    const v = data as Float32Array;
+    const bad = firstNonFinite(v);
+    if (bad >= 0) throw badFile(path, `tensor '${name}' holds a non-finite value (${v[bad]}) at index ${bad}`);
+    tensors.set(name, v);
   }
-  return { tensors, metadata };
+  if (tensors.size === 0) throw badFile(path, 'holds no tensors');
+  return { tensors, metadata: file.metadata };
 }
 
 /** Checks that a steering vector has at least one direction and each is a non-empty finite vector. */
