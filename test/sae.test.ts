@@ -269,9 +269,9 @@ describe('SAE files', () => {
   });
 
   it('maps the flat layout\'s boolean normalization and hook_z default; drops an all-ones scaling_factor, refuses others', async () => {
-    const flatTrue = await loadSae(write('flat-true', { d_in: D, d_sae: S, hook_point: HOOK, normalize_activations: true }));
+    const flatTrue = await loadSae(write('flat-true', { d_in: D, d_sae: S, hook_point: HOOK, normalize_activations: true }, 'threshold'));
     expect(flatTrue.cfg.normalizeActivations).toBe('expected_average_only_in');
-    const flatFalse = await loadSae(write('flat-false', { d_in: D, d_sae: S, hook_point: 'blocks.0.attn.hook_z', normalize_activations: false }));
+    const flatFalse = await loadSae(write('flat-false', { d_in: D, d_sae: S, hook_point: 'blocks.0.attn.hook_z', normalize_activations: false }, 'threshold'));
     expect(flatFalse.cfg).toMatchObject({ normalizeActivations: 'none', reshapeActivations: 'hook_z' });
     const cfg = { architecture: 'jumprelu', d_in: D, d_sae: S, finetuning_scaling_factor: true, metadata: { hook_name: HOOK } };
     const ones = await loadSae(write('ones', cfg, undefined, { scaling_factor: { shape: [S], data: new Float32Array(S).fill(1) } }));

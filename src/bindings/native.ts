@@ -67,6 +67,8 @@ export interface NativeSae {
   dIn: number;
   dSae: number;
   k?: number;
+  /** TopK: rank and decode by ‖W_dec[i]‖ (SAELens rescale_acts_by_decoder_norm). */
+  rescaleActsByDecoderNorm?: boolean;
   applyBDecToInput: boolean;
   normScale?: number;
   W_enc: Float32Array;

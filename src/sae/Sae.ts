@@ -1,35 +1,18 @@
 // Sparse autoencoders on disk: SAELens directories (cfg.json + sae_weights.safetensors, the v6
 // layout and the older flat one) and Gemma Scope params.npz, validated and held as float32.
-// Semantics: docs/SAE-MATH.md. Tests: test/sae.test.ts, test/sae-files.test.ts.
+// Semantics: docs/SAE-MATH.md. Tests: test/sae.test.ts, test/sae-config.test.ts, test/sae-fuzz.test.ts.
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 import type { NativeSae } from '../bindings/native.js';
-import { InvalidInputError, ModelLoadError, UnsupportedModelError } from '../errors.js';
+import { InvalidInputError, ModelLoadError } from '../errors.js';
 import { readRegularFile } from '../io/files.js';
+import { parseJsonStrict } from '../io/json.js';
 import { readNpz } from '../io/npz.js';
-import { readSafetensors } from '../io/safetensors.js';
+import { readSafetensorsFile } from '../io/safetensors.js';
+import { parseSaelensConfig, saeInvalid as invalid, saeUnsupported as unsupported, type SaeConfig } from './config.js';
 
-export type SaeArchitecture = 'standard' | 'jumprelu' | 'topk' | 'gated';
-export type SaeNormalization = 'none' | 'expected_average_only_in' | 'constant_norm_rescale' | 'layer_norm';
-
-/** An SAE's configuration, normalized from whichever format it was stored in. */
-export interface SaeConfig {
-  architecture: SaeArchitecture;
-  dIn: number;
-  dSae: number;
-  /** Features kept per token (TopK only). */
-  k?: number;
-  /** The hook the SAE was trained on, or null when the file does not say (Gemma Scope). */
-  hookName: string | null;
-  applyBDecToInput: boolean;
-  normalizeActivations: SaeNormalization;
-  /** 'hook_z': the SAE reads attn.hook_z with its heads flattened. */
-  reshapeActivations: 'none' | 'hook_z';
-  /** Storage dtype of the weights (they are held as float32). */
-  dtype: 'f32' | 'f16' | 'bf16';
-  format: 'saelens' | 'saelens-flat' | 'gemma-scope';
-}
+export type { SaeArchitecture, SaeConfig, SaeNormalization } from './config.js';
 
 /** Options for {@link loadSae}. */
 export interface LoadSaeOptions {
@@ -68,6 +51,7 @@ export class Sae {
       dIn: c.dIn,
       dSae: c.dSae,
       ...(c.k !== undefined ? { k: c.k } : {}),
+      ...(c.rescaleActsByDecoderNorm ? { rescaleActsByDecoderNorm: true } : {}),
       applyBDecToInput: c.applyBDecToInput,
       normScale: this.normScale,
       W_enc: this.W_enc,
@@ -81,81 +65,118 @@ export class Sae {
   }
 }
 
-type Json = Record<string, unknown>;
+type Tensors = ReadonlyMap<string, { shape: number[]; data: ArrayLike<unknown> }>;
 
-function invalid(path: string, why: string): ModelLoadError {
-  return new ModelLoadError('ERR_SAE_INVALID', `SAE at ${path}: ${why}`);
+/** Tensors each architecture reads; SAELens's strict load_state_dict refuses any other. */
+const TENSORS: Record<SaeConfig['architecture'], string[]> = {
+  standard: ['W_enc', 'b_enc', 'W_dec', 'b_dec'],
+  topk: ['W_enc', 'b_enc', 'W_dec', 'b_dec'],
+  jumprelu: ['W_enc', 'b_enc', 'W_dec', 'b_dec', 'threshold'],
+  gated: ['W_enc', 'b_gate', 'r_mag', 'b_mag', 'W_dec', 'b_dec'],
+};
+
+/** Tensor `name` as float32, of exactly `shape`; ERR_SAE_INVALID when missing, misshapen or not float. */
+function tensor(t: Tensors, name: string, shape: number[], file: string): Float32Array {
+  const x = t.get(name);
+  if (!x) throw invalid(file, `tensor ${name} is missing`);
+  if (x.shape.join() !== shape.join()) throw invalid(file, `tensor ${name} has shape [${x.shape}], expected [${shape}]`);
+  if (!(x.data instanceof Float32Array)) throw invalid(file, `tensor ${name} is not a float tensor`);
+  return x.data;
 }
 
-function dimension(cfg: Json, key: string, path: string): number {
-  const v = cfg[key];
-  if (!Number.isSafeInteger(v) || (v as number) < 1) throw invalid(path, `cfg.json field ${key} must be a positive integer, got ${JSON.stringify(v)}`);
-  return v as number;
-}
-
-function dtypeOf(s: unknown): 'f32' | 'f16' | 'bf16' {
-  const t = String(s ?? 'float32').replace(/^torch\./, '');
-  return t === 'float16' ? 'f16' : t === 'bfloat16' ? 'bf16' : 'f32';
-}
-
-/** SAELens cfg.json, v6 (`architecture` + `metadata`) or the older flat layout, to a SaeConfig. */
-function parseSaelensConfig(cfg: Json, path: string): SaeConfig {
-  const flat = !('metadata' in cfg) || typeof cfg.metadata !== 'object' || cfg.metadata === null;
-  const meta = (flat ? cfg : (cfg.metadata as Json)) as Json;
-  const hook = meta.hook_name ?? cfg.hook_name ?? meta.hook_point ?? cfg.hook_point ?? null;
-  if (hook !== null && typeof hook !== 'string') throw invalid(path, 'hook_name must be a string');
-  let arch = String(cfg.architecture ?? 'standard');
-  const actFn = String(cfg.activation_fn_str ?? cfg.activation_fn ?? 'relu');
-  const kwargs = (cfg.activation_fn_kwargs ?? {}) as Json;
-  let k: number | undefined;
-  if (arch === 'standard' && actFn === 'topk') arch = 'topk';
-  if (arch === 'topk') {
-    k = (cfg.k ?? kwargs.k) as number;
-    if (!Number.isSafeInteger(k) || k! < 1) throw invalid(path, `a TopK SAE needs a positive integer k, got ${JSON.stringify(k)}`);
-  } else if (actFn !== 'relu' && arch === 'standard') {
-    throw new UnsupportedModelError('ERR_UNSUPPORTED_SAE', `SAE at ${path}: activation function '${actFn}' is not supported (relu, topk)`);
+/**
+ * Checks the tensor names against the architecture's (gated may call b_gate b_enc) and the
+ * finetuning `scaling_factor`: all ones is dropped, as SAELens does; any other is refused.
+ * Returns the name of the encoder bias.
+ */
+function checkTensorNames(t: Tensors, cfg: SaeConfig, file: string): string {
+  const known = [...TENSORS[cfg.architecture]];
+  if (cfg.architecture === 'gated' && !t.has('b_gate') && t.has('b_enc')) known[1] = 'b_enc';
+  for (const name of t.keys()) {
+    if (name === 'scaling_factor') continue;
+    if (!known.includes(name)) throw unsupported(file, `tensor ${name} is not part of a ${cfg.architecture} SAE (${known.join(', ')})`);
   }
-  if (!['standard', 'jumprelu', 'topk', 'gated'].includes(arch))
-    throw new UnsupportedModelError('ERR_UNSUPPORTED_SAE', `SAE at ${path}: architecture '${arch}' is not supported (standard, jumprelu, topk, gated)`);
-  // Pre-6 configs spell the normalization as a boolean: true = expected_average_only_in.
-  const normRaw = cfg.normalize_activations;
-  const norm = normRaw === true ? 'expected_average_only_in' : normRaw === false || normRaw === null || normRaw === undefined ? 'none' : String(normRaw);
-  if (!['none', 'expected_average_only_in', 'constant_norm_rescale', 'layer_norm'].includes(norm))
-    throw new UnsupportedModelError('ERR_UNSUPPORTED_SAE', `SAE at ${path}: normalize_activations '${norm}' is not supported`);
-  // Pre-6 configs default reshape_activations to hook_z when the hook is an attention hook_z.
-  const reshape = String(cfg.reshape_activations ?? (typeof hook === 'string' && hook.endsWith('hook_z') ? 'hook_z' : 'none'));
-  if (reshape !== 'none' && reshape !== 'hook_z') throw new UnsupportedModelError('ERR_UNSUPPORTED_SAE', `SAE at ${path}: reshape_activations '${reshape}' is not supported`);
-  return {
-    architecture: arch as SaeArchitecture,
-    dIn: dimension(cfg, 'd_in', path),
-    dSae: dimension(cfg, 'd_sae', path),
-    ...(k !== undefined ? { k } : {}),
-    hookName: hook as string | null,
-    applyBDecToInput: cfg.apply_b_dec_to_input === undefined ? true : cfg.apply_b_dec_to_input === true,
-    normalizeActivations: norm as SaeNormalization,
-    reshapeActivations: reshape as 'none' | 'hook_z',
-    dtype: dtypeOf(cfg.dtype),
-    format: flat ? 'saelens-flat' : 'saelens',
+  const finetune = t.get('scaling_factor');
+  if (finetune) {
+    if (!(finetune.data instanceof Float32Array)) throw invalid(file, 'tensor scaling_factor is not a float tensor');
+    if (finetune.data.some((v) => v !== 1)) throw unsupported(file, 'a finetuning scaling_factor other than all ones is not supported');
+  }
+  return known[1]!;
+}
+
+/** The SAE's tensors, checked against its config. */
+function build(cfg: SaeConfig, t: Tensors, file: string): Sae {
+  const { dIn, dSae } = cfg;
+  const bias = checkTensorNames(t, cfg, file);
+  const W_dec = tensor(t, 'W_dec', [dSae, dIn], file);
+  if (cfg.rescaleActsByDecoderNorm) {
+    // SAELens divides by ‖W_dec[i]‖: a row of norm 0 (or NaN) makes every output NaN.
+    for (let i = 0; i < dSae; i++) {
+      let ss = 0;
+      for (let j = i * dIn; j < (i + 1) * dIn; j++) ss += W_dec[j]! * W_dec[j]!;
+      if (!(ss > 0)) throw invalid(file, `rescale_acts_by_decoder_norm needs every W_dec row to have a positive norm; row ${i} has norm ${Math.sqrt(ss)}`);
+    }
+  }
+  const gated = cfg.architecture === 'gated';
+  return new Sae(
+    cfg,
+    tensor(t, 'W_enc', [dIn, dSae], file),
+    tensor(t, bias, [dSae], file),
+    W_dec,
+    tensor(t, 'b_dec', [dIn], file),
+    cfg.architecture === 'jumprelu' ? tensor(t, 'threshold', [dSae], file) : undefined,
+    gated ? tensor(t, 'r_mag', [dSae], file) : undefined,
+    gated ? tensor(t, 'b_mag', [dSae], file) : undefined,
+  );
+}
+
+/** Gemma Scope params.npz: a JumpReLU SAE with fixed settings; d_in, d_sae from w_enc's shape. */
+function loadGemmaScope(npz: string, options: LoadSaeOptions): Sae {
+  const arrays = new Map<string, { shape: number[]; data: ArrayLike<unknown> }>();
+  for (const [key, a] of readNpz(npz)) {
+    const name = key.startsWith('w_') ? `W_${key.slice(2)}` : key;  // as SAELens's loader renames them
+    if (arrays.has(name)) throw invalid(npz, `arrays ${key} and ${name} both give ${name}`);
+    arrays.set(name, a);
+  }
+  const wEnc = arrays.get('W_enc');
+  if (!wEnc || wEnc.shape.length !== 2 || wEnc.shape[0]! < 1 || wEnc.shape[1]! < 1)
+    throw invalid(npz, `array w_enc [d_in, d_sae] is ${wEnc ? `[${wEnc.shape}]` : 'missing'}`);
+  const [dIn, dSae] = wEnc.shape as [number, number];
+  const cfg: SaeConfig = {
+    architecture: 'jumprelu',
+    dIn,
+    dSae,
+    hookName: options.hook ?? null,
+    applyBDecToInput: false,
+    normalizeActivations: 'none',
+    reshapeActivations: 'none',
+    dtype: 'f32',
+    format: 'gemma-scope',
   };
+  return build(cfg, arrays, npz);
 }
 
-/** A tensor of the expected shape, as float32. */
-function tensor(get: (name: string) => { shape: number[]; data: ArrayLike<number> } | undefined, name: string, shape: number[], path: string, required: boolean): Float32Array | undefined {
-  const t = get(name);
-  if (!t) {
-    if (required) throw invalid(path, `tensor ${name} is missing`);
-    return undefined;
+function readConfig(path: string): Record<string, unknown> {
+  const cfgPath = join(path, 'cfg.json');
+  if (!existsSync(cfgPath)) throw invalid(path, 'cfg.json is missing');
+  const bytes = readRegularFile(cfgPath, 'SAE config');  // a FIFO or directory: ERR_FILE_READ, never a hang
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw invalid(path, 'cfg.json is not valid UTF-8');
   }
-  if (t.shape.join() !== shape.join()) throw invalid(path, `tensor ${name} has shape [${t.shape}], expected [${shape}]`);
-  if (!(t.data instanceof Float32Array)) throw invalid(path, `tensor ${name} is not a float tensor`);
-  return t.data;
+  // Python's json (which writes SAELens configs) spells non-finite floats NaN and Infinity.
+  const raw = parseJsonStrict(text, (why) => invalid(path, `cfg.json is not valid JSON: ${why}`), { nonFinite: true });
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw invalid(path, 'cfg.json must hold an object');
+  return raw as Record<string, unknown>;
 }
 
 /**
  * Loads an SAE: a SAELens directory (cfg.json + sae_weights.safetensors) or a Gemma Scope
  * params.npz (a file, or a directory holding one). Throws ModelLoadError ERR_SAE_INVALID for
- * missing or malformed files and tensors, UnsupportedModelError ERR_UNSUPPORTED_SAE for an
- * architecture or normalization neurotap does not run.
+ * missing or malformed files, fields and tensors, UnsupportedModelError ERR_UNSUPPORTED_SAE for
+ * an architecture, option or tensor neurotap does not run.
  */
 export async function loadSae(path: string, options: LoadSaeOptions = {}): Promise<Sae> {
   if (!existsSync(path)) throw new ModelLoadError('ERR_FILE_NOT_FOUND', `no SAE at ${path}`);
@@ -163,65 +184,11 @@ export async function loadSae(path: string, options: LoadSaeOptions = {}): Promi
   const npz = dir ? join(path, 'params.npz') : path;
   if (!dir || (existsSync(npz) && !existsSync(join(path, 'cfg.json')))) {
     if (!npz.endsWith('.npz') || !existsSync(npz)) throw invalid(path, 'expected a SAELens directory (cfg.json) or a Gemma Scope params.npz');
-    const arrays = readNpz(npz);
-    const wEnc = arrays.get('w_enc') ?? arrays.get('W_enc');
-    if (!wEnc || wEnc.shape.length !== 2) throw invalid(npz, 'array w_enc [d_in, d_sae] is missing');
-    const [dIn, dSae] = wEnc.shape as [number, number];
-    const get = (n: string) => arrays.get(n) ?? arrays.get(n.toLowerCase());
-    const cfg: SaeConfig = {
-      architecture: 'jumprelu',
-      dIn,
-      dSae,
-      hookName: options.hook ?? null,
-      applyBDecToInput: false,
-      normalizeActivations: 'none',
-      reshapeActivations: 'none',
-      dtype: 'f32',
-      format: 'gemma-scope',
-    };
-    return new Sae(
-      cfg,
-      tensor(get, 'w_enc', [dIn, dSae], npz, true)!,
-      tensor(get, 'b_enc', [dSae], npz, true)!,
-      tensor(get, 'w_dec', [dSae, dIn], npz, true)!,
-      tensor(get, 'b_dec', [dIn], npz, true)!,
-      tensor(get, 'threshold', [dSae], npz, true)!,
-    );
+    return loadGemmaScope(npz, options);
   }
-  const cfgPath = join(path, 'cfg.json');
-  if (!existsSync(cfgPath)) throw invalid(path, 'cfg.json is missing');
-  const cfgText = readRegularFile(cfgPath, 'SAE config').toString('utf8');
-  let raw: unknown;
-  try {
-    raw = JSON.parse(cfgText);
-  } catch (err) {
-    throw invalid(path, `cfg.json is not valid JSON: ${(err as Error).message}`);
-  }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw invalid(path, 'cfg.json must hold an object');
-  const cfg = parseSaelensConfig(raw as Json, path);
+  const cfg = parseSaelensConfig(readConfig(path), path);
   if (options.hook) cfg.hookName = options.hook;
   const weights = join(path, 'sae_weights.safetensors');
   if (!existsSync(weights)) throw invalid(path, 'sae_weights.safetensors is missing');
-  const st = readSafetensors(weights);
-  const get = (n: string) => {
-    const t = st.get(n);
-    return t ? { shape: t.shape, data: t.data as ArrayLike<number> } : undefined;
-  };
-  const { dIn, dSae } = cfg;
-  const gated = cfg.architecture === 'gated';
-  // A finetuning scaling factor of all ones is dropped, as SAELens does; any other is refused.
-  const finetune = st.get('scaling_factor');
-  if (finetune && Array.from(finetune.data as ArrayLike<number>).some((v) => v !== 1))
-    throw new UnsupportedModelError('ERR_UNSUPPORTED_SAE', `SAE at ${path}: a finetuning scaling_factor other than all ones is not supported`);
-
-  return new Sae(
-    cfg,
-    tensor(get, 'W_enc', [dIn, dSae], weights, true)!,
-    tensor(get, gated ? (st.has('b_gate') ? 'b_gate' : 'b_enc') : 'b_enc', [dSae], weights, true)!,
-    tensor(get, 'W_dec', [dSae, dIn], weights, true)!,
-    tensor(get, 'b_dec', [dIn], weights, true)!,
-    cfg.architecture === 'jumprelu' ? tensor(get, 'threshold', [dSae], weights, true) : undefined,
-    gated ? tensor(get, 'r_mag', [dSae], weights, true) : undefined,
-    gated ? tensor(get, 'b_mag', [dSae], weights, true) : undefined,
-  );
+  return build(cfg, readSafetensorsFile(weights, 'ERR_SAE_INVALID', 'SAE weights file').tensors, weights);
 }
