@@ -21,7 +21,8 @@ namespace {
 const char *const kSuffix[kSaeHookCount] = {"hook_sae_input", "hook_sae_acts_pre", "hook_sae_acts_post",
                                             "hook_sae_recons", "hook_sae_error",    "hook_sae_output"};
 
-// layer_norm normalization divides by (std + eps), std unbiased, as SAELens.
+// layer_norm normalization divides by (std + eps), std unbiased, as SAELens; de-normalization
+// multiplies by std alone (run_time_activation_ln_out).
 constexpr float kLayerNormEps = 1e-5f;
 
 void check_len(const std::vector<float> &v, int64_t n, const char *name) {
@@ -130,6 +131,7 @@ void AttachedSae::encode(const float *sae_in, int64_t M, float *u, float *pre, f
       const float *xr = sae_in + r * d;
       float *ur = u + r * d;
       float a = 1.0f, b = 0.0f;  // u = (x - b) * a
+      float sd_out = 0.0f;       // layer_norm: the std, which denormalize multiplies by
       switch (p_.norm) {
         case SaeNorm::None: break;
         case SaeNorm::Scale: a = p_.norm_scale; break;
@@ -148,10 +150,11 @@ void AttachedSae::encode(const float *sae_in, int64_t M, float *u, float *pre, f
           const double sd = std::sqrt(var / static_cast<double>(std::max<int64_t>(1, d - 1)));
           b = static_cast<float>(mu);
           a = static_cast<float>(1.0 / (sd + kLayerNormEps));
+          sd_out = static_cast<float>(sd);  // SAELens de-normalizes with the std, without the eps
           break;
         }
       }
-      sa[r] = a;
+      sa[r] = p_.norm == SaeNorm::LayerNorm ? sd_out : a;
       sb[r] = b;
       for (int64_t i = 0; i < d; ++i) ur[i] = (xr[i] - b) * a - (p_.apply_b_dec_to_input ? p_.b_dec[static_cast<size_t>(i)] : 0.0f);
     }
@@ -223,6 +226,11 @@ void AttachedSae::decode(const float *post, int64_t M, float *recons) const {
 void AttachedSae::denormalize(float *y, int64_t M, const float *sa, const float *sb) const {
   if (p_.norm == SaeNorm::None) return;
   const int64_t d = p_.d_in;
+  if (p_.norm == SaeNorm::LayerNorm) {  // y * std + mean (sa holds the std)
+    for (int64_t r = 0; r < M; ++r)
+      for (int64_t i = 0; i < d; ++i) y[r * d + i] = y[r * d + i] * sa[r] + sb[r];
+    return;
+  }
   for (int64_t r = 0; r < M; ++r)
     for (int64_t i = 0; i < d; ++i) y[r * d + i] = y[r * d + i] / sa[r] + sb[r];
 }

@@ -69,8 +69,9 @@ class AttachedSae {
   void run(float *x, int64_t M, const Fire &fire, const Hooked &edited, const SaeFeatures *features);
 
  private:
-  // pre (and gate, Gated) [M, d_sae] from sae_in [M, d_in]; u is scratch [M, d_in];
-  // u = (x - stats_b) * stats_a per row is the input normalization, undone by denormalize.
+  // pre (and gate, Gated) [M, d_sae] from sae_in [M, d_in]; u is scratch [M, d_in]. Per row,
+  // the input normalization keeps what denormalize needs: stats_b the shift (layer_norm's mean)
+  // and stats_a the scale (the factor the input was multiplied by; layer_norm: the std).
   void encode(const float *sae_in, int64_t M, float *u, float *pre, float *gate, float *stats_a, float *stats_b);
   void activate(const float *pre, const float *gate, int64_t M, float *post) const;
   void decode(const float *post, int64_t M, float *recons) const;  // recons = post · W_dec + b_dec
