@@ -32,8 +32,8 @@ function makeSae(arch: SaeArchitecture, norm: SaeNormalization = 'none', seed = 
   );
 }
 
-/** SAELens forward in float64 on one row: [acts_post, output without error term]. */
-function reference(sae: Sae, x: Float32Array): { post: Float64Array; out: Float64Array } {
+/** SAELens forward in float64 on one row: acts_pre (not gated), acts_post, output without error term. */
+function reference(sae: Sae, x: Float32Array): { pre: Float64Array; post: Float64Array; out: Float64Array } {
   const { dIn, dSae, architecture: arch, normalizeActivations: norm } = sae.cfg;
   // In: u = (x - b) * a. Out: recons / a + b, except layer_norm: recons * sd + b (no eps on the way out).
   let a = 1, b = 0, sd = 0;
@@ -51,9 +51,12 @@ function reference(sae: Sae, x: Float32Array): { post: Float64Array; out: Float6
     hidden[j] = s;
   }
   const post = new Float64Array(dSae);
+  // rescale_acts_by_decoder_norm: pre * |W_dec[j]| is ranked and kept; decode divides it back.
+  const decNorm = Array.from({ length: dSae }, (_, j) => (sae.cfg.rescaleActsByDecoderNorm ? Math.hypot(...sae.W_dec.subarray(j * dIn, (j + 1) * dIn)) : 1));
   if (arch === 'topk') {
-    const order = [...hidden.keys()].sort((p, q) => hidden[q]! + sae.b_enc[q]! - (hidden[p]! + sae.b_enc[p]!) || p - q);
-    for (const j of order.slice(0, sae.cfg.k)) post[j] = Math.max(0, hidden[j]! + sae.b_enc[j]!);
+    const ranked = Array.from(hidden, (h, j) => (h + sae.b_enc[j]!) * decNorm[j]!);
+    const order = [...hidden.keys()].sort((p, q) => ranked[q]! - ranked[p]! || p - q);
+    for (const j of order.slice(0, sae.cfg.k)) post[j] = Math.max(0, ranked[j]!);
   } else {
     for (let j = 0; j < dSae; j++) {
       if (arch === 'gated') post[j] = hidden[j]! + sae.b_enc[j]! > 0 ? Math.max(0, hidden[j]! * Math.exp(sae.r_mag![j]!) + sae.b_mag![j]!) : 0;
@@ -66,10 +69,10 @@ function reference(sae: Sae, x: Float32Array): { post: Float64Array; out: Float6
   const out = new Float64Array(dIn);
   for (let i = 0; i < dIn; i++) {
     let s = sae.b_dec[i]!;
-    for (let j = 0; j < dSae; j++) s += post[j]! * sae.W_dec[j * dIn + i]!;
+    for (let j = 0; j < dSae; j++) s += (post[j]! / decNorm[j]!) * sae.W_dec[j * dIn + i]!;
     out[i] = norm === 'layer_norm' ? s * sd + b : s / a + b;
   }
-  return { post, out };
+  return { pre: hidden.map((h, j) => h + sae.b_enc[j]!), post, out };
 }
 
 function relError(ours: ArrayLike<number>, ref: ArrayLike<number>): number {
@@ -164,6 +167,39 @@ describe('SAEs attached to a model', () => {
       expect(relError(zero.logits!.data, clean)).toBeGreaterThan(1e-6);
     } finally {
       if (model.saes.has(HOOK)) await model.detachSae(HOOK);
+    }
+  });
+
+  it('topk rescale_acts_by_decoder_norm: acts_pre unscaled, acts_post ranked and kept rescaled, decoded divided back', async () => {
+    const plain = makeSae('topk');
+    const W_dec = plain.W_dec.slice();
+    const scales = randomFloats(S, 9, 1).map((v) => 1.1 + 0.9 * v);  // row norms spread 4x
+    for (let j = 0; j < S; j++) for (let i = 0; i < D; i++) W_dec[j * D + i]! *= scales[j]!;
+    const sae = new Sae({ ...plain.cfg, rescaleActsByDecoderNorm: true }, plain.W_enc, plain.b_enc, W_dec, plain.b_dec);
+    const unscaled = new Sae(plain.cfg, plain.W_enc, plain.b_enc, W_dec, plain.b_dec);
+    const a = await model.attachSae(sae);
+    try {
+      const r = await model.run(TOKENS, { capture: [a.hooks.hook_sae_acts_pre, a.hooks.hook_sae_acts_post, a.hooks.hook_sae_output] });
+      const pre = r.cache.get(a.hooks.hook_sae_acts_pre).data, post = r.cache.get(a.hooks.hook_sae_acts_post).data, out = r.cache.get(a.hooks.hook_sae_output).data;
+      let moved = 0;
+      for (let row = 0; row < 14; row++) {
+        const ref = reference(sae, x.subarray(row * D, (row + 1) * D)), off = reference(unscaled, x.subarray(row * D, (row + 1) * D));
+        expect(relError(pre.subarray(row * S, (row + 1) * S), ref.pre)).toBeLessThan(TOL_SAE);  // unscaled
+        expect(relError(post.subarray(row * S, (row + 1) * S), ref.post)).toBeLessThan(TOL_SAE);
+        expect(relError(out.subarray(row * D, (row + 1) * D), ref.out)).toBeLessThan(TOL_SAE);
+        for (let j = 0; j < S; j++) moved += Number(ref.post[j]! > 0 !== off.post[j]! > 0);
+      }
+      expect(moved).toBeGreaterThan(0);  // the rescale picks other features
+      // A hook on acts_pre edits before the rescale: pre 100 at feature 5 keeps 100 * |W_dec[5]|.
+      const n5 = Math.fround(Math.hypot(...W_dec.subarray(5 * D, 6 * D)));
+      const e = await model.run(TOKENS, {
+        hooks: { [a.hooks.hook_sae_acts_pre]: (t: Tensor) => { for (let row = 0; row < 14; row++) t.data[row * S + 5] = 100; } },
+        capture: [a.hooks.hook_sae_acts_post],
+      });
+      const epost = e.cache.get(a.hooks.hook_sae_acts_post).data;
+      for (let row = 0; row < 14; row++) expect(epost[row * S + 5]).toBe(Math.fround(100 * n5));
+    } finally {
+      await model.detachSae(HOOK);
     }
   });
 

@@ -52,7 +52,8 @@ int64_t integer(Napi::Env env, Napi::Object o, const char *key) {
 
 }  // namespace
 
-// attachSae(index, {architecture, normalization, dIn, dSae, k?, applyBDecToInput, normScale?,
+// attachSae(index, {architecture, normalization, dIn, dSae, k?, rescaleActsByDecoderNorm?,
+//   applyBDecToInput, normScale?,
 //   W_enc, b_enc, W_dec, b_dec, threshold?, r_mag?, b_mag?}, useErrorTerm): Promise<void>
 Napi::Value ModelWrap::attach_sae(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
@@ -76,6 +77,7 @@ Napi::Value ModelWrap::attach_sae(const Napi::CallbackInfo &info) {
     p.d_in = integer(env, o, "dIn");
     p.d_sae = integer(env, o, "dSae");
     if (p.arch == SaeArch::TopK) p.k = integer(env, o, "k");
+    p.rescale_acts_by_decoder_norm = o.Get("rescaleActsByDecoderNorm").ToBoolean();
     p.apply_b_dec_to_input = o.Get("applyBDecToInput").ToBoolean();
     if (o.Get("normScale").IsNumber()) p.norm_scale = o.Get("normScale").As<Napi::Number>().FloatValue();
     p.W_enc = floats(env, o, "W_enc", true);

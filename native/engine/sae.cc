@@ -1,6 +1,7 @@
 // SAE forward at a hook, SAELens semantics (docs/SAE-MATH.md): normalize, subtract b_dec
-// (apply_b_dec_to_input), encode with the backend GEMM, activate (ReLU / JumpReLU / TopK /
-// Gated), decode sparsely, de-normalize, add the error term computed from a hook-free pass.
+// (apply_b_dec_to_input), encode with the backend GEMM, activate (ReLU / JumpReLU / TopK, its
+// rescale_acts_by_decoder_norm / Gated), decode sparsely, de-normalize, add the error term
+// computed from a hook-free pass.
 // Reference: test/fixtures/generate_sae.py; tests: test/sae.test.ts.
 #include "engine/sae.h"
 
@@ -98,6 +99,19 @@ AttachedSae::AttachedSae(std::shared_ptr<Backend> be, int base, SaeParams p, boo
     for (int64_t i = 0; i < S; ++i) exp_r_mag_[static_cast<size_t>(i)] = std::exp(p_.r_mag[static_cast<size_t>(i)]);
   }
   if (p_.arch == SaeArch::TopK && (p_.k < 1 || p_.k > S)) fail(code::kInvalidInput, "TopK SAE k must be in [1, d_sae]");
+  if (p_.rescale_acts_by_decoder_norm) {
+    if (p_.arch != SaeArch::TopK) fail(code::kInvalidInput, "rescale_acts_by_decoder_norm is a TopK SAE option");
+    // SAELens: W_dec.norm(dim=-1); a zero (or NaN) norm would make every output NaN.
+    dec_norm_.resize(static_cast<size_t>(S));
+    for (int64_t j = 0; j < S; ++j) {
+      double ss = 0;
+      for (int64_t i = 0; i < d; ++i) ss += static_cast<double>(p_.W_dec[static_cast<size_t>(j * d + i)]) * p_.W_dec[static_cast<size_t>(j * d + i)];
+      dec_norm_[static_cast<size_t>(j)] = static_cast<float>(std::sqrt(ss));
+      if (!(dec_norm_[static_cast<size_t>(j)] > 0.0f) || !std::isfinite(dec_norm_[static_cast<size_t>(j)]))
+        fail(code::kInvalidInput, "rescale_acts_by_decoder_norm needs finite, non-zero W_dec row norms; row " + std::to_string(j) + " has " +
+                                      std::to_string(dec_norm_[static_cast<size_t>(j)]));
+    }
+  }
   if (p_.norm == SaeNorm::Scale && !(std::isfinite(p_.norm_scale) && p_.norm_scale != 0.0f))
     fail(code::kInvalidInput, "SAE normalization factor must be finite and non-zero");
 
@@ -178,9 +192,9 @@ void AttachedSae::encode(const float *sae_in, int64_t M, float *u, float *pre, f
 void AttachedSae::activate(const float *pre, const float *gate, int64_t M, float *post) const {
   const int64_t S = p_.d_sae;
   for_rows(M, [&](int64_t r0, int64_t r1) {
-    const bool topk = p_.arch == SaeArch::TopK;
+    const bool topk = p_.arch == SaeArch::TopK, rescale = !dec_norm_.empty();
     std::vector<int32_t> idx(topk ? static_cast<size_t>(p_.k) : 0), cand(topk ? static_cast<size_t>(S) : 0);
-    std::vector<float> vals(topk ? static_cast<size_t>(S) : 0);
+    std::vector<float> vals(topk ? static_cast<size_t>(S) : 0), scaled(rescale ? static_cast<size_t>(S) : 0);
     for (int64_t r = r0; r < r1; ++r) {
       const float *pr = pre + r * S;
       float *po = post + r * S;
@@ -196,11 +210,18 @@ void AttachedSae::activate(const float *pre, const float *gate, int64_t M, float
           for (int64_t j = 0; j < S; ++j) po[j] = gr[j] > 0.0f ? std::max(pr[j], 0.0f) : 0.0f;
           break;
         }
-        case SaeArch::TopK:
-          top_k(pr, S, p_.k, vals.data(), cand.data(), idx.data());
+        case SaeArch::TopK: {
+          // rescale_acts_by_decoder_norm: pre * |W_dec[j]| is ranked and kept (acts_post sees it).
+          const float *ranked = pr;
+          if (rescale) {
+            for (int64_t j = 0; j < S; ++j) scaled[static_cast<size_t>(j)] = pr[j] * dec_norm_[static_cast<size_t>(j)];
+            ranked = scaled.data();
+          }
+          top_k(ranked, S, p_.k, vals.data(), cand.data(), idx.data());
           std::fill(po, po + S, 0.0f);
-          for (int64_t t = 0; t < p_.k; ++t) po[idx[static_cast<size_t>(t)]] = std::max(pr[idx[static_cast<size_t>(t)]], 0.0f);
+          for (int64_t t = 0; t < p_.k; ++t) po[idx[static_cast<size_t>(t)]] = std::max(ranked[idx[static_cast<size_t>(t)]], 0.0f);
           break;
+        }
       }
     }
   });
@@ -208,7 +229,9 @@ void AttachedSae::activate(const float *pre, const float *gate, int64_t M, float
 
 void AttachedSae::decode(const float *post, int64_t M, float *recons) const {
   // Sparse: only firing features touch their W_dec row (L0 of a trained SAE is small).
+  // rescale_acts_by_decoder_norm: post / |W_dec[j]| is what multiplies the row.
   const int64_t d = p_.d_in, S = p_.d_sae;
+  const float *norm = dec_norm_.empty() ? nullptr : dec_norm_.data();
   for_rows(M, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       float *y = recons + r * d;
@@ -216,7 +239,7 @@ void AttachedSae::decode(const float *post, int64_t M, float *recons) const {
       const float *a = post + r * S;
       for (int64_t j = 0; j < S; ++j) {
         if (a[j] == 0.0f) continue;
-        const float w = a[j], *row = p_.W_dec.data() + j * d;
+        const float w = norm ? a[j] / norm[j] : a[j], *row = p_.W_dec.data() + j * d;
         for (int64_t i = 0; i < d; ++i) y[i] += w * row[i];
       }
     }

@@ -23,6 +23,7 @@ struct SaeParams {
   SaeNorm norm = SaeNorm::None;
   int64_t d_in = 0, d_sae = 0;
   int64_t k = 0;                      // TopK
+  bool rescale_acts_by_decoder_norm = false;  // TopK: rank pre * |W_dec[j]|, decode post / |W_dec[j]|
   bool apply_b_dec_to_input = false;
   float norm_scale = 1.0f;            // SaeNorm::Scale
   std::vector<float> W_enc;           // [d_in, d_sae]
@@ -95,6 +96,7 @@ class AttachedSae {
   DeviceBuffer enc_;                 // W_enc^T [d_sae, d_in] for the backend GEMM (maybe packed)
   nt_dtype enc_dtype_ = NT_F32;
   std::vector<float> exp_r_mag_;     // Gated: exp(r_mag)
+  std::vector<float> dec_norm_;      // [d_sae] |W_dec[j]|, TopK with rescale_acts_by_decoder_norm
   std::vector<std::vector<float>> scratch_;  // reused across runs (runs are serialized)
 };
 
