@@ -7,7 +7,10 @@ import type { AttachedSae } from '../model/Model.js';
 
 /** Feature edits for {@link featureHooks}. */
 export interface FeatureEditOptions {
-  /** Feature index -> value its activation is set to. */
+  /**
+   * Feature index -> value its activation is set to (in acts_post's scale: for a TopK SAE with
+   * rescale_acts_by_decoder_norm, activation × ‖W_dec[i]‖).
+   */
   clamp?: ReadonlyMap<number, number> | Readonly<Record<number, number>>;
   /** Feature index -> strength: adds strength x W_dec[i] to the SAE's output. */
   steer?: ReadonlyMap<number, number> | Readonly<Record<number, number>>;
