@@ -81,28 +81,10 @@ describe('neurotap extract', () => {
       ctx.skip();
     }
     const out = join(tmp, 'plain');
-    const script = `
-import json, struct, sys
-import numpy as np
-d = sys.argv[1]
-m = json.load(open(d + '/manifest.json'))
-total = 0
-for s in m['shards']:
-    raw = open(d + '/' + s['file'], 'rb').read()
-    n = struct.unpack('<Q', raw[:8])[0]
-    h = json.loads(raw[8:8 + n])
-    base = 8 + n
-    t = h['tokens']
-    tok = np.frombuffer(raw[base + t['data_offsets'][0]: base + t['data_offsets'][1]], dtype='<i4').reshape(t['shape'])
-    r = h['blocks.1.hook_resid_post']
-    act = np.frombuffer(raw[base + r['data_offsets'][0]: base + r['data_offsets'][1]], dtype='<f4').reshape(r['shape'])
-    assert act.shape[:2] == tok.shape and np.isfinite(act).all()
-    total += tok.shape[0]
-print(json.dumps({'sequences': total, 'd': int(act.shape[2])}))`;
-    const r = spawnSync('python3', ['-c', script, out], { encoding: 'utf8' });
+    const r = spawnSync('python3', [join(ROOT, 'test', 'read-extract-output.py'), out], { encoding: 'utf8' });
     expect(r.stderr).toBe('');
     const manifest = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
-    expect(JSON.parse(r.stdout)).toEqual({ sequences: manifest.totals.sequences, d: model.config.dModel });
+    expect(JSON.parse(r.stdout)).toMatchObject({ sequences: manifest.totals.sequences, d: model.config.dModel });
   });
 
   it('killed with SIGKILL at random points, resumes to byte-identical output', async () => {
