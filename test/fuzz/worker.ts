@@ -1,0 +1,154 @@
+// Fuzz worker: a child process that builds and runs one case per IPC message, against the API
+// in <root>/dist (NEUROTAP_FUZZ_ROOT), and reports each outcome. The supervisor
+// (supervisor.ts) bounds its time and memory and restarts it when a case crashes it.
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+import { buildCase, type BuiltCase } from './cases.js';
+import { FIXTURES, targetRoot, type CaseOutcome, type ToWorker } from './protocol.js';
+
+type Api = typeof import('../../src/index.js');
+type Model = Awaited<ReturnType<Api['loadModel']>>;
+
+const api = (await import(pathToFileURL(join(targetRoot(), 'dist', 'index.js')).href)) as Api;
+const tmpRoot = mkdtempSync(join(process.env.NEUROTAP_FUZZ_TMP ?? tmpdir(), `neurotap-fuzz-${process.pid}-`));
+/** Unmutated models that SAE cases attach to, loaded once per worker. */
+const models = new Map<string, Model>();
+
+/**
+ * Codes that are coded but still defects here: ERR_INTERNAL is the addon's catch-all for an
+ * unexpected C++ exception, and ERR_OUT_OF_MEMORY from a few-hundred-KB fixture means something
+ * allocated in proportion to a corrupt size.
+ */
+const DEFECT_CODES: Record<string, string> = {
+  ERR_INTERNAL: 'an unexpected native exception',
+  ERR_OUT_OF_MEMORY: 'a tiny fixture ran out of memory',
+};
+
+/** A coded neurotap error ('ERR_…'), or null for anything else. */
+function codeOf(err: unknown): string | null {
+  if (!(err instanceof api.NeurotapError)) return null;
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && code.startsWith('ERR_') ? code : null;
+}
+
+function describe(err: unknown): string {
+  if (err instanceof Error) return `${err.constructor.name}${(err as { code?: unknown }).code ? ` [${String((err as { code?: unknown }).code)}]` : ''}: ${err.message}`.slice(0, 300);
+  return `non-Error thrown: ${String(err)}`.slice(0, 300);
+}
+
+/** Runs `step`; a coded error becomes its code, anything else is rethrown as a failure. */
+async function coded<T>(step: () => Promise<T>): Promise<T | { code: string; message: string }> {
+  try {
+    return await step();
+  } catch (err) {
+    const code = codeOf(err);
+    if (code === null) throw err;
+    return { code, message: (err as Error).message.slice(0, 300) };
+  }
+}
+const isCoded = (v: unknown): v is { code: string; message: string } => typeof v === 'object' && v !== null && 'code' in v && 'message' in v && Object.keys(v).length === 2;
+
+/** A short run on a loaded model: three token ids with every hook captured, then text if it has a tokenizer. */
+async function shortRun(model: Model): Promise<string | null> {
+  const vocab = model.config.dVocab;
+  const ids = [0, 1, 2].map((i) => i % vocab);
+  const r = await model.run([ids], { capture: ['**'] });
+  if (!r.logits || r.logits.data.length !== ids.length * vocab) return `logits of ${r.logits?.data.length} values, expected ${ids.length * vocab}`;
+  if (r.cache.size === 0) return 'no hook was captured';
+  if (model.tokenizer) await model.run('Hello world', { returnLogits: 'last' });
+  return null;
+}
+
+async function runModel(dir: string): Promise<CaseOutcome> {
+  const model = await coded(() => api.loadModel(dir, { threads: 1 }));
+  if (isCoded(model)) return { status: 'coded', code: model.code, message: model.message };
+  try {
+    const run = await coded(() => shortRun(model));
+    if (isCoded(run)) return { status: 'coded', code: run.code, message: `after a successful load, the short run: ${run.message}`, stage: 'run' };
+    if (run !== null) return { status: 'failure', outcome: 'bad-run', message: run };
+    return { status: 'ok' };
+  } finally {
+    model.dispose();
+  }
+}
+
+async function runSae(path: string, hook: string | undefined, modelDir: string): Promise<CaseOutcome> {
+  const sae = await coded(() => api.loadSae(path, hook ? { hook } : {}));
+  if (isCoded(sae)) return { status: 'coded', code: sae.code, message: sae.message };
+  // It loaded: attach it to its model and run, which must work or fail with a coded error.
+  let model = models.get(modelDir);
+  if (!model) {
+    model = await api.loadModel(modelDir, { threads: 1 });
+    models.set(modelDir, model);
+  }
+  const attached = await coded(() => model.attachSae(sae));
+  if (isCoded(attached)) return { status: 'coded', code: attached.code, message: `the SAE loaded; attaching it: ${attached.message}`, stage: 'attach' };
+  try {
+    const capture = [attached.hooks.hook_sae_acts_post, attached.hooks.hook_sae_output];
+    const run = await coded(() => model.run([[0, 1, 2]], { capture, saeFeatures: { k: 2 } }));
+    if (isCoded(run)) return { status: 'coded', code: run.code, message: `the SAE attached; the run: ${run.message}`, stage: 'run' };
+    return { status: 'ok' };
+  } finally {
+    await model.detachSae(attached.hook);
+  }
+}
+
+async function runGguf(path: string, controlVector: boolean): Promise<CaseOutcome> {
+  const r = await coded(async () => (controlVector ? api.loadControlVector(path) : api.readGguf(path)));
+  if (isCoded(r)) return { status: 'coded', code: r.code, message: r.message };
+  return { status: 'ok' };
+}
+
+/** The supervisor's own checks: a case that hangs, grows without bound, aborts or throws uncoded. */
+async function misbehave(behaviour: string): Promise<CaseOutcome> {
+  if (behaviour === 'hang') await new Promise(() => setInterval(() => {}, 1000));
+  if (behaviour === 'alloc') {
+    const keep: Buffer[] = [];
+    for (;;) {
+      keep.push(Buffer.alloc(64 * 2 ** 20, 1));
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+  if (behaviour === 'crash') process.kill(process.pid, 'SIGKILL');
+  throw new TypeError('an uncoded error');
+}
+
+async function runCase(c: BuiltCase): Promise<CaseOutcome> {
+  const t = c.target;
+  if (t.api === 'selftest') return misbehave(t.behaviour);
+  const o = t.api === 'model' ? await runModel(t.dir) : t.api === 'sae' ? await runSae(t.path, t.hook, t.model) : await runGguf(t.path, t.controlVector);
+  if (o.status === 'coded' && DEFECT_CODES[o.code]) return { status: 'failure', outcome: o.code, message: `${DEFECT_CODES[o.code]}: ${o.message}` };
+  return o;
+}
+
+process.on('message', (msg: ToWorker) => {
+  void (async () => {
+    const work = join(tmpRoot, 'case');
+    rmSync(work, { recursive: true, force: true });
+    mkdirSync(work);
+    let outcome: CaseOutcome;
+    let what = '';
+    try {
+      const c = buildCase(msg.id, FIXTURES, work);
+      what = c.what;
+      process.send!({ type: 'started', id: msg.id, what });
+      outcome = await runCase(c);
+    } catch (err) {
+      outcome = what ? { status: 'failure', outcome: 'uncoded', message: describe(err) } : { status: 'failure', outcome: 'harness', message: describe(err) };
+    }
+    // Let deferred work (finalizers, rejected promises) surface inside this case, not the next.
+    (globalThis as { gc?: () => void }).gc?.();
+    await new Promise((r) => setImmediate(r));
+    rmSync(work, { recursive: true, force: true });
+    process.send!({ type: 'done', id: msg.id, what, outcome });
+  })();
+});
+
+process.on('disconnect', () => {
+  rmSync(tmpRoot, { recursive: true, force: true });
+  process.exit(0);
+});
+process.send!({ type: 'ready', tmp: tmpRoot });
