@@ -15,7 +15,7 @@ import { FIXTURES } from './fuzz/protocol.js';
 import { caseIds, failures, label, reproducer, summarize } from './fuzz/summary.js';
 import { runFuzz } from './fuzz/supervisor.js';
 
-const CASES = Number(process.env.NEUROTAP_FUZZ_CASES ?? 2700);
+const CASES = Number(process.env.NEUROTAP_FUZZ_CASES ?? 3000);
 const FROM = Number(process.env.NEUROTAP_FUZZ_FROM ?? 0);
 const WORKERS = Number(process.env.NEUROTAP_FUZZ_WORKERS ?? 2);
 const TIMEOUT_MS = 5000;

@@ -6,13 +6,14 @@ import { mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSyn
 import { join } from 'node:path';
 
 import { mutateBytes } from './bytes.js';
+import { buildCall, type Call } from './calls.js';
 import { mutateGguf } from './gguf-mutate.js';
 import { mutateJson, parseJson, stringify, type JsonMutateOptions } from './json-mutate.js';
 import { mutateNpz } from './npz-mutate.js';
 import { Rng } from './rng.js';
 import { mutateSafetensors } from './safetensors-mutate.js';
 
-export const KINDS = ['config', 'weights', 'shards', 'tokenizer', 'folder', 'gguf', 'sae-cfg', 'sae-weights', 'npz'] as const;
+export const KINDS = ['config', 'weights', 'shards', 'tokenizer', 'folder', 'gguf', 'sae-cfg', 'sae-weights', 'npz', 'call'] as const;
 /** Cases that misbehave on purpose (`selftest:hang`), to check the supervisor's bounds. */
 export const SELFTESTS = ['hang', 'alloc', 'crash', 'uncoded'] as const;
 export type Kind = (typeof KINDS)[number] | 'selftest';
@@ -22,6 +23,7 @@ export type Target =
   | { api: 'model'; dir: string }
   | { api: 'sae'; path: string; hook?: string; model: string }
   | { api: 'gguf'; path: string; controlVector: boolean }
+  | { api: 'call'; call: Call; model: string }
   | { api: 'selftest'; behaviour: (typeof SELFTESTS)[number] };
 
 export interface BuiltCase {
@@ -171,6 +173,12 @@ export function buildCase(id: string, fixtures: string, work: string): BuiltCase
       return model('gpt2', 'tokenizer.json', (b) => mutateJsonFile(rng, b.toString('utf8'), TOKENIZER));
     case 'folder':
       return specialFile(rng, id, work, fixtures);
+    case 'call': {
+      const dir = join(models, 'gpt2');
+      const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { vocab_size: number; n_layer: number };
+      const call = buildCall(rng, cfg.vocab_size, cfg.n_layer);
+      return { id, kind, target: { api: 'call', call, model: dir }, what: `gpt2: ${call.what} (must ${call.expect === 'coded' ? 'fail with a coded error' : call.expect === 'thrown' ? 'reject with the thrown value' : 'succeed or fail coded'})` };
+    }
     case 'gguf': {
       const base = rng.weighted([['control-vector.gguf', 3], ['kv-types.gguf', 1]] as const);
       const path = join(work, base);

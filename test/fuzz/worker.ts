@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
+import type { Call } from './calls.js';
 import { buildCase, type BuiltCase } from './cases.js';
 import { FIXTURES, targetRoot, type CaseOutcome, type ToWorker } from './protocol.js';
 
@@ -75,15 +76,21 @@ async function runModel(dir: string): Promise<CaseOutcome> {
   }
 }
 
+/** The unmutated fixture model at `dir`, loaded once per worker. */
+async function cachedModel(dir: string): Promise<Model> {
+  let model = models.get(dir);
+  if (!model) {
+    model = await api.loadModel(dir, { threads: 1 });
+    models.set(dir, model);
+  }
+  return model;
+}
+
 async function runSae(path: string, hook: string | undefined, modelDir: string): Promise<CaseOutcome> {
   const sae = await coded(() => api.loadSae(path, hook ? { hook } : {}));
   if (isCoded(sae)) return { status: 'coded', code: sae.code, message: sae.message };
   // It loaded: attach it to its model and run, which must work or fail with a coded error.
-  let model = models.get(modelDir);
-  if (!model) {
-    model = await api.loadModel(modelDir, { threads: 1 });
-    models.set(modelDir, model);
-  }
+  const model = await cachedModel(modelDir);
   const attached = await coded(() => model.attachSae(sae));
   if (isCoded(attached)) return { status: 'coded', code: attached.code, message: `the SAE loaded; attaching it: ${attached.message}`, stage: 'attach' };
   try {
@@ -100,6 +107,29 @@ async function runGguf(path: string, controlVector: boolean): Promise<CaseOutcom
   const r = await coded(async () => (controlVector ? api.loadControlVector(path) : api.readGguf(path)));
   if (isCoded(r)) return { status: 'coded', code: r.code, message: r.message };
   return { status: 'ok' };
+}
+
+/** An API call with bad arguments; after a rejection the model must still run. */
+async function runCall(call: Call, modelDir: string): Promise<CaseOutcome> {
+  const model = await cachedModel(modelDir);
+  let outcome: CaseOutcome;
+  try {
+    await call.run(api, model, modelDir);
+    if (call.expect !== 'any') return { status: 'failure', outcome: 'accepted-invalid', message: call.expect === 'thrown' ? 'resolved although a hook threw' : 'resolved although an argument is invalid' };
+    outcome = { status: 'ok' };
+  } catch (err) {
+    if (call.expect === 'thrown') {
+      if (!Object.is(err, call.thrown)) return { status: 'failure', outcome: 'wrong-rejection', message: `rejected with ${describe(err)} instead of the thrown value` };
+      outcome = { status: 'ok' };
+    } else {
+      const code = codeOf(err);
+      if (code === null) throw err;
+      outcome = { status: 'coded', code, message: (err as Error).message.slice(0, 300) };
+    }
+  }
+  const after = await coded(() => model.run([[1, 2, 3]]));
+  if (isCoded(after)) return { status: 'failure', outcome: 'unusable-after-error', message: `the model no longer runs: ${after.code} ${after.message}` };
+  return outcome;
 }
 
 /** The supervisor's own checks: a case that hangs, grows without bound, aborts or throws uncoded. */
@@ -119,6 +149,7 @@ async function misbehave(behaviour: string): Promise<CaseOutcome> {
 async function runCase(c: BuiltCase): Promise<CaseOutcome> {
   const t = c.target;
   if (t.api === 'selftest') return misbehave(t.behaviour);
+  if (t.api === 'call') return runCall(t.call, t.model);
   const o = t.api === 'model' ? await runModel(t.dir) : t.api === 'sae' ? await runSae(t.path, t.hook, t.model) : await runGguf(t.path, t.controlVector);
   if (o.status === 'coded' && DEFECT_CODES[o.code]) return { status: 'failure', outcome: o.code, message: `${DEFECT_CODES[o.code]}: ${o.message}` };
   return o;
