@@ -35,9 +35,13 @@ function codeOf(err: unknown): string | null {
   return typeof code === 'string' && code.startsWith('ERR_') ? code : null;
 }
 
+/** An error in one line, with the innermost stack frame in the checkout under test (where to fix it). */
 function describe(err: unknown): string {
-  if (err instanceof Error) return `${err.constructor.name}${(err as { code?: unknown }).code ? ` [${String((err as { code?: unknown }).code)}]` : ''}: ${err.message}`.slice(0, 300);
-  return `non-Error thrown: ${String(err)}`.slice(0, 300);
+  if (!(err instanceof Error)) return `non-Error thrown: ${String(err)}`.slice(0, 300);
+  const code = (err as { code?: unknown }).code;
+  const frame = err.stack?.split('\n').find((l) => l.includes(targetRoot()) && !l.includes('/test/fuzz/'));
+  const where = frame ? ` (${frame.trim().replace(`${targetRoot()}/`, '')})` : '';
+  return `${err.constructor.name}${code ? ` [${String(code)}]` : ''}: ${err.message.slice(0, 200)}${where}`;
 }
 
 /** Runs `step`; a coded error becomes its code, anything else is rethrown as a failure. */
