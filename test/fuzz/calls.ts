@@ -87,11 +87,11 @@ const PROBES: ((rng: Rng, vocab: number, layers: number) => Call)[] = [
   },
   (rng) => {
     const [capture, expect] = rng.pick<[unknown, Expect]>([
-      ['**', 'coded'],
+      ['**', 'any'],  // one string is one pattern (README)
       [[5], 'coded'],
       [['nope.hook_x'], 'coded'],
       [[null], 'coded'],
-      ['blocks.0.hook_resid_post', 'coded'],
+      ['blocks.0.hook_resid_post', 'any'],
       [['**', '**'], 'any'],
       [{}, 'coded'],
     ]);
@@ -166,7 +166,7 @@ const PROBES: ((rng: Rng, vocab: number, layers: number) => Call)[] = [
       [{ maxNewTokens: 2, temperature: -1 }, 'coded', 'temperature -1'],
       [{ maxNewTokens: 2, temperature: 1, topK: -1 }, 'any', 'topK -1'],
       [{ maxNewTokens: 2, temperature: 1, topP: 2 }, 'any', 'topP 2'],
-      [{ maxNewTokens: 2, capture: '**' }, 'coded', "capture '**' as a string"],
+      [{ maxNewTokens: 2, capture: '**' }, 'any', "capture '**' as a string"],
       [{ maxNewTokens: 100 }, 'any', 'maxNewTokens past the context'],
     ]);
     return { what: `generate with ${what}`, expect, run: (_a, m) => m.generate([[1, 2, 3]], opts as never) };
