@@ -6,10 +6,10 @@
 //                                  [--tiny-seq 16] [--stack 64] [--seq 128] [--big-reps 21]
 //                                  [--big-stack 256] [--tiny DIR] [--model DIR] [--python python3]
 //
-// Part 1, tiny model (test/fixtures/models/gpt2: 2 layers, d_model 64, 38 hooks):
+// Part 1, tiny model (test/fixtures/models/gpt2: 2 layers, d_model 64):
 //   a. no hooks, and --stack no-op callbacks listed at blocks.0.hook_resid_post: the
 //      difference over --stack is the cost of one call with the compute path unchanged.
-//   b. every hook of model.hookNames with a native no-op edit (scale 1), and every hook with a
+//   b. every hook of model.hookNames (but the split q/k/v inputs) with a native no-op edit (scale 1), and every hook with a
 //      no-op callback: hooking attention scores/pattern and the norm scales changes what the
 //      forward computes, so the native edits give the baseline with the same compute path; the
 //      difference over the hook count is again the cost of one call (less one native scale).
@@ -123,7 +123,9 @@ try {
   const { dVocab, nCtx } = tiny.config;
   if (tinySeq > nCtx) throw new Error(`--tiny-seq ${tinySeq} is longer than the tiny model's context ${nCtx}`);
   const tokens = [Array.from({ length: tinySeq }, () => Math.floor(rand() * dVocab))];
-  const names = tiny.hookNames;
+  // Every hook but the split q/k/v inputs: edited, they take per-head projection paths, and ln1
+  // may not be edited with them (README "Hooks").
+  const names = tiny.hookNames.filter((n) => !/\.hook_(attn_in|[qkv]_input)$/.test(n));
   const at = 'blocks.0.hook_resid_post';
   const variants: Variant[] = [
     { name: 'no hooks', hooks: undefined, calls: 0 },
