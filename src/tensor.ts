@@ -1,4 +1,5 @@
 // The Tensor handed to users: a dtype, a shape and a typed array in row-major order.
+import { InvalidInputError } from './errors.js';
 
 /** Element types a Tensor can hold. */
 export type DType = 'f32';
@@ -11,7 +12,8 @@ export class Tensor {
     readonly data: Float32Array,
   ) {
     const n = shape.reduce((a, b) => a * b, 1);
-    if (n !== data.length) throw new RangeError(`shape [${shape.join(', ')}] needs ${n} elements, data has ${data.length}`);
+    if (!(data instanceof Float32Array)) throw new InvalidInputError('ERR_INVALID_INPUT', 'a Tensor holds its data in a Float32Array');
+    if (n !== data.length) throw new InvalidInputError('ERR_INVALID_INPUT', `a Tensor of shape [${shape.join(', ')}] needs ${n} elements, its data has ${data.length}`);
   }
 
   /** Number of elements. */

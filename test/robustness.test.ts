@@ -214,14 +214,14 @@ describe('options are checked', () => {
     });
   }
 
-  it('a JS hook returning a Tensor whose data does not match its shape -> ERR_HOOK_RETURN', async () => {
+  it('a JS hook returning a Tensor whose data does not match its shape -> ERR_INVALID_INPUT', async () => {
     for (const n of [-1, +1]) {
       const run = model.run(good, {
         hooks: { 'blocks.0.hook_resid_post': (act) => ({ shape: act.shape, data: new Float32Array(act.data.length + n) }) as unknown as Tensor },
       });
       const err = await rejection(run);
       expect(err).toBeInstanceOf(InvalidInputError);
-      expect(err.code).toBe('ERR_HOOK_RETURN');
+      expect(err.code).toBe('ERR_INVALID_INPUT');
       expect(err.message).toMatch(/floats/);
     }
     await expectUsable();

@@ -209,8 +209,8 @@ export function makeDispatcher(fns: { fn: HookFunction; hook: string }[]): (id: 
       throw new InvalidInputError('ERR_HOOK_RETURN', `hook at '${hook}' returned something other than a float32 Tensor`);
     if (r.shape!.join() !== shape.join())
       throw new InvalidInputError('ERR_HOOK_RETURN', `hook at '${hook}' returned shape [${r.shape!.join(', ')}], expected [${shape.join(', ')}]`);
-    if (r.data.length !== n)
-      throw new InvalidInputError('ERR_HOOK_RETURN', `hook at '${hook}' returned a Tensor of shape [${r.shape!.join(', ')}] holding ${r.data.length} floats; the shape needs ${n}`);
+    if (r.data.length !== n)  // a malformed Tensor (its data disagrees with its own shape): invalid input
+      throw new InvalidInputError('ERR_INVALID_INPUT', `hook at '${hook}' returned a Tensor of shape [${r.shape!.join(', ')}] holding ${r.data.length} floats; the shape needs ${n}`);
     if (r.data !== data) data.set(r.data);
   };
 }
