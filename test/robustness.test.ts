@@ -320,6 +320,27 @@ describe('memory a hook or a transfer could keep', () => {
     expect(Array.from(out)).toEqual(Array.from((await model.run(good, { capture: [H1] })).cache.get(H1).data));
   });
 
+  it('arrays over a SharedArrayBuffer work as outputs, logits and patch sources', async () => {
+    const shared = (n: number) => new Float32Array(new SharedArrayBuffer(4 * n));
+    const out = shared(model.hookShape(H1, 1, 3).reduce((a, b) => a * b, 1));
+    const logits = shared(3 * model.config.dVocab);
+    const r = await model.run(good, { outputs: { [H1]: out }, logitsOutput: logits });
+    expect(r.logits!.data).toBe(logits);
+    expect(Array.from(logits)).toEqual(Array.from(baseline));
+    const source = (await model.run([[5, 6, 7]], { capture: [H1] })).cache.get(H1);
+    const sharedSource = shared(source.data.length);
+    sharedSource.set(source.data);
+    const viaShared = await model.run(good, { hooks: { [H1]: edits.patch(new Tensor(source.shape, sharedSource)) } });
+    const viaPlain = await model.run(good, { hooks: { [H1]: edits.patch(source) } });
+    expect(Array.from(viaShared.logits!.data)).toEqual(Array.from(viaPlain.logits!.data));
+  });
+
+  it('a DataView as a token row is ERR_INVALID_INPUT, not token 0', async () => {
+    const err = await rejection(model.run([new DataView(new ArrayBuffer(12)) as unknown as number[]]));
+    expect(err.code).toBe('ERR_INVALID_INPUT');
+    await expectUsable();
+  });
+
   it('a patch source changed mid-run (through a transfer) does not change the run', async () => {
     const source = (await model.run([[5, 6, 7]], { capture: [H1] })).cache.get(H1);
     const expected = (await model.run(good, { hooks: { [H1]: edits.patch(source) } })).logits!.data;

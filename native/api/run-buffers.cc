@@ -30,11 +30,15 @@ size_t element_size(napi_typedarray_type type) {
   }
 }
 
-// The bytes of a live typed array (nullptr when it is detached).
+// The bytes of a live typed array (nullptr when it is detached). napi_get_typedarray_info
+// also serves arrays over a SharedArrayBuffer, which napi_get_arraybuffer_info refuses.
 void *bytes_of(Napi::TypedArray a) {
-  Napi::ArrayBuffer buffer = a.ArrayBuffer();
-  if (buffer.IsDetached() || buffer.Data() == nullptr) return nullptr;
-  return static_cast<uint8_t *>(buffer.Data()) + a.ByteOffset();
+  void *data = nullptr;
+  size_t length = 0;
+  if (napi_get_typedarray_info(a.Env(), a, nullptr, &length, &data, nullptr, nullptr) != napi_ok) return nullptr;
+  Napi::Value buffer = a.Get("buffer");  // a detached ArrayBuffer reads as length 0, data null
+  if (buffer.IsArrayBuffer() && buffer.As<Napi::ArrayBuffer>().IsDetached()) return nullptr;
+  return data;
 }
 
 bool is_typed(Napi::Value v, napi_typedarray_type type) { return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == type; }

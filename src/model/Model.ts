@@ -510,7 +510,7 @@ export class Model<F extends Family = Family> {
     let rows: readonly ArrayLike<unknown>[];
     if (typeof input === 'string' || (Array.isArray(input) && input.length > 0 && input.every((x) => typeof x === 'string'))) {
       rows = this.tokenize(input as string | string[], addSpecialTokens);
-    } else if (Array.isArray(input) && input.every((x) => Array.isArray(x) || ArrayBuffer.isView(x))) {
+    } else if (Array.isArray(input) && input.every((x) => Array.isArray(x) || (ArrayBuffer.isView(x) && !(x instanceof DataView)))) {
       rows = input as readonly ArrayLike<unknown>[];
     } else {
       invalid('input must be token ids (number[][]), a string, or an array of strings');
