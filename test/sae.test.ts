@@ -261,6 +261,20 @@ describe('SAEs attached to a model', () => {
     }
   });
 
+  it('stopAtLayer: the hooks of an SAE at hook_embed are reached, features of one after the blocks are refused', async () => {
+    const embed = await model.attachSae(makeSae('standard', 'none', 3, 'hook_embed'));
+    const final = await model.attachSae(makeSae('standard', 'none', 4, 'unembed.hook_in'));
+    try {
+      const r = await model.run(TOKENS, { stopAtLayer: 1, returnLogits: false, capture: [embed.hooks.hook_sae_acts_post], saeFeatures: { k: 2, hooks: ['hook_embed'] } });
+      expect(r.cache.get(embed.hooks.hook_sae_acts_post).shape).toEqual([2, 7, S]);
+      await expect(model.run(TOKENS, { stopAtLayer: 1, returnLogits: false, saeFeatures: { k: 2, hooks: ['unembed.hook_in'] } })).rejects.toMatchObject({ code: 'ERR_INVALID_INPUT' });
+      await expect(model.run(TOKENS, { stopAtLayer: 1, returnLogits: false, capture: [final.hooks.hook_sae_acts_post] })).rejects.toMatchObject({ code: 'ERR_INVALID_INPUT' });
+    } finally {
+      await model.detachSae('hook_embed');
+      await model.detachSae('unembed.hook_in');
+    }
+  });
+
   it('rejects bad SAEs and feature indices with coded errors; the model keeps working', async () => {
     await expect(model.attachSae(makeSae('standard', 'none', 1, HOOK, 32))).rejects.toMatchObject({ code: 'ERR_SAE_MISMATCH' });
     const a = await model.attachSae(makeSae('standard'));

@@ -128,6 +128,7 @@ HookTable::HookTable(const ModelConfig &c) {
     p.layer = layer;
     p.name = layer < 0 ? std::string(hook_kind_suffix(k)) : "blocks." + std::to_string(layer) + "." + hook_kind_suffix(k);
     p.shape = kind_shape(c, k);
+    p.after_blocks = k == HookKind::LnFinalScale || k == HookKind::LnFinalNormalized || k == HookKind::UnembedIn || k == HookKind::UnembedOut;
     int idx = static_cast<int>(points_.size());
     by_name_[p.name] = idx;
     slot_[static_cast<size_t>(layer + 1) * n_kinds + static_cast<size_t>(k)] = idx;
@@ -159,6 +160,7 @@ std::vector<int> HookTable::set_saes(const std::vector<std::pair<int, int64_t>> 
       HookPoint p;
       p.kind = static_cast<HookKind>(static_cast<int>(HookKind::SaeInput) + k);
       p.layer = b.layer;
+      p.after_blocks = b.after_blocks;
       p.name = b.name + "." + hook_kind_suffix(p.kind);
       switch (p.kind) {
         case HookKind::SaeActsPre:

@@ -77,6 +77,7 @@ struct HookPoint {
   std::string name;
   HookKind kind;
   int layer;                    // -1 for model-level hooks
+  bool after_blocks = false;    // ln_final, unembed and SAE hooks on them: not reached with stopAtLayer
   std::vector<int64_t> shape;   // symbolic, see kDimBatch / kDimPos
 };
 

@@ -133,8 +133,7 @@ void Model::forward(const ForwardRequest &req, HookPlan *plan) {
     for (size_t i = 0; i < hooks_->points().size(); ++i) {
       const int idx = static_cast<int>(i);
       const HookPoint &hp = hooks_->points()[i];
-      const bool after_blocks = hp.layer < 0 && hp.kind != HookKind::Embed && hp.kind != HookKind::PosEmbed;
-      const bool past = stopping && (hp.layer >= req.stop_at_layer || after_blocks);
+      const bool past = stopping && (hp.layer >= req.stop_at_layer || hp.after_blocks);
       if (past && plan->active(idx))
         fail(code::kInvalidInput, "hook '" + hp.name + "' is not reached when stopping at layer " + std::to_string(req.stop_at_layer));
       const std::vector<int64_t> shape = hooks_->shape(idx, req.batch, req.pos, pos0 + req.pos);
@@ -158,7 +157,8 @@ void Model::forward(const ForwardRequest &req, HookPlan *plan) {
       fail(code::kInvalidInput, "top-k features need 1 <= k <= d_sae (" + std::to_string(sae->d_sae()) + ") and output buffers");
     if (t.counts && t.counts_len != sae->d_sae())
       fail(code::kBufferSize, "feature counts hold " + std::to_string(t.counts_len) + " entries, the SAE has d_sae " + std::to_string(sae->d_sae()));
-    if (stopping && hooks_->points()[static_cast<size_t>(t.base)].layer >= req.stop_at_layer)
+    const HookPoint &base = hooks_->points()[static_cast<size_t>(t.base)];
+    if (stopping && (base.layer >= req.stop_at_layer || base.after_blocks))
       fail(code::kInvalidInput, "the SAE's hook is not reached when stopping at layer " + std::to_string(req.stop_at_layer));
   }
   if (plan)
