@@ -163,6 +163,11 @@ describe('runs too large for memory are refused up front', () => {
     await expectRefused(() => model.run([Array.from({ length: T }, () => 1)], { capture: ['blocks.1.attn.hook_pattern'], returnLogits: false }), /capture of 'blocks\.1\.attn\.hook_pattern'.*JS typed array/);
   });
 
+  it('a JS function at a hook larger than a JS typed array', async () => {
+    const T = Math.ceil(Math.sqrt((bufferConstants.MAX_LENGTH + 1) / model.config.nHeads));
+    await expectRefused(() => model.run([Array.from({ length: T }, () => 1)], { hooks: { 'blocks.1.attn.hook_pattern': () => {} }, returnLogits: false }), /JS function at 'blocks\.1\.attn\.hook_pattern'.*JS typed array/);
+  });
+
   it("captures kept over a generation's steps count too", async () => {
     // Each step keeps [1, heads, 1, key_pos] per layer: quadratic in the number of steps.
     const steps = Math.ceil(Math.sqrt((4 * totalmem()) / (4 * model.config.nHeads * model.config.nLayers)));

@@ -342,8 +342,8 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
   auto linear = [&](const Linear &l, const float *in, float *o) {
     be.check(api.gemm(bx, in, M, l.in, l.w.data(), l.dtype, l.out, l.b.empty() ? nullptr : l.b.f32(), o), "gemm");
   };
-  // Column block `col` of `width` floats of the [M, heads x width] `src` into the same block of
-  // `dst` (pitches in floats).
+  // `width` floats of each of the M rows of `src` into `dst` (pitches in floats): one head's
+  // columns, or whole rows (a row per token keeps each copy within a device's pitch limit).
   auto copy_head = [&](float *dst, int64_t dst_pitch, const float *src, int64_t src_pitch, int64_t width) {
     be.check(api.copy_2d(bx, dst, static_cast<size_t>(dst_pitch) * sizeof(float), src, static_cast<size_t>(src_pitch) * sizeof(float),
                          static_cast<size_t>(width) * sizeof(float), static_cast<size_t>(M)),
@@ -388,7 +388,7 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
       if (split_in[i] < 0 && !edited(ain)) continue;
       if (ain >= 0) {  // q, k and v inputs are copies of hook_attn_in (n_kv_heads == n_heads there)
         split[i] = buf(M * H * d);
-        be.check(api.copy_2d(bx, split[i].data(), attn_in.bytes(), attn_in.data(), attn_in.bytes(), attn_in.bytes(), 1), "copy");
+        copy_head(split[i].f32(), H * d, attn_in.f32(), H * d, H * d);
       } else {
         repeat_heads(x.f32(), split_heads[i], split[i]);
       }
@@ -448,12 +448,15 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
     linear(lw.o, z.f32(), out.f32());
     const int result_i = active(HookKind::AttnResult, L);
     if (result_i >= 0) {  // each head through its columns of W_O: [B, T, H, d]
-      DeviceBuffer result = buf(M * H * d), zh = buf(M * dq), part = buf(M * d);
+      // zh holds z with every head but one zeroed: zeroed once, then one head in and out.
+      DeviceBuffer result = buf(M * H * d), zh = buf(M * dq), part = buf(M * d), zero_head = buf(M * D);
       const std::vector<float> zeros(static_cast<size_t>(M * dq), 0.0f);
+      be.check(api.copy_to_device(bx, zh.data(), zeros.data(), zh.bytes()), "zero");
+      be.check(api.copy_to_device(bx, zero_head.data(), zeros.data(), zero_head.bytes()), "zero");
       for (int64_t hh = 0; hh < H; ++hh) {
-        be.check(api.copy_to_device(bx, zh.data(), zeros.data(), zh.bytes()), "zero");
         copy_head(zh.f32() + hh * D, dq, z.f32() + hh * D, dq, D);
         be.check(api.gemm(bx, zh.f32(), M, dq, lw.o.w.data(), lw.o.dtype, d, nullptr, part.f32()), "gemm");
+        copy_head(zh.f32() + hh * D, dq, zero_head.f32(), D, D);
         copy_head(result.f32() + hh * d, H * d, part.f32(), d, d);
       }
       fire(result_i, result.f32());
@@ -476,8 +479,7 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
       be.check(api.add(bx, x.f32(), attn_out, M * d, x.f32()), "add");
       fire(active(HookKind::ResidMid, L), x.f32());
     } else if (attn_out != out.f32()) {
-      const size_t bytes = static_cast<size_t>(M * d) * sizeof(float);
-      be.check(api.copy_2d(bx, out.data(), bytes, attn_out, bytes, bytes, 1), "copy");
+      copy_head(out.f32(), d, attn_out, d, d);
     }
 
     // MLP (parallel residual: reading resid_pre, with attn_out kept in `out`). hook_mlp_in is a
@@ -485,7 +487,7 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
     const int mlp_in_i = active(HookKind::MlpIn, L);
     if (mlp_in_i >= 0) {
       DeviceBuffer mlp_in = buf(M * d);
-      be.check(api.copy_2d(bx, mlp_in.data(), mlp_in.bytes(), x.data(), mlp_in.bytes(), mlp_in.bytes(), 1), "copy");
+      copy_head(mlp_in.f32(), d, x.f32(), d, d);
       fire(mlp_in_i, mlp_in.f32());
       norm_rows(lw.ln2, mlp_in.f32(), h.f32(), M, d, scale.f32(), HookKind::Ln2Scale, HookKind::Ln2Normalized, L);
     } else {

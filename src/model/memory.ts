@@ -119,6 +119,17 @@ function numel(model: Model, name: string, batch: number, pos: number, keyPos = 
   return model.hookShape(name, batch, pos, keyPos).reduce((a, b) => a * b, 1);
 }
 
+/** The JS arrays handed to hook functions: each is a copy of its whole activation. */
+function functionHookArrays(model: Model, hooks: Readonly<Record<string, unknown>> | undefined, batch: number, pos: number, keyPos: number): { label: string; length: number }[] {
+  const out: { label: string; length: number }[] = [];
+  for (const [name, spec] of Object.entries(hooks ?? {})) {
+    const list = Array.isArray(spec) ? spec : [spec];
+    if (list.some((x) => typeof x === 'function') && (model.hookNames as readonly string[]).includes(name))
+      out.push({ label: `the activation a JS function at '${name}' receives`, length: numel(model, name, batch, pos, keyPos) });
+  }
+  return out;
+}
+
 /** Refuses (ERR_OUT_OF_MEMORY) a forward whose logits, captures and activations cannot fit. */
 export function ensureForwardFits(
   model: Model,
@@ -141,6 +152,7 @@ export function ensureForwardFits(
     captured += 4 * length;
     arrays.push({ label: `the capture of '${name}'`, length });
   }
+  arrays.push(...functionHookArrays(model, req.hooks, batch, pos, keyPos));
   const k = req.saeFeatures?.k ?? 0;
   captured += 8 * batch * pos * k * (req.saeFeatures?.hooks?.length ?? model.saes.size);
   parts.push({ label: 'captures', bytes: captured });
@@ -160,6 +172,7 @@ export function ensureGenerateFits(model: Model, rows: readonly ArrayLike<unknow
   const names = model.resolveHooks(patternList(options.capture, 'capture'));
   const parts: MemoryPart[] = [{ label: 'logits', bytes: 4 * batch * model.config.dVocab }];
   const arrays = names.map((name) => ({ label: `the capture of '${name}'`, length: numel(model, name, batch, prompt) }));
+  arrays.push(...functionHookArrays(model, options.hooks, batch, prompt, prompt));
   // Every step's captures are kept: the prompt's, then one position per new token attending
   // to prompt + 1 ... prompt + maxNewTokens - 1 keys (sizes are affine in the key count).
   let captured = 0;
