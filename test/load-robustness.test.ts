@@ -66,7 +66,6 @@ describe('config values past any real model, or disagreeing with the checkpoint'
   const cases: Edit[] = [
     ['gpt2', 'n_layer', 1e8, 'ERR_UNSUPPORTED_CONFIG', /'n_layer' is 100000000, more than the 1024/],
     ['gpt2', 'n_layer', 1000, 'ERR_TENSOR_MISSING', /'n_layer' is 1000 but the checkpoint .* has 2 layers/],
-    ['gpt2', 'n_layer', 1, 'ERR_TENSOR_SHAPE', /'n_layer' is 1 but the checkpoint .* has 2 layers/],
     ['gpt2', 'n_layer', -1, 'ERR_CONFIG_INVALID', /'n_layer' must be a positive integer/],
     ['gpt2', 'n_layer', 0, 'ERR_CONFIG_INVALID', /'n_layer' must be a positive integer/],
     ['gpt2', 'n_layer', 2.5, 'ERR_CONFIG_INVALID', /'n_layer' must be a positive integer/],
@@ -136,6 +135,27 @@ describe('config values past any real model, or disagreeing with the checkpoint'
     const r = await results();
     expect(outcomeOf(r, 'warm-up', timeoutMs).code).toBe('ok');
     expect(outcomeOf(r, 'afterwards', timeoutMs)).toMatchObject({ code: 'ok', message: '' });
+  });
+});
+
+describe('a config with fewer layers than its checkpoint', () => {
+  it("runs the checkpoint's first layers, as HF transformers loads it", async () => {
+    const { loadModel } = await import('../src/index.js');
+    const dir = copyOf(fixtureDir('gpt2'), ['model.safetensors', 'tokenizer.json']);
+    const cfg = JSON.parse(readFileSync(join(fixtureDir('gpt2'), 'config.json'), 'utf8'));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...cfg, n_layer: 1 }));
+    const full = await loadModel(fixtureDir('gpt2'), { threads: 2 }), truncated = await loadModel(dir, { threads: 2 });
+    try {
+      expect(truncated.config.nLayers).toBe(1);
+      const tokens = [[3, 1, 4, 1, 5]];
+      const a = await full.run(tokens, { capture: ['blocks.0.hook_resid_post'], returnLogits: false });
+      const b = await truncated.run(tokens, { capture: ['blocks.0.hook_resid_post'] });
+      expect(Array.from(b.cache.get('blocks.0.hook_resid_post').data)).toEqual(Array.from(a.cache.get('blocks.0.hook_resid_post').data));
+      expect(b.logits!.shape).toEqual([1, 5, full.config.dVocab]);
+    } finally {
+      full.dispose();
+      truncated.dispose();
+    }
   });
 });
 

@@ -37,7 +37,7 @@ int64_t checkpoint_layers(const Checkpoint &ck, const std::string &prefix) {
 }
 
 // Checks, from the safetensors headers alone, that the checkpoint holds every tensor the
-// config implies, with that shape and a float dtype, and no layers past n_layers. Runs before
+// config implies, with that shape and a float dtype (extra layers are ignored). Runs before
 // anything is sized from the config (hook table, weights), so a config that disagrees with its
 // checkpoint fails at once. Throws ERR_TENSOR_MISSING / ERR_TENSOR_SHAPE / ERR_SAFETENSORS_INVALID.
 void verify_checkpoint(const ModelConfig &c, const Checkpoint &ck) {
@@ -65,8 +65,8 @@ void verify_checkpoint(const ModelConfig &c, const Checkpoint &ck) {
   const std::string blocks = c.family == Family::GPT2 ? p + "h." : c.family == Family::GPTNeoX ? "gpt_neox.layers." : "model.layers.";
   const std::string key = c.family == Family::GPT2 ? "'n_layer'" : "'num_hidden_layers'";
   const int64_t found = checkpoint_layers(ck, blocks);
-  if (found != c.n_layers)
-    fail(found < c.n_layers ? code::kTensorMissing : code::kTensorShape,
+  if (found < c.n_layers)  // more is fine: a truncated config runs the first layers, as HF loads it
+    fail(code::kTensorMissing,
          "config.json's " + key + " is " + std::to_string(c.n_layers) + " but the checkpoint in " + ck.dir() + " has " + std::to_string(found) +
              " layers (" + blocks + "*)");
 
