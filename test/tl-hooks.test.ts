@@ -246,6 +246,31 @@ describe('LayerNorm hook_normalized is (x - mean) / scale, before the weight and
   });
 });
 
+describe('an edited hook_scale divides the normalized values, as in TransformerLens', () => {
+  it('doubling ln_final.hook_scale halves ln_final.hook_normalized and changes the logits', async () => {
+    for (const name of ['gpt2', 'llama-gqa']) {
+      const m = models.get(name)!, tokens = fixtureTokens(name);
+      const plain = await m.run(tokens, { capture: ['ln_final.hook_normalized'] });
+      const doubled = await m.run(tokens, { hooks: { 'ln_final.hook_scale': edits.scale(2) }, capture: ['ln_final.hook_normalized'] });
+      expectClose(doubled.cache.get('ln_final.hook_normalized').data, plain.cache.get('ln_final.hook_normalized').data.map((v) => v / 2), name, 1e-6);
+      expect(compare(doubled.logits!.data, plain.logits!.data, TOL).relError).toBeGreaterThan(1e-3);
+    }
+  });
+
+  it('a scale set to 1 by a JS function leaves x - mean (LayerNorm) or x (RMSNorm)', async () => {
+    for (const [name, center] of [['gpt2', true], ['llama-gqa', false]] as const) {
+      const m = models.get(name)!, tokens = fixtureTokens(name), d = m.config.dModel;
+      const r = await m.run(tokens, { hooks: { 'blocks.0.ln1.hook_scale': (act) => void act.data.fill(1) }, capture: ['blocks.0.hook_resid_pre', 'blocks.0.ln1.hook_normalized'] });
+      const x = r.cache.get('blocks.0.hook_resid_pre').data, expected = new Float32Array(x.length);
+      for (let row = 0; row < x.length / d; row++) {
+        const xs = x.subarray(row * d, (row + 1) * d), mean = center ? xs.reduce((a, v) => a + v, 0) / d : 0;
+        for (let i = 0; i < d; i++) expected[row * d + i] = xs[i]! - mean;
+      }
+      expectClose(r.cache.get('blocks.0.ln1.hook_normalized').data, expected, name, 1e-6);
+    }
+  });
+});
+
 describe('TransformerLens hooks: coded errors', () => {
   it('an ln1 edit with an edited split input of the same layer is ERR_INVALID_INPUT; the model stays usable', async () => {
     const m = models.get('gpt2')!, tokens = fixtureTokens('gpt2');

@@ -297,31 +297,49 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
     const nt_edit_context ec{1, rows, 1, width, 0, rows, 0, nullptr};
     be.check(api.apply_edit(bx, &e, &ec, t), "add row vector");
   };
+  // Fires hook_scale where it is edited, and divides the normalized rows `o` by the scale the
+  // hook left instead of the computed one (TransformerLens divides by the hooked scale). A
+  // host round trip per changed row: edits of a norm's scale are rare and the rows are short.
+  auto fire_scale_edited = [&](int si, float *sc, float *o, int64_t rows, int64_t width) {
+    std::vector<float> before(static_cast<size_t>(rows)), after(static_cast<size_t>(rows)), row(static_cast<size_t>(width));
+    be.check(api.copy_to_host(bx, before.data(), sc, before.size() * sizeof(float)), "scale to host");
+    fire(si, sc);
+    be.check(api.copy_to_host(bx, after.data(), sc, after.size() * sizeof(float)), "scale to host");
+    const size_t row_bytes = row.size() * sizeof(float);
+    for (int64_t r = 0; r < rows; ++r) {
+      if (before[static_cast<size_t>(r)] == after[static_cast<size_t>(r)]) continue;
+      const double ratio = static_cast<double>(before[static_cast<size_t>(r)]) / static_cast<double>(after[static_cast<size_t>(r)]);
+      be.check(api.copy_to_host(bx, row.data(), o + r * width, row_bytes), "row to host");
+      for (float &v : row) v = static_cast<float>(v * ratio);
+      be.check(api.copy_to_device(bx, o + r * width, row.data(), row_bytes), "row to device");
+    }
+  };
   // Norm of `rows` rows of `width` from `in` into `o` (may alias) with TransformerLens's hooks:
-  // hook_normalized is (x - mean) / scale for LayerNorm and x / scale for RMSNorm, before the
-  // weight (and bias). `sc` holds the scales.
+  // hook_scale, then hook_normalized = (x - mean) / scale for LayerNorm and x / scale for
+  // RMSNorm, before the weight (and bias). `sc` holds the scales. The kernel applies the weight
+  // itself unless one of the two hooks is active or the scale is edited.
   auto norm_rows = [&](const Norm &n, const float *in, float *o, int64_t rows, int64_t width, float *sc, HookKind scale_kind,
                        HookKind normalized_kind, int layer) {
     const int si = active(scale_kind, layer), ni = active(normalized_kind, layer);
     float *scale_out = si >= 0 ? sc : nullptr;
-    if (c.norm == NormKind::LayerNorm && ni >= 0) {
-      be.check(api.layer_norm(bx, in, rows, width, nullptr, nullptr, c.norm_eps, o, scale_out), "layer_norm");
+    const bool layer_norm = c.norm == NormKind::LayerNorm;
+    const bool fused = ni < 0 && !edited(si);
+    const float *w = fused ? n.w.f32() : nullptr, *b = fused && layer_norm ? n.b.f32() : nullptr;
+    if (layer_norm)
+      be.check(api.layer_norm(bx, in, rows, width, w, b, c.norm_eps, o, scale_out), "layer_norm");
+    else
+      be.check(api.rms_norm(bx, in, rows, width, w, c.norm_eps, o, scale_out), "rms_norm");
+    if (fused) {
       fire(si, sc);
-      fire(ni, o);
-      be.check(api.mul_rows(bx, o, rows, width, n.w.f32(), o), "mul_rows");
-      if (!n.b.empty()) add_row_vector(o, rows, width, n.b.f32());
-    } else if (c.norm == NormKind::LayerNorm) {
-      be.check(api.layer_norm(bx, in, rows, width, n.w.f32(), n.b.f32(), c.norm_eps, o, scale_out), "layer_norm");
-      fire(si, sc);
-    } else if (ni >= 0) {
-      be.check(api.rms_norm(bx, in, rows, width, nullptr, c.norm_eps, o, scale_out), "rms_norm");
-      fire(si, sc);
-      fire(ni, o);
-      be.check(api.mul_rows(bx, o, rows, width, n.w.f32(), o), "mul_rows");
-    } else {
-      be.check(api.rms_norm(bx, in, rows, width, n.w.f32(), c.norm_eps, o, scale_out), "rms_norm");
-      fire(si, sc);
+      return;
     }
+    if (edited(si))
+      fire_scale_edited(si, sc, o, rows, width);
+    else
+      fire(si, sc);
+    fire(ni, o);
+    be.check(api.mul_rows(bx, o, rows, width, n.w.f32(), o), "mul_rows");
+    if (layer_norm && !n.b.empty()) add_row_vector(o, rows, width, n.b.f32());
   };
   // The residual stream's norms: x into h.
   auto norm = [&](const Norm &n, HookKind scale_kind, HookKind normalized_kind, int layer) {
