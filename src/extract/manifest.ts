@@ -4,6 +4,7 @@ import { open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { isAbsolute, join, posix, relative, resolve, sep } from 'node:path';
 
 import { NeurotapError } from '../errors.js';
+import { isObject } from '../io/json.js';
 import { isOutDtype, type OutDtype } from './dtype.js';
 import { ensureDir, syncDir, writeError } from './files.js';
 import { shardFileName } from './shards.js';
@@ -92,7 +93,6 @@ function canonical(v: unknown): string {
 const SHARD_RE = /^shard-\d{5,}\.safetensors$/;
 
 const isInt = (v: unknown, min = 0): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= min;
-const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /**
  * An extraction output's own shards are `shard-00000.safetensors`, `shard-00001.safetensors`, ...
@@ -109,10 +109,10 @@ function ownShardsProblem(shards: ManifestShard[], perShard: number): string | n
 
 /** A merged manifest's shards are `PART_DIR/shard-NNNNN.safetensors` with PART_DIR one of its relative part directories. */
 function mergedProblem(merged: unknown, shards: ManifestShard[]): string | null {
-  if (!isObj(merged) || !Array.isArray(merged.parts) || merged.parts.length === 0) return 'merged.parts must be a non-empty array';
+  if (!isObject(merged) || !Array.isArray(merged.parts) || merged.parts.length === 0) return 'merged.parts must be a non-empty array';
   const dirs = new Set<string>();
   for (const p of merged.parts as unknown[]) {
-    if (!isObj(p) || typeof p.dir !== 'string' || p.dir === '' || isAbsolute(p.dir) || !isObj(p.shard) || !isInt(p.shard.count, 1) || !isInt(p.shard.index) || p.shard.index >= p.shard.count) return `bad merged part ${JSON.stringify(p)}`;
+    if (!isObject(p) || typeof p.dir !== 'string' || p.dir === '' || isAbsolute(p.dir) || !isObject(p.shard) || !isInt(p.shard.count, 1) || !isInt(p.shard.index) || p.shard.index >= p.shard.count) return `bad merged part ${JSON.stringify(p)}`;
     dirs.add(p.dir);
   }
   for (const s of shards) {
@@ -123,30 +123,30 @@ function mergedProblem(merged: unknown, shards: ManifestShard[]): string | null 
 
 /** Checks the structure of a parsed manifest; returns the first problem, or null. */
 export function manifestProblem(m: unknown): string | null {
-  if (!isObj(m)) return 'not a JSON object';
+  if (!isObject(m)) return 'not a JSON object';
   if (m.version !== 1) return `unsupported version ${String(m.version)} (this neurotap reads version 1)`;
   if (m.tool !== 'neurotap') return `tool is ${String(m.tool)}, not neurotap`;
   const model = m.model;
-  if (!isObj(model) || typeof model.path !== 'string' || typeof model.configHash !== 'string' || typeof model.family !== 'string') return 'model must have string path, configHash and family';
+  if (!isObject(model) || typeof model.path !== 'string' || typeof model.configHash !== 'string' || typeof model.family !== 'string') return 'model must have string path, configHash and family';
   const run = m.run;
-  if (!isObj(run)) return 'run is missing';
+  if (!isObject(run)) return 'run is missing';
   if (!Array.isArray(run.hooks)) return 'run.hooks must be an array';
   for (const h of run.hooks as unknown[]) {
-    if (!isObj(h) || typeof h.name !== 'string' || !isOutDtype(h.dtype) || !Array.isArray(h.shape) || !h.shape.every((d) => isInt(d, 1))) return `bad hook entry ${JSON.stringify(h)}`;
+    if (!isObject(h) || typeof h.name !== 'string' || !isOutDtype(h.dtype) || !Array.isArray(h.shape) || !h.shape.every((d) => isInt(d, 1))) return `bad hook entry ${JSON.stringify(h)}`;
   }
   if (!isInt(run.seqLen, 1)) return 'run.seqLen must be a positive integer';
   if (!isOutDtype(run.outDtype)) return 'run.outDtype must be f32, f16 or bf16';
   if (!('packing' in run)) return 'run.packing is missing';
-  if (run.shard !== null && !(isObj(run.shard) && isInt(run.shard.count, 1) && isInt(run.shard.index) && run.shard.index < run.shard.count)) return 'run.shard must be null or { index, count } with 0 <= index < count';
+  if (run.shard !== null && !(isObject(run.shard) && isInt(run.shard.count, 1) && isInt(run.shard.index) && run.shard.index < run.shard.count)) return 'run.shard must be null or { index, count } with 0 <= index < count';
   if (!isInt(run.batchSize, 1) || !isInt(run.sequencesPerShard, 1)) return 'run.batchSize and run.sequencesPerShard must be positive integers';
   if (!Array.isArray(m.shards)) return 'shards must be an array';
   for (const s of m.shards as unknown[]) {
-    if (!isObj(s) || typeof s.file !== 'string' || !isInt(s.sequences, 1) || !isInt(s.bytes, 1) || typeof s.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(s.sha256)) return `bad shard entry ${JSON.stringify(s)}`;
+    if (!isObject(s) || typeof s.file !== 'string' || !isInt(s.sequences, 1) || !isInt(s.bytes, 1) || typeof s.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(s.sha256)) return `bad shard entry ${JSON.stringify(s)}`;
   }
   const files = m.merged === undefined ? ownShardsProblem(m.shards as ManifestShard[], run.sequencesPerShard) : mergedProblem(m.merged, m.shards as ManifestShard[]);
   if (files) return files;
   const t = m.totals;
-  if (!isObj(t) || !isInt(t.sequences) || !isInt(t.tokens) || !isInt(t.bytes)) return 'totals must hold sequences, tokens and bytes';
+  if (!isObject(t) || !isInt(t.sequences) || !isInt(t.tokens) || !isInt(t.bytes)) return 'totals must hold sequences, tokens and bytes';
   const want = manifestTotals(run.seqLen, m.shards as ManifestShard[]);
   if (t.sequences !== want.sequences || t.tokens !== want.tokens || t.bytes !== want.bytes) return `totals ${canonical(t)} do not add up to the shards' ${canonical(want)}`;
   if (typeof m.complete !== 'boolean') return 'complete must be a boolean';

@@ -2,6 +2,11 @@
 // limit and duplicate keys refused, as native/io/json.cc. Tests: test/safetensors.test.ts.
 
 /** Options for {@link parseJsonStrict}. */
+/** A JSON object (not null, not an array). */
+export function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
 export interface StrictJsonOptions {
   /** Accept Python's `NaN`, `Infinity` and `-Infinity` (json.dump writes them). Defaults to false. */
   nonFinite?: boolean;

@@ -5,7 +5,7 @@ import { closeSync, openSync, renameSync, writeSync } from 'node:fs';
 
 import { ModelLoadError } from '../errors.js';
 import { readRegularFile } from './files.js';
-import { parseJsonStrict } from './json.js';
+import { isObject, parseJsonStrict } from './json.js';
 
 /** A tensor read from a safetensors file; float dtypes arrive as Float32Array. */
 export interface SafetensorsEntry {
@@ -37,9 +37,6 @@ export function f16ToF32(h: number): number {
   return s * (1 + m / 1024) * 2 ** (e - 15);
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 interface HeaderEntry {
   dtype: string;

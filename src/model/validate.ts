@@ -3,6 +3,9 @@
 // (ERR_INVALID_INPUT, or ERR_TOKEN_OUT_OF_RANGE for an id outside the vocabulary).
 // Tests: test/robustness.test.ts, test/errors.test.ts.
 import { InvalidInputError } from '../errors.js';
+import { isObject } from '../io/json.js';
+
+export { isObject };
 
 /** Throws InvalidInputError ERR_INVALID_INPUT. */
 export function invalid(message: string): never {
@@ -36,10 +39,6 @@ export function patternList(v: unknown, what: string): readonly string[] {
   if (typeof v === 'string') return [v];
   if (!Array.isArray(v) || !v.every((p) => typeof p === 'string')) invalid(`${what} must be a hook name or pattern, or an array of them`);
   return v as string[];
-}
-
-export function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 /** `v` is undefined or an object (not an array). */

@@ -3,6 +3,7 @@
 // ERR_UNSUPPORTED_SAE; wrong types are ERR_SAE_INVALID. Key review: docs/SAE-MATH.md.
 // Tests: test/sae-config.test.ts.
 import { ModelLoadError, UnsupportedModelError } from '../errors.js';
+import { isObject } from '../io/json.js';
 
 export type SaeArchitecture = 'standard' | 'jumprelu' | 'topk' | 'gated';
 export type SaeNormalization = 'none' | 'expected_average_only_in' | 'constant_norm_rescale' | 'layer_norm';
@@ -44,7 +45,6 @@ export function saeUnsupported(path: string, why: string): UnsupportedModelError
   return new UnsupportedModelError('ERR_UNSUPPORTED_SAE', `SAE at ${path}: ${why}`);
 }
 
-const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 const show = (v: unknown) => JSON.stringify(v) ?? String(v);
 
 /** cfg[key] when it is absent (undefined) or of type `type`; otherwise ERR_SAE_INVALID. */
