@@ -360,6 +360,32 @@ export function buildCases(): GpuCase[] {
     });
   }
 
+  for (const name of ['gpt2', 'llama-gqa', 'gemma2'].filter((n) => existsSync(join(FIXTURES, n)))) {
+    add(`TransformerLens's flag-gated hooks, edited, on CUDA equal the CPU: ${name}`, async () => {
+      const [gpu, cpu] = await Promise.all([model(name, GPU), model(name, 'cpu')]);
+      const ids = readSafetensors(join(FIXTURES, name, 'reference.safetensors')).get('input_ids')!;
+      const [B, T] = ids.shape as [number, number];
+      const tokens = Array.from({ length: B }, (_, b) => Array.from(ids.data as Int32Array).slice(b * T, (b + 1) * T).map(Number));
+      const u = Float32Array.from({ length: gpu.config.dModel }, (_, i) => Math.sin(i + 1));
+      const hooks: Record<string, Edit> = {
+        'blocks.1.hook_q_input': edits.add(u, { heads: [1] }),
+        'blocks.1.hook_k_input': edits.add(u, { heads: [0] }),
+        'blocks.0.attn.hook_result': edits.zero({ heads: [0] }),
+        'blocks.0.hook_mlp_in': edits.add(u),
+        'ln_final.hook_scale': edits.scale(2),
+        'unembed.hook_out': edits.scale(0.5),
+      };
+      if ((gpu.hookNames as readonly string[]).includes('blocks.0.hook_attn_in')) hooks['blocks.0.hook_attn_in'] = edits.add(u, { heads: [1] });
+      const capture = [...Object.keys(hooks), 'blocks.0.ln1.hook_normalized', 'blocks.1.attn.hook_result'];
+      const g = await gpu.run(tokens, { hooks, capture });
+      const c = await cpu.run(tokens, { hooks, capture });
+      const chk = new Checker();
+      chk.check('logits', g.logits!.data, c.logits!.data, F32_TOL);
+      for (const h of capture) chk.check(h, g.cache.get(h).data, c.cache.get(h).data, F32_TOL);
+      return chk.done(`flag-gated hooks ${name}`);
+    });
+  }
+
   const genPath = join(INTERVENTIONS, 'generate.json');
   const genRefs = existsSync(genPath) ? (JSON.parse(readFileSync(genPath, 'utf8')) as Record<string, GenRef>) : {};
   for (const [name, ref] of Object.entries(genRefs)) {
