@@ -1,23 +1,34 @@
 // Builds and runs the native C++ tests (test/native/test-*.cc) against the engine sources,
-// without Node or N-API: `npm run test:native`. Uses $CXX (default g++) with -O2.
+// without Node or N-API: `npm run test:native`. Uses $CXX (default g++) with -O2 and
+// $NATIVE_TEST_FLAGS. A test test-NAME.cc also links its case files NAME-*.cc.
+// Arguments: test names (e.g. test-backend-ops) to build only those; --no-run to only build.
+// $NATIVE_TEST_OUT: where the executables go (default test/native/build).
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
-const out = join(here, 'build');
+const out = resolve(process.env.NATIVE_TEST_OUT || join(here, 'build'));
 mkdirSync(out, { recursive: true });
+const args = process.argv.slice(2);
+const noRun = args.includes('--no-run');
+const only = args.filter((a) => !a.startsWith('--')).map((a) => a.replace(/\.cc$/, ''));
 const engine = ['engine', 'io', 'ops'].flatMap((d) =>
   readdirSync(join(root, 'native', d)).filter((f) => f.endsWith('.cc')).map((f) => join(root, 'native', d, f)),
 );
 const cxx = process.env.CXX || 'g++';
 const extra = (process.env.NATIVE_TEST_FLAGS || '').split(' ').filter(Boolean);
+const files = readdirSync(here);
 let failed = 0;
-for (const test of readdirSync(here).filter((f) => /^test-.*\.cc$/.test(f))) {
-  const exe = join(out, test.replace(/\.cc$/, ''));
-  execFileSync(cxx, ['-std=c++17', '-O2', '-Wall', '-Wno-uninitialized', '-Wno-format-zero-length', ...extra, '-I', join(root, 'native'), join(here, test), ...engine, '-o', exe, '-lpthread', '-ldl'], { stdio: 'inherit' });
+for (const test of files.filter((f) => /^test-.*\.cc$/.test(f))) {
+  const name = test.replace(/\.cc$/, '');
+  if (only.length && !only.includes(name)) continue;
+  const exe = join(out, name);
+  const parts = files.filter((f) => f.startsWith(`${name.slice('test-'.length)}-`) && f.endsWith('.cc')).map((f) => join(here, f));
+  execFileSync(cxx, ['-std=c++17', '-O2', '-Wall', '-Wno-uninitialized', '-Wno-format-zero-length', ...extra, '-I', join(root, 'native'), join(here, test), ...parts, ...engine, '-o', exe, '-lpthread', '-ldl'], { stdio: 'inherit' });
+  if (noRun) continue;
   try {
     execFileSync(exe, { stdio: 'inherit' });
   } catch {
