@@ -127,17 +127,17 @@ step_build() {
 }
 
 step_backend_ops() {
-  # test/native/test-backend-ops.cc, as test/native/run.mjs builds it, but linked with the engine
-  # library the build just made (seconds instead of recompiling the engine); falls back to the
-  # engine sources.
+  # test/native/test-backend-ops.cc and its case files backend-ops-*.cc, as test/native/run.mjs
+  # builds it, but linked with the engine library the build just made (seconds instead of
+  # recompiling the engine); falls back to the engine sources.
   mkdir -p "$TB"
   local eng; eng="$(find "$BUILD_DIR" -maxdepth 3 -name libneurotap_engine.a | head -1)"
   local flags=(-std=c++17 -O2 -Wall -Wno-uninitialized -Wno-format-zero-length -I native)
   if [[ -n "$eng" ]]; then
-    g++ "${flags[@]}" test/native/test-backend-ops.cc "$eng" -o "$TB/test-backend-ops" -lpthread -ldl || eng=""
+    g++ "${flags[@]}" test/native/test-backend-ops.cc test/native/backend-ops-*.cc "$eng" -o "$TB/test-backend-ops" -lpthread -ldl || eng=""
   fi
   if [[ -z "$eng" ]]; then
-    g++ "${flags[@]}" test/native/test-backend-ops.cc native/engine/*.cc native/io/*.cc native/ops/*.cc -o "$TB/test-backend-ops" -lpthread -ldl || return 1
+    g++ "${flags[@]}" test/native/test-backend-ops.cc test/native/backend-ops-*.cc native/engine/*.cc native/io/*.cc native/ops/*.cc -o "$TB/test-backend-ops" -lpthread -ldl || return 1
   fi
   NEUROTAP_BACKEND_DIR="$BUILD_DIR/Release" "$TB/test-backend-ops"
 }
