@@ -120,7 +120,8 @@ function trial(label, bug, tsan, exe) {
 const rows = [];
 let bad = 0;
 try {
-  const flavours = [false];
+  const flavours = [];
+  if (selected.some((b) => !b.tsan)) flavours.push(false);
   if (selected.some((b) => b.tsan) && tsanSupported) flavours.push(true);
   for (const tsan of flavours) {
     const exe = opTest(tsan);

@@ -140,7 +140,7 @@ struct Runner {
       double err;
       if (std::isinf(ref[i]) || std::isinf(got[i])) err = ref[i] == got[i] ? 0.0 : INFINITY;
       else err = std::isnan(got[i]) || std::isnan(ref[i]) ? INFINITY : std::fabs(static_cast<double>(got[i]) - ref[i]) / scale;
-      if (err > worst || (std::isnan(err) && !std::isnan(worst))) {
+      if (err > worst) {
         worst = err;
         worst_at = i;
       }
