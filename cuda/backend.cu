@@ -53,6 +53,28 @@ cudaError_t create_pool(int device, cudaMemPool_t *pool) {
   return cudaMemPoolSetAttribute(*pool, cudaMemPoolAttrReleaseThreshold, &keep);
 }
 
+// Whether this library has code the device can run. nvcc lists the architectures it compiled for
+// in __CUDA_ARCH_LIST__ (e.g. 800,900); every build (CMakeLists.txt, check.mjs, `neurotap
+// build-cuda`) embeds a cubin and PTX for each, so a device runs this library when its compute
+// capability is at least the lowest one (cubins run on later minors, PTX on later majors).
+// Without the macro (another compiler) nothing is checked. Writes the list into `archs`.
+bool arch_supported(int major, int minor, char *archs, size_t archs_len) {
+#ifdef __CUDA_ARCH_LIST__
+  constexpr int kArchs[] = {__CUDA_ARCH_LIST__};
+  int lowest = kArchs[0];
+  size_t used = 0;
+  archs[0] = '\0';
+  for (int a : kArchs) {
+    if (a < lowest) lowest = a;
+    if (used < archs_len) used += std::snprintf(archs + used, archs_len - used, "%s%d.%d", used ? ", " : "", a / 100, a / 10 % 10);
+  }
+  return major * 100 + minor * 10 >= lowest;
+#else
+  (void)major, (void)minor, (void)archs, (void)archs_len;
+  return true;
+#endif
+}
+
 nt_backend *cuda_create(int32_t device, int32_t /*threads: the CPU pool size, unused here*/, char *err, size_t err_len) {
   int count = 0;
   cudaError_t e = cudaGetDeviceCount(&count);
@@ -81,6 +103,13 @@ nt_backend *cuda_create(int32_t device, int32_t /*threads: the CPU pool size, un
   cudaDeviceProp prop;
   if ((e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess) {
     write_err(err, err_len, "cannot query CUDA device %d: %s", device, cudaGetErrorString(e));
+    release(be);
+    return nullptr;
+  }
+  char archs[128];
+  if (!arch_supported(prop.major, prop.minor, archs, sizeof archs)) {
+    write_err(err, err_len, "CUDA device %d (%s) has compute capability %d.%d; this libneurotap_cuda.so was built for %s (rebuild it for this GPU: neurotap build-cuda --arch %d%d)",
+              device, prop.name, prop.major, prop.minor, archs, prop.major, prop.minor);
     release(be);
     return nullptr;
   }
