@@ -8,7 +8,8 @@
 // Environment: NVCC (the compiler), CUDA_HOME / CUDA_PATH (the toolkit), NEUROTAP_CUBLAS_INCLUDE
 // (a folder with cublasLt.h), NEUROTAP_CUBLAS_LIB (a folder with libcublasLt.so.13).
 // Shared with `neurotap build-cuda` through cuda/toolchain.mjs.
-import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,6 +20,28 @@ const strict = process.argv.includes('--strict');
 const outIndex = process.argv.indexOf('--out');
 const outDir = outIndex > 0 ? resolve(process.argv[outIndex + 1] ?? '') : null;
 const CUBLAS_FILE = 'gemm-cublas.cu';
+
+// Loads the linked library through the built addon's backend loader (native/engine/backend.cc),
+// cuBLAS found in `cublasLib`: every dependency must resolve, so that only the missing GPU stops
+// it (its create() runs). Null where the addon is not built; 'load FAILED' otherwise on failure.
+function loadCheck(lib, cublasLib) {
+  const addon = join(root, 'build', 'Release', 'neurotap.node');
+  if (!existsSync(addon)) {
+    console.log('skipping the load check: the addon is not built (build/Release/neurotap.node)');
+    return null;
+  }
+  const script = `const a = require(${JSON.stringify(addon)}); console.log(JSON.stringify(a.probeBackend('cuda', ${JSON.stringify(dirname(lib))}, [${JSON.stringify(cublasLib)}])));`;
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, LD_LIBRARY_PATH: '' } });
+  let probe = null;
+  try {
+    probe = JSON.parse(r.stdout);
+  } catch {
+    probe = { available: false, reason: `${r.stdout}${r.stderr}`.trim() };
+  }
+  const loaded = probe.available || /could not start/.test(probe.reason);
+  console.log(`${loaded ? 'ok  ' : 'FAIL'} load of libneurotap_cuda.so with cuBLAS from ${cublasLib}: ${probe.available ? 'a GPU is available' : probe.reason}`);
+  return loaded ? 'linked and loaded' : 'load FAILED';
+}
 
 async function main() {
   const nvcc = findNvcc();
@@ -70,6 +93,7 @@ async function main() {
       console.log(`${r.ok ? 'ok  ' : 'FAIL'} link libneurotap_cuda.so against ${join(cublas.lib, CUBLASLT_SONAME)}, -z defs (${r.seconds.toFixed(1)} s)${r.ok && outDir ? `: ${out}` : ''}`);
       if (r.log) console.log(r.log.replace(/^/gm, '    '));
       linked = r.ok ? 'linked' : 'link FAILED';
+      if (r.ok) linked = loadCheck(out, cublas.lib) ?? linked;
     }
   } finally {
     rmSync(tmp, { recursive: true, force: true });
@@ -79,7 +103,7 @@ async function main() {
   const warned = results.filter((r) => r.warned);
   const skipped = files.length - jobs.length;
   console.log(`check:cuda: ${results.length - failed.length}/${results.length} compiled, ${warned.length} with warnings, ${skipped || 'none'} skipped, library ${linked}`);
-  return failed.length > 0 || linked === 'link FAILED' || (strict && warned.length > 0) ? 1 : 0;
+  return failed.length > 0 || /FAILED/.test(linked) || (strict && warned.length > 0) ? 1 : 0;
 }
 
 process.exitCode = await main();

@@ -423,7 +423,17 @@ Napi::Value CacheWrap::capacity(const Napi::CallbackInfo &info) {
 }
 Napi::Value CacheWrap::batch(const Napi::CallbackInfo &info) { return Napi::Number::New(info.Env(), cache ? static_cast<double>(cache->batch) : 0); }
 
-// loadModel(dir, { threads?, device?: 'cpu' | 'cuda', dtype?: 'f32' | 'f16' | 'bf16', backendDir? })
+// Strings of a JS array (non-strings skipped), or none where `v` is not an array.
+static std::vector<std::string> string_list(const Napi::Value &v) {
+  std::vector<std::string> out;
+  if (!v.IsArray()) return out;
+  Napi::Array a = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); i++)
+    if (a.Get(i).IsString()) out.push_back(a.Get(i).As<Napi::String>().Utf8Value());
+  return out;
+}
+
+// loadModel(dir, { threads?, device?: 'cpu' | 'cuda', dtype?: 'f32' | 'f16' | 'bf16', backendDir?, libraryDirs? })
 Napi::Value load_model(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw_coded(env, code::kInvalidInput, "loadModel(dir: string, options?: object)");
@@ -433,6 +443,7 @@ Napi::Value load_model(const Napi::CallbackInfo &info) {
     if (o.Get("threads").IsNumber()) options.threads = o.Get("threads").As<Napi::Number>().Int32Value();
     if (o.Get("device").IsString()) options.device = o.Get("device").As<Napi::String>().Utf8Value();
     if (o.Get("backendDir").IsString()) options.backend_dir = o.Get("backendDir").As<Napi::String>().Utf8Value();
+    options.library_dirs = string_list(o.Get("libraryDirs"));
     const std::string dtype = o.Get("dtype").IsString() ? o.Get("dtype").As<Napi::String>().Utf8Value() : "f32";
     if (dtype == "f32") options.dtype = NT_F32;
     else if (dtype == "f16") options.dtype = NT_F16;
@@ -446,12 +457,13 @@ Napi::Value load_model(const Napi::CallbackInfo &info) {
   return promise;
 }
 
-// probeBackend(name, backendDir): { available, reason, device }
+// probeBackend(name, backendDir, libraryDirs?): { available, reason, device }
 Napi::Value probe_backend(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString()) throw_coded(env, code::kInvalidInput, "probeBackend(name, dir)");
   std::string device;
-  const std::string reason = Backend::probe(info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::String>().Utf8Value(), &device);
+  const std::string reason = Backend::probe(info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::String>().Utf8Value(), &device,
+                                            info.Length() > 2 ? string_list(info[2]) : std::vector<std::string>{});
   Napi::Object o = Napi::Object::New(env);
   o.Set("available", reason.empty());
   o.Set("reason", reason);

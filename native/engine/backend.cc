@@ -1,14 +1,20 @@
 // Backend loading: the built-in CPU table, or dlopen of libneurotap_<name>.so and its versioned
-// nt_backend_get_api symbol. Every failure names its cause (file, symbol, version, driver).
+// nt_backend_get_api symbol. A dependency the loader cannot find (cuBLAS, the CUDA runtime) is
+// looked for in the CUDA toolkit and the given folders (pip wheels) and preloaded. Every failure
+// names its cause (file, symbol, version, driver, the folders searched). Test: test/cuda-load.test.ts.
 #include "engine/backend.h"
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <set>
 
 #include "engine/config.h"
 #include "engine/error.h"
 
 #ifndef _WIN32
 #include <dlfcn.h>
+#include <unistd.h>
 #endif
 
 namespace nt {
@@ -35,23 +41,92 @@ struct Opened {
   const nt_backend_api *api = nullptr;
 };
 
+#ifndef _WIN32
+// Where a backend's dependencies are looked for after the loader's own search: the caller's
+// folders (pip wheels' nvidia/cu13/lib, found by the TypeScript side), then the CUDA toolkit.
+std::vector<std::string> dependency_dirs(const std::vector<std::string> &extra) {
+  std::vector<std::string> dirs = extra;
+  for (const char *var : {"CUDA_HOME", "CUDA_PATH"}) {
+    const char *home = std::getenv(var);
+    if (home && *home) {
+      dirs.push_back(std::string(home) + "/lib64");
+      dirs.push_back(std::string(home) + "/lib");
+    }
+  }
+  dirs.push_back("/usr/local/cuda/lib64");
+  dirs.push_back("/usr/local/cuda/targets/x86_64-linux/lib");
+  std::vector<std::string> unique;
+  for (const std::string &d : dirs)
+    if (!d.empty() && std::find(unique.begin(), unique.end(), d) == unique.end()) unique.push_back(d);
+  return unique;
+}
+
+// The library a dlopen error says is missing when it is not `file` itself (glibc:
+// "libcublasLt.so.13: cannot open shared object file: ..."); "" otherwise.
+std::string missing_dependency(const std::string &error, const std::string &file) {
+  const size_t at = error.find(": cannot open shared object file");
+  if (at == std::string::npos) return "";
+  std::string lib = error.substr(0, at);
+  const size_t colon = lib.rfind(": ");
+  if (colon != std::string::npos) lib = lib.substr(colon + 2);
+  const size_t slash = lib.rfind('/');
+  if ((slash == std::string::npos ? lib : lib.substr(slash + 1)) == file || lib.find('/') != std::string::npos) return "";
+  return lib;
+}
+
+// dlopens `dep` (RTLD_GLOBAL, kept for the process) from the first folder that has it, so that
+// the backend's own dlopen finds it loaded. Otherwise returns false and `looked` says where.
+bool preload_dependency(const std::string &dep, const std::string &file, const std::vector<std::string> &dirs, std::string *looked) {
+  const char *ld = std::getenv("LD_LIBRARY_PATH");
+  *looked = "LD_LIBRARY_PATH (" + std::string(ld && *ld ? ld : "unset") + "), the system library folders (ld.so.cache), " + file +
+            "'s RUNPATH (its own folder, /usr/local/cuda/lib64)";
+  for (const std::string &d : dirs) {
+    const std::string path = d + "/" + dep;
+    *looked += ", " + d;
+    if (access(path.c_str(), F_OK) != 0) continue;
+    dlerror();
+    if (dlopen(path.c_str(), RTLD_NOW | RTLD_GLOBAL)) return true;
+    const char *e = dlerror();
+    *looked += " (" + std::string(e ? e : "could not be loaded") + ")";
+  }
+  return false;
+}
+#endif
+
 // Opens the library and resolves a table of our ABI version; throws with the reason.
-Opened open_library(const std::string &name, const std::string &dir) {
+Opened open_library(const std::string &name, const std::string &dir, const std::vector<std::string> &library_dirs) {
 #ifdef _WIN32
   fail(code::kDeviceUnavailable, "the " + name + " backend is not supported on Windows yet");
 #else
   const std::string file = "libneurotap_" + name + ".so";
+  const std::vector<std::string> dep_dirs = dependency_dirs(library_dirs);
   std::string errors;
+  std::string hint = "build it with `neurotap build-cuda` on a machine with nvcc and cuBLAS; see docs/gpu.md";
   void *lib = nullptr;
   for (const std::string &candidate : {dir + "/" + file, file}) {
-    dlerror();
-    lib = dlopen(candidate.c_str(), RTLD_NOW | RTLD_LOCAL);
+    std::set<std::string> tried;
+    for (;;) {
+      dlerror();
+      lib = dlopen(candidate.c_str(), RTLD_NOW | RTLD_LOCAL);
+      if (lib) break;
+      const char *e = dlerror();
+      const std::string error = e ? e : "not found";
+      const std::string dep = missing_dependency(error, file);
+      if (dep.empty() || tried.count(dep)) {
+        errors += "\n  " + candidate + ": " + error;
+        break;
+      }
+      tried.insert(dep);
+      std::string looked;
+      if (!preload_dependency(dep, file, dep_dirs, &looked)) {
+        errors += "\n  " + candidate + " needs " + dep + ", which was not found. Looked in: " + looked;
+        hint = dep + " is missing: install the CUDA toolkit or `pip install nvidia-cublas`, or add its folder to LD_LIBRARY_PATH or NEUROTAP_CUDA_LIBRARY_PATH; see docs/gpu.md";
+        break;
+      }
+    }
     if (lib) break;
-    const char *e = dlerror();
-    errors += "\n  " + candidate + ": " + (e ? e : "not found");
   }
-  if (!lib)
-    fail(code::kDeviceUnavailable, "the " + name + " backend library " + file + " could not be loaded (build it with `npm run build:cmake` on a machine with CUDA and cuBLAS):" + errors);
+  if (!lib) fail(code::kDeviceUnavailable, "the " + name + " backend library " + file + " could not be loaded (" + hint + "):" + errors);
   auto get = reinterpret_cast<nt_backend_get_api_fn>(dlsym(lib, NT_BACKEND_GET_API_SYMBOL));
   if (!get) {
     dlclose(lib);
@@ -68,8 +143,8 @@ Opened open_library(const std::string &name, const std::string &dir) {
 
 }  // namespace
 
-std::shared_ptr<Backend> Backend::load(const std::string &name, const std::string &dir, int device, int threads) {
-  Opened o = open_library(name, dir);
+std::shared_ptr<Backend> Backend::load(const std::string &name, const std::string &dir, int device, int threads, const std::vector<std::string> &library_dirs) {
+  Opened o = open_library(name, dir, library_dirs);
   std::shared_ptr<Backend> b(new Backend());
   b->library_ = o.library;
   b->api_ = o.api;
@@ -80,9 +155,9 @@ std::shared_ptr<Backend> Backend::load(const std::string &name, const std::strin
   return b;
 }
 
-std::string Backend::probe(const std::string &name, const std::string &dir, std::string *device_name) {
+std::string Backend::probe(const std::string &name, const std::string &dir, std::string *device_name, const std::vector<std::string> &library_dirs) {
   try {
-    std::shared_ptr<Backend> b = load(name, dir, 0, 1);
+    std::shared_ptr<Backend> b = load(name, dir, 0, 1, library_dirs);
     if (device_name) *device_name = b->device_name();
     return "";
   } catch (const EngineError &e) {

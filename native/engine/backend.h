@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "ops/backend-abi.h"
 
@@ -21,11 +22,15 @@ class Backend {
   // The CPU backend with `threads` workers.
   static std::shared_ptr<Backend> cpu(int threads);
   // A backend library (e.g. "cuda"): looked up next to the addon (`dir`), then on the loader
-  // path. Throws EngineError(ERR_DEVICE_UNAVAILABLE) with the reason: library missing, ABI
-  // mismatch, no driver or device.
-  static std::shared_ptr<Backend> load(const std::string &name, const std::string &dir, int device, int threads);
+  // path. A dependency the loader cannot find (libcublasLt.so.13) is looked for in
+  // `library_dirs`, then the CUDA toolkit (CUDA_HOME, CUDA_PATH, /usr/local/cuda), and preloaded.
+  // Throws EngineError(ERR_DEVICE_UNAVAILABLE) with the reason: library or dependency missing
+  // (with every folder searched), ABI mismatch, no driver or device, unsupported GPU.
+  static std::shared_ptr<Backend> load(const std::string &name, const std::string &dir, int device, int threads,
+                                       const std::vector<std::string> &library_dirs = {});
   // Why `load` would fail, or "" if it works (for device: 'auto' and for tests).
-  static std::string probe(const std::string &name, const std::string &dir, std::string *device_name);
+  static std::string probe(const std::string &name, const std::string &dir, std::string *device_name,
+                           const std::vector<std::string> &library_dirs = {});
   ~Backend();
   Backend(const Backend &) = delete;
   Backend &operator=(const Backend &) = delete;

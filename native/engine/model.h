@@ -47,6 +47,7 @@ struct LoadOptions {
   std::string device = "cpu";     // "cpu", or a backend library name ("cuda")
   nt_dtype dtype = NT_F32;        // weight matrices on the device (CPU: F32 only)
   std::string backend_dir;        // where backend libraries live (next to the addon)
+  std::vector<std::string> library_dirs;  // more folders for their dependencies (cuBLAS from pip wheels)
 };
 
 // Keys and values of every layer for `batch` sequences of up to `capacity` positions, on the

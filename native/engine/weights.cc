@@ -213,7 +213,7 @@ std::unique_ptr<Model> Model::load(const std::string &dir, const LoadOptions &op
     if (options.dtype != NT_F32 && options.dtype != NT_BF16) fail(code::kInvalidInput, "the CPU backend supports dtype f32 or bf16");
     model->be_ = Backend::cpu(model->threads_);
   } else {
-    model->be_ = Backend::load(options.device, options.backend_dir, 0, model->threads_);
+    model->be_ = Backend::load(options.device, options.backend_dir, 0, model->threads_, options.library_dirs);
   }
   model->dtype_ = options.dtype;
   model->load_weights(*ck);

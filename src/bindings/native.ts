@@ -124,11 +124,13 @@ export interface NativeLoadOptions {
   dtype: 'f32' | 'f16' | 'bf16';
   /** Where backend libraries (libneurotap_cuda.so) are looked up first. */
   backendDir: string;
+  /** More folders for their dependencies (libcublasLt.so.13), tried after the loader's search and before the CUDA toolkit. */
+  libraryDirs?: string[];
 }
 
 export interface NativeAddon {
   loadModel(dir: string, options: NativeLoadOptions): Promise<NativeModel>;
-  probeBackend(name: string, dir: string): { available: boolean; reason: string; device: string };
+  probeBackend(name: string, dir: string, libraryDirs?: string[]): { available: boolean; reason: string; device: string };
   cpuFeatures(): { avx2: boolean; avx512f: boolean };
   hookKinds(): { suffix: string; perBlock: boolean; sae: boolean }[];
 }
