@@ -59,6 +59,9 @@ const byCode: Record<string, new (code: string, message: string) => NeurotapErro
   ERR_UNSUPPORTED_DEVICE: DeviceError,
   ERR_UNSUPPORTED_DTYPE: DeviceError,
   ERR_DEVICE_UNAVAILABLE: DeviceError,
+  ERR_NVCC_NOT_FOUND: DeviceError,
+  ERR_CUBLAS_NOT_FOUND: DeviceError,
+  ERR_CUDA_BUILD_FAILED: DeviceError,
   ERR_BACKEND: DeviceError,
   ERR_OUT_OF_MEMORY: OutOfMemoryError,
 };

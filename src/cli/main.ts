@@ -1,4 +1,4 @@
-// The neurotap CLI: run, generate, steer-train, extract, merge, verify, tokenize, hooks. Its flags
+// The neurotap CLI: run, generate, steer-train, extract, merge, verify, tokenize, hooks, build-cuda. Its flags
 // and output formats are a contract for scripts and other languages (README "CLI");
 // test/cli.test.ts and test/cli-errors.test.ts run it as a subprocess.
 import { writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
@@ -10,6 +10,7 @@ import { asCodedError, checkOutputFile, writeOutputFile } from './io.js';
 import { steeringFromFlags } from './steering-flags.js';
 import { SAE_FLAGS, saeFromFlags } from './sae-flags.js';
 import { mergeHooks } from '../steering/steer.js';
+import { runBuildCuda } from './build-cuda.js';
 
 const USAGE = `usage:
   neurotap run --model DIR (--tokens JSON | --tokens @FILE.json | --text STR)
@@ -30,7 +31,8 @@ const USAGE = `usage:
   neurotap merge OUT1 OUT2 ... --out DIR [--overwrite]
   neurotap verify DIR
   neurotap tokenize --model DIR --text STR
-  neurotap hooks --model DIR`;
+  neurotap hooks --model DIR
+  neurotap build-cuda [--arch 90,80] [--out DIR] [--nvcc PATH] [--cublas-include DIR --cublas-lib DIR]`;
 
 const COMMON: Record<string, FlagSpec> = {
   model: { value: true },
@@ -239,6 +241,9 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case 'hooks':
         await cmdHooks(rest);
+        return 0;
+      case 'build-cuda':
+        await runBuildCuda(rest);
         return 0;
       case undefined:
       case '-h':
