@@ -118,7 +118,14 @@ step_build() {
     # The addon looks for backends next to itself (build/Release) first.
     [[ "$(dirname "$cuda_lib")" != "$BUILD_DIR/Release" ]] && cp -f "$cuda_lib" "$BUILD_DIR/Release/"
     echo "== ldd $cuda_lib"; ldd "$cuda_lib"
-    echo "== architectures in it"; cuobjdump --list-elf "$cuda_lib" 2>&1 | head -20; cuobjdump --list-ptx "$cuda_lib" 2>&1 | head -5
+    echo "== RUNPATH"; readelf -d "$cuda_lib" 2>/dev/null | grep -E 'RUNPATH|RPATH' || echo "none"
+    # cuobjdump is not in every toolkit: without it, the architectures are the configured ones
+    # (and the backend refuses a GPU it has no code for when it loads).
+    if command -v cuobjdump >/dev/null; then
+      echo "== architectures in it"; cuobjdump --list-elf "$cuda_lib" 2>&1 | head -20; cuobjdump --list-ptx "$cuda_lib" 2>&1 | head -5
+    else
+      echo "== architectures: ${CUDA_ARCHS:-the CMakeLists.txt default} (no cuobjdump here to list them)"
+    fi
   else
     echo "NO libneurotap_cuda.so was built (see the configure output above: nvcc, cuBLASLt?)"
     [[ "$DRY_RUN" != 1 ]] && ok=0
