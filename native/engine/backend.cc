@@ -124,7 +124,9 @@ Opened open_library(const std::string &name, const std::string &dir, const std::
         break;
       }
     }
-    if (lib) break;
+    // A library in the addon's folder that failed on a dependency is the one meant: the loader
+    // path's copy, if any, would only add noise to the error.
+    if (lib || (candidate != file && access(candidate.c_str(), F_OK) == 0)) break;
   }
   if (!lib) fail(code::kDeviceUnavailable, "the " + name + " backend library " + file + " could not be loaded (" + hint + "):" + errors);
   auto get = reinterpret_cast<nt_backend_get_api_fn>(dlsym(lib, NT_BACKEND_GET_API_SYMBOL));
