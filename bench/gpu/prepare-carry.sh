@@ -2,7 +2,7 @@
 # Prepares .device/ HERE (no GPU needed) for a GPU device run of bench/gpu/run.sh: run it right
 # before every `run` call, then pass carry [".device"]. It writes, all git-ignored:
 #
-#   .device/node.xz               this machine's Node binary (../shared/device/pack-node.sh)
+#   .device/node.xz               this machine's Node binary (xz)
 #   .device/node_modules.tar.xz   the packages the run needs (bench/gpu/pack-deps.mjs): cmake-js and
 #                                 its dependencies, node-addon-api, node-api-headers,
 #                                 node-gyp-build, @huggingface/tokenizers (+ vitest and tsx
@@ -30,16 +30,13 @@ if [[ "${1:-}" == --stamp ]]; then
 fi
 
 mkdir -p .device
-rm -rf .device/node .device/bin   # unpacked copies (the shared doc's recipe) would travel too: 94 MiB
-grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >> .git/info/exclude
+rm -rf .device/node .device/bin   # unpacked copies would travel too: 94 MiB
+# .device/ is in .gitignore (the device copy carries only what `carry` names). A linked worktree
+# has no .git/info/exclude to add it to.
 
 # 1. Node.
-if [[ -x ../shared/device/pack-node.sh ]] || [[ -f ../shared/device/pack-node.sh ]]; then
-  bash ../shared/device/pack-node.sh
-else
-  node_bin="$(readlink -f "$(command -v node)")"
-  [[ -f .device/node.xz && ! "$node_bin" -nt .device/node.xz ]] || xz -T0 -6 -c "$node_bin" > .device/node.xz
-fi
+node_bin="$(readlink -f "$(command -v node)")"
+[[ -f .device/node.xz && ! "$node_bin" -nt .device/node.xz ]] || xz -T0 -6 -c "$node_bin" > .device/node.xz
 ldd "$(readlink -f "$(command -v node)")" | grep -q 'libnode' && echo "WARNING: this node links libnode.so: the carried binary will not run alone"
 
 # 2. Packages.

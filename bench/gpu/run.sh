@@ -21,6 +21,7 @@
 #
 # Environment (all optional): OUT, BUDGET_S, DRY_RUN, SKIP (space-separated step names),
 # ONLY (run only these steps), CUDA_ARCHS (e.g. "90a"; default: CMakeLists.txt decides),
+# NEUROTAP_CUBLAS_INCLUDE / NEUROTAP_CUBLAS_LIB (cuBLAS folders, used where the toolkit has none),
 # E1_TOKENS (1048576), E1_SEQ (1024), E1_BATCH (8), E1_MAX_S (40), D1_NEW (128), D1_PROMPT (32),
 # D1_REPS (3), D1_LAYER (8), D1_MAX_S (60), JOBS (nproc).
 set -uo pipefail
@@ -318,6 +319,10 @@ detect_cuda() {
     [[ -z "$lib" ]] && lib="$(ls "$r"/lib64/libcublasLt.so* "$r"/targets/*/lib/libcublasLt.so* 2>/dev/null | sort | head -1)"
   done
   local source=toolkit
+  if [[ (-z "$h" || -z "$lib") && -f "${NEUROTAP_CUBLAS_INCLUDE:-/nonexistent}/cublasLt.h" && -f "${NEUROTAP_CUBLAS_LIB:-/nonexistent}/libcublasLt.so.13" ]]; then
+    # Folders given as check:cuda takes them (CI's cache of the nvidia-cublas wheel: .ci/fetch-cublas.sh).
+    h="$NEUROTAP_CUBLAS_INCLUDE/cublasLt.h" lib="$NEUROTAP_CUBLAS_LIB/libcublasLt.so.13" source=env
+  fi
   if [[ -z "$h" || -z "$lib" ]]; then
     local sp; sp="$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' 2>/dev/null)"
     h="$(ls "$sp"/nvidia/*/include/cublasLt.h 2>/dev/null | head -1)"

@@ -20,7 +20,7 @@ import { checkBoolean, checkExtractOptions, checkTokenId, checkInteger, checkObj
 
 /** Options for {@link loadModel}. */
 export interface LoadModelOptions<F extends Family = Family> {
-  /** Compute device. `'cuda'` needs the CUDA backend library (built by `npm run build:cmake` with CUDA) and a GPU; `'auto'` takes the GPU when that works, else the CPU. Defaults to `'cpu'`. */
+  /** Compute device. `'cuda'` needs the CUDA backend library (built by `neurotap build-cuda`; docs/gpu.md) and a GPU; `'auto'` takes the GPU when that works, else the CPU. Defaults to `'cpu'`. */
   device?: 'cpu' | 'cuda' | 'auto';
   /** Weight dtype on the device; activations and arithmetic are float32. On the CPU, `'bf16'` stores the weight matrices (embeddings, linears, LM head) in bfloat16 (rounded to nearest even from an f32 checkpoint) and widens them exactly in the kernels; norms and biases stay f32. `'f16'` is CUDA only. Defaults to `'f32'`. */
   dtype?: 'f32' | 'f16' | 'bf16';
