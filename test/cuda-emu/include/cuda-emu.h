@@ -32,10 +32,11 @@ enum WarpOp { kShfl, kShflXor, kShflUp, kShflDown, kBallot, kAny, kAll, kSyncWar
 void sync_block();
 uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width);
 
-// Shared memory: the dynamic buffer of the running block, and the NaN fill of a static
-// __shared__ variable the first time a block reaches its declaration.
+// Shared memory of the running block: its dynamic buffer, and the storage of a static
+// __shared__ variable (key: a unique address per declaration), NaN-filled when the block
+// first reaches the declaration.
 void *dynamic_smem();
-void shared_touch(void *p, size_t bytes);
+void *static_shared(const void *key, size_t bytes);
 
 template <class T>
 T warp_exchange(WarpOp op, unsigned mask, T v, int arg, int width) {
@@ -118,11 +119,11 @@ cudaError_t cudaFuncGetAttributes(cudaFuncAttributes *attr, T *kernel) {
 #define warpSize 32
 
 // build.mjs rewrites `__shared__ T name[N];` into NT_EMU_SHARED(T, name, [N]) and
-// `extern __shared__ T name[];` into NT_EMU_DYNAMIC_SHARED(T, name). One copy per host thread
-// serves the block running on it (blocks run one at a time per host thread).
-#define NT_EMU_SHARED(type, name, dims) \
-  static thread_local type name dims;   \
-  ::nt_emu::shared_touch(&name, sizeof name)
+// `extern __shared__ T name[];` into NT_EMU_DYNAMIC_SHARED(T, name): references into the
+// running block's shared memory.
+#define NT_EMU_SHARED(type, name, dims)   \
+  static char nt_emu_shared_key_##name;   \
+  type(&name) dims = *static_cast<type(*) dims>(::nt_emu::static_shared(&nt_emu_shared_key_##name, sizeof(type dims)))
 #define NT_EMU_DYNAMIC_SHARED(type, name) type *const name = static_cast<type *>(::nt_emu::dynamic_smem())
 
 // ---------------------------------------------------------------------------------------

@@ -49,13 +49,16 @@ struct Launch {
   LaunchConfig cfg;
   int n;  // threads per block
   std::vector<Fiber> fibers;
-  char *smem;  // dynamic shared memory [cfg.smem], ending at a guard page
+  // Shared memory of the running block, one mapping: [static __shared__ arena, 48 KB]
+  // [dynamic shared memory, ending at a guard page].
   char *smem_map;
   size_t smem_map_size;
+  char *smem;  // [cfg.smem]
+  size_t static_used = 0;
+  std::vector<std::pair<const void *, char *>> statics;  // declaration key -> storage, this block
   ucontext_t sched;
   void *sched_tsan;
   Fiber *current = nullptr;
-  std::vector<void *> touched;  // static __shared__ variables filled in this block
   uint3 block;
   bool failed = false;
   TsanBlock sync;  // barrier sync objects of the running block
@@ -63,6 +66,10 @@ struct Launch {
 
 thread_local Launch *t_launch = nullptr;
 thread_local std::vector<char *> t_stacks;  // free fiber stacks
+// TSan builds: thread i of every block runs on stack i as TSan fiber i.
+thread_local std::vector<char *> t_index_stacks;
+thread_local std::vector<void *> t_index_fibers;
+constexpr size_t kStaticSharedBytes = 48 * 1024;  // a GPU's static shared memory limit
 
 char *take_stack() {
   if (!t_stacks.empty()) {
@@ -191,6 +198,21 @@ bool resolve_warp(Launch *L, int w, bool *woke) {
   return true;
 }
 
+void map_shared(Launch *L) {
+  const size_t body = (L->cfg.smem + 15) / 16 * 16, pages = (body + kPage - 1) / kPage * kPage;
+  L->smem_map_size = kStaticSharedBytes + pages + kPage;
+  void *m = mmap(nullptr, L->smem_map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED) {
+    report("out of memory for shared memory");
+    std::abort();
+  }
+  L->smem_map = static_cast<char *>(m);
+  mprotect(L->smem_map + kStaticSharedBytes + pages, kPage, PROT_NONE);
+  L->smem = L->smem_map + kStaticSharedBytes + pages - body;
+}
+
+void unmap_shared(Launch *L) { munmap(L->smem_map, L->smem_map_size); }
+
 void fill_nan(void *p, size_t bytes) {
   volatile unsigned char *c = static_cast<unsigned char *>(p);
   for (size_t i = 0; i < bytes; ++i) c[i] = 0xFF;
@@ -199,9 +221,14 @@ void fill_nan(void *p, size_t bytes) {
 // Runs one block to completion; false when it failed (reported, sticky error set).
 bool run_block(Launch *L, uint3 b) {
   L->block = b;
-  L->touched.clear();
+  L->statics.clear();
+  L->static_used = 0;
+  if (kTsan && (b.x | b.y | b.z)) {  // fresh memory: TSan forgets the previous block's accesses
+    unmap_shared(L);
+    map_shared(L);
+  }
   fill_nan(L->smem, L->cfg.smem);
-  tsan_block_begin(&L->sync, L->smem, L->cfg.smem, (L->n + 31) / 32);
+  tsan_block_begin(&L->sync, (L->n + 31) / 32);
   const dim3 bd = L->cfg.block;
   for (int i = 0; i < L->n; ++i) {
     Fiber &f = L->fibers[i];
@@ -217,9 +244,13 @@ bool run_block(Launch *L, uint3 b) {
     for (int i = 0; i < L->n; ++i) {
       Fiber &f = L->fibers[i];
       if (f.state == kFresh) {
-        f.stack = take_stack();
-        tsan_stack_fresh(f.stack, kStackBytes);
-        f.tsan = tsan_fiber_create();
+        if (kTsan) {
+          while (t_index_stacks.size() <= static_cast<size_t>(i)) t_index_stacks.push_back(take_stack()), t_index_fibers.push_back(tsan_fiber_create());
+          f.stack = t_index_stacks[i];
+          f.tsan = t_index_fibers[i];
+        } else {
+          f.stack = take_stack();
+        }
         getcontext(&f.ctx);
         f.ctx.uc_stack.ss_sp = f.stack + kPage;
         f.ctx.uc_stack.ss_size = kStackBytes - kPage;
@@ -230,9 +261,8 @@ bool run_block(Launch *L, uint3 b) {
       }
       switch_to(L, &f);
       if (f.state == kDone) {
-        t_stacks.push_back(f.stack);
+        if (!kTsan) t_stacks.push_back(f.stack);
         f.stack = nullptr;
-        tsan_fiber_destroy(f.tsan);
         f.tsan = nullptr;
         ++done;
       }
@@ -255,8 +285,9 @@ bool run_block(Launch *L, uint3 b) {
     ok = fail(L, "deadlock: %d threads wait at __syncthreads, %d at warp operations that cannot complete, %d exited", at_barrier, at_warp, done);
   }
   for (Fiber &f : L->fibers) {  // abandoned fibers of a failed block
-    if (f.stack) t_stacks.push_back(f.stack), f.stack = nullptr;
-    if (f.tsan) tsan_fiber_destroy(f.tsan), f.tsan = nullptr;
+    if (f.stack && !kTsan) t_stacks.push_back(f.stack);
+    f.stack = nullptr;
+    f.tsan = nullptr;
   }
   tsan_block_end(&L->sync);
   return ok;
@@ -278,6 +309,8 @@ void on_fault(int sig, siginfo_t *si, void *) {
   else if (a)
     std::snprintf(what, sizeof what, "%zu bytes before the %zu-byte device allocation at %p", static_cast<size_t>(a->ptr - addr), a->size,
                   static_cast<void *>(a->ptr));
+  else if (addr >= L->smem_map && addr < L->smem_map + kStaticSharedBytes)
+    std::snprintf(what, sizeof what, "in the static __shared__ arena");
   else if (addr >= L->smem_map && addr < L->smem_map + L->smem_map_size)
     std::snprintf(what, sizeof what, "%zu bytes past the end of the %zu bytes of dynamic shared memory", static_cast<size_t>(addr - (L->smem + L->cfg.smem)),
                   L->cfg.smem);
@@ -358,14 +391,24 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width) {
 
 void *dynamic_smem() { return t_launch ? t_launch->smem : nullptr; }
 
-void shared_touch(void *p, size_t bytes) {
+void *static_shared(const void *key, size_t bytes) {
   Launch *L = t_launch;
-  if (!L) return;
-  for (void *q : L->touched)
-    if (q == p) return;
-  L->touched.push_back(p);
-  tsan_shared_fresh(p, bytes);
+  if (!L) {
+    report("a __shared__ variable was declared outside a kernel");
+    std::abort();
+  }
+  for (const auto &kv : L->statics)
+    if (kv.first == key) return kv.second;
+  const size_t at = (L->static_used + 15) / 16 * 16;
+  if (at + bytes > kStaticSharedBytes) {
+    report("kernel %s: more than %zu bytes of static __shared__ memory", L->name, kStaticSharedBytes);
+    std::abort();
+  }
+  char *p = L->smem_map + at;
+  L->static_used = at + bytes;
   fill_nan(p, bytes);
+  L->statics.emplace_back(key, p);
+  return p;
 }
 
 void launch_erased(const void *kernel, const char *name, const LaunchConfig &cfg, Invoke invoke, const void *closure,
@@ -402,11 +445,7 @@ void launch_erased(const void *kernel, const char *name, const LaunchConfig &cfg
   L.cfg = cfg;
   L.n = static_cast<int>(cfg.block.x * cfg.block.y * cfg.block.z);
   L.fibers.resize(L.n);
-  const size_t smem_body = (cfg.smem + 15) / 16 * 16, smem_pages = (smem_body + kPage - 1) / kPage * kPage;
-  L.smem_map_size = smem_pages + kPage;
-  L.smem_map = static_cast<char *>(mmap(nullptr, L.smem_map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-  mprotect(L.smem_map + smem_pages, kPage, PROT_NONE);
-  L.smem = L.smem_map + smem_pages - smem_body;
+  map_shared(&L);
   L.sched_tsan = tsan_current_fiber();
   install_fault_handler();
   tsan_launch_begin();
@@ -416,7 +455,7 @@ void launch_erased(const void *kernel, const char *name, const LaunchConfig &cfg
       for (unsigned x = 0; x < cfg.grid.x && !L.failed; ++x) run_block(&L, make_uint3(x, y, z));
   t_launch = nullptr;
   tsan_launch_end();
-  munmap(L.smem_map, L.smem_map_size);
+  unmap_shared(&L);
   char after[300];
   std::snprintf(after, sizeof after, "kernel %s", name);
   check_guards(after);

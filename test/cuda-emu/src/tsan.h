@@ -1,7 +1,10 @@
 // ThreadSanitizer hooks of the CUDA emulator's scheduler (scheduler.cc). In a --tsan build
 // (NT_EMU_TSAN=1) each emulated thread is a TSan fiber and fiber switches do not synchronize:
 // only __syncthreads / __syncwarp and the host before and after a launch order memory, so a
-// missing barrier is a reported race. Without TSan every hook is empty.
+// missing barrier is a reported race. Thread i of every block reuses TSan fiber i and stack i
+// (a fresh fiber per thread costs too much), and each block gets freshly mapped shared memory
+// (TSan forgets unmapped memory), so blocks do not look racy through reuse. Without TSan every
+// hook is empty.
 #pragma once
 
 #include <cstddef>
@@ -19,11 +22,12 @@ void __tsan_destroy_fiber(void *fiber);
 void __tsan_switch_to_fiber(void *fiber, unsigned flags);
 void __tsan_acquire(void *addr);
 void __tsan_release(void *addr);
-void AnnotateNewMemory(const char *file, int line, const volatile void *mem, size_t size);
 }
 #endif
 
 namespace nt_emu {
+
+constexpr bool kTsan = NT_EMU_TSAN;
 
 // Sync objects of one block: the block barrier and one per warp, each two slots used by
 // alternate barrier episodes so a thread released late never acquires the next episode's
@@ -46,10 +50,9 @@ inline void tsan_launch_begin() { __tsan_release(&g_launch_begin); }
 inline void tsan_launch_end() { __tsan_acquire(&g_launch_end); }
 inline void tsan_thread_start(const TsanBlock &) { __tsan_acquire(&g_launch_begin); }
 inline void tsan_thread_end(const TsanBlock &) { __tsan_release(&g_launch_end); }
-inline void tsan_stack_fresh(char *stack, size_t bytes) { AnnotateNewMemory(__FILE__, __LINE__, stack, bytes); }
-inline void tsan_shared_fresh(void *p, size_t bytes) { AnnotateNewMemory(__FILE__, __LINE__, p, bytes); }
-inline void tsan_block_begin(TsanBlock *b, void *smem, size_t smem_bytes, int warps) {
-  if (smem_bytes) AnnotateNewMemory(__FILE__, __LINE__, smem, smem_bytes);
+// The host's work before the block (the fresh shared memory mapping among it) happens before it.
+inline void tsan_block_begin(TsanBlock *b, int warps) {
+  __tsan_release(&g_launch_begin);
   b->objs = new char[2 + 2 * warps];
   b->episode = 0;
   b->warp_episode.assign(warps, 0);
@@ -75,9 +78,7 @@ inline void tsan_launch_begin() {}
 inline void tsan_launch_end() {}
 inline void tsan_thread_start(const TsanBlock &) {}
 inline void tsan_thread_end(const TsanBlock &) {}
-inline void tsan_stack_fresh(char *, size_t) {}
-inline void tsan_shared_fresh(void *, size_t) {}
-inline void tsan_block_begin(TsanBlock *, void *, size_t, int) {}
+inline void tsan_block_begin(TsanBlock *, int) {}
 inline void tsan_block_end(TsanBlock *) {}
 inline void tsan_block_barrier(TsanBlock *) {}
 inline void tsan_warp_barrier(TsanBlock &, int) {}
