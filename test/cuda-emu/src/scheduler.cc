@@ -1,9 +1,8 @@
 // Kernel execution for the CUDA emulator: launch checks, each block's threads as fibers
-// (ucontext), __syncthreads as a block barrier, warp shuffles and votes as warp barriers that
+// (context.h), __syncthreads as a block barrier, warp shuffles and votes as warp barriers that
 // exchange values, and the checks a GPU would fail on (barrier divergence, partial warps).
 #include <signal.h>
 #include <sys/mman.h>
-#include <ucontext.h>
 
 #include <cstdarg>
 #include <cstdio>
@@ -12,6 +11,7 @@
 #include <vector>
 
 #include "../include/cuda-emu.h"
+#include "context.h"
 #include "emu.h"
 #include "tsan.h"
 
@@ -30,7 +30,7 @@ constexpr size_t kStackBytes = 256 * 1024;
 enum State : uint8_t { kFresh, kReady, kAtBlockBarrier, kAtWarpOp, kDone };
 
 struct Fiber {
-  ucontext_t ctx;
+  Context ctx;
   char *stack = nullptr;  // [kStackBytes], the lowest page a guard
   void *tsan = nullptr;
   ThreadIds ids;
@@ -56,7 +56,7 @@ struct Launch {
   char *smem;  // [cfg.smem]
   size_t static_used = 0;
   std::vector<std::pair<const void *, char *>> statics;  // declaration key -> storage, this block
-  ucontext_t sched;
+  Context sched;
   void *sched_tsan;
   Fiber *current = nullptr;
   uint3 block;
@@ -107,14 +107,14 @@ void fiber_main() {
   tsan_thread_end(L->sync);
   f->state = kDone;
   tsan_switch(L->sched_tsan);
-  swapcontext(&f->ctx, &L->sched);  // never resumed
+  context_switch(&f->ctx, &L->sched);  // never resumed
 }
 
 void switch_to(Launch *L, Fiber *f) {
   L->current = f;
   t_ids = &f->ids;
   tsan_switch(f->tsan);
-  swapcontext(&L->sched, &f->ctx);
+  context_switch(&L->sched, &f->ctx);
   t_ids = nullptr;
 }
 
@@ -128,7 +128,7 @@ void wait_as(State s) {
   Fiber *f = L->current;
   f->state = s;
   tsan_switch(L->sched_tsan);
-  swapcontext(&f->ctx, &L->sched);
+  context_switch(&f->ctx, &L->sched);
 }
 
 const char *op_name(WarpOp op) {
@@ -251,11 +251,7 @@ bool run_block(Launch *L, uint3 b) {
         } else {
           f.stack = take_stack();
         }
-        getcontext(&f.ctx);
-        f.ctx.uc_stack.ss_sp = f.stack + kPage;
-        f.ctx.uc_stack.ss_size = kStackBytes - kPage;
-        f.ctx.uc_link = nullptr;
-        makecontext(&f.ctx, fiber_main, 0);
+        context_start(&f.ctx, f.stack + kPage, kStackBytes - kPage, fiber_main);
       } else if (f.state != kReady) {
         continue;
       }
