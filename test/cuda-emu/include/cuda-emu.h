@@ -1,6 +1,7 @@
 // CPU emulation of the CUDA device code cuda/*.cu uses, force-included (g++ -include) before
 // each rewritten .cu by test/cuda-emu/build.mjs: thread indices, barriers, warp shuffles and
-// votes, atomics, float intrinsics, shared memory and kernel launches. Runtime: ../src/.
+// votes, atomics, float intrinsics, shared memory and kernel launches. Runtime: ../src/;
+// exercised by npm run test:cuda-emu (run.mjs), documented in cuda/README.md.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -14,6 +15,12 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+
+// The backend ABI's structs carry device pointers into kernels; the launch checks them too.
+#if __has_include("ops/backend-abi.h")
+#include "ops/backend-abi.h"
+#define NT_EMU_BACKEND_ABI 1
+#endif
 
 #define __launch_bounds__(...)
 
@@ -60,20 +67,38 @@ inline LaunchConfig config(dim3 grid, dim3 block, size_t smem = 0, cudaStream_t 
   return LaunchConfig{grid, block, smem, stream};
 }
 
-// A kernel argument that is a pointer, for the device-memory check at launch.
+// A pointer a kernel receives, for the device-memory check at launch.
 struct PointerArg {
   const void *ptr;
-  int index;  // parameter position, from 0
+  int index;          // parameter position, from 0
+  const char *field;  // the struct member it came from, or null
 };
 using Invoke = void (*)(const void *closure);
 void launch_erased(const void *kernel, const char *name, const LaunchConfig &cfg, Invoke invoke, const void *closure,
                    const PointerArg *pointers, int n_pointers);
 
+constexpr int kPointersPerArg = 5;  // at most, from one argument (nt_edit's lists)
+
 template <class T>
 void collect_pointer(const T &v, int index, PointerArg *out, int *n) {
-  if constexpr (std::is_pointer_v<T>) out[(*n)++] = PointerArg{static_cast<const void *>(v), index};
+  if constexpr (std::is_pointer_v<T>) out[(*n)++] = PointerArg{static_cast<const void *>(v), index, nullptr};
   (void)v, (void)index, (void)out, (void)n;
 }
+#if NT_EMU_BACKEND_ABI
+inline void collect_pointer(const nt_edit &e, int index, PointerArg *out, int *n) {
+  out[(*n)++] = PointerArg{e.vec, index, "nt_edit.vec"};
+  out[(*n)++] = PointerArg{e.source, index, "nt_edit.source"};
+  out[(*n)++] = PointerArg{e.positions, index, "nt_edit.positions"};
+  out[(*n)++] = PointerArg{e.rows, index, "nt_edit.rows"};
+  out[(*n)++] = PointerArg{e.heads, index, "nt_edit.heads"};
+}
+inline void collect_pointer(const nt_edit_context &c, int index, PointerArg *out, int *n) {
+  out[(*n)++] = PointerArg{c.pad, index, "nt_edit_context.pad"};
+}
+inline void collect_pointer(const nt_attention_shape &s, int index, PointerArg *out, int *n) {
+  out[(*n)++] = PointerArg{s.pad, index, "nt_attention_shape.pad"};
+}
+#endif
 
 template <class... P, class... A>
 void launch(void (*kernel)(P...), const char *name, const LaunchConfig &cfg, A &&...args) {
@@ -84,7 +109,7 @@ void launch(void (*kernel)(P...), const char *name, const LaunchConfig &cfg, A &
     Params params;
   };
   const Closure closure{kernel, Params(std::forward<A>(args)...)};
-  PointerArg pointers[sizeof...(P) + 1];
+  PointerArg pointers[sizeof...(P) * kPointersPerArg + 1];
   int n = 0;
   std::apply(
       [&](const auto &...p) {

@@ -289,12 +289,14 @@ bool run_block(Launch *L, uint3 b) {
   return ok;
 }
 
+struct sigaction g_previous_segv, g_previous_bus;
+
 // A fault in a kernel: name the kernel, the thread and what the address is, then abort.
 void on_fault(int sig, siginfo_t *si, void *) {
   Launch *L = t_launch;
-  if (!L) {
-    signal(sig, SIG_DFL);
-    return;  // not ours: fault again with the default action
+  if (!L) {  // not ours: put the previous handler back and fault again into it
+    sigaction(sig, sig == SIGSEGV ? &g_previous_segv : &g_previous_bus, nullptr);
+    return;
   }
   const char *addr = static_cast<const char *>(si->si_addr);
   char what[256];
@@ -335,8 +337,8 @@ void install_fault_handler() {
   sa.sa_sigaction = on_fault;
   sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
   sigemptyset(&sa.sa_mask);
-  sigaction(SIGSEGV, &sa, nullptr);
-  sigaction(SIGBUS, &sa, nullptr);
+  sigaction(SIGSEGV, &sa, &g_previous_segv);
+  sigaction(SIGBUS, &sa, &g_previous_bus);
   installed = true;
 }
 
@@ -427,8 +429,8 @@ void launch_erased(const void *kernel, const char *name, const LaunchConfig &cfg
     const void *p = pointers[i].ptr;
     if (p && !find_allocation(p)) {
       const Allocation *near = find_mapping(p);
-      report("launch of %s: pointer argument %d (%p) is not device memory%s", name, pointers[i].index, p,
-             near ? " (it is in the guard or slack around an allocation)" : " (a host pointer, or freed memory)");
+      report("launch of %s: pointer argument %d%s%s (%p) is not device memory%s", name, pointers[i].index, pointers[i].field ? ", " : "",
+             pointers[i].field ? pointers[i].field : "", p, near ? " (it is in the guard or slack around an allocation)" : " (a host pointer, or freed memory)");
       set_sticky(cudaErrorIllegalAddress);
       record(cudaErrorIllegalAddress);
       return;
