@@ -26,7 +26,7 @@ function parseArgs(argv) {
 }
 
 // The toolkit's include folder (cuda_runtime.h), found as cuda/check.mjs finds nvcc.
-function cudaIncludes() {
+export function cudaIncludes() {
   const roots = [process.env.CUDA_HOME, process.env.CUDA_PATH].filter(Boolean);
   const nvccs = [process.env.NVCC, ...(process.env.PATH ?? '').split(delimiter).filter(Boolean).map((d) => join(d, 'nvcc')), '/usr/local/cuda/bin/nvcc'];
   const nvcc = nvccs.find((c) => c && existsSync(c));

@@ -5,12 +5,12 @@
 // of both (build.mjs --tsan, in <out>/tsan). Fails when the emulated library does not load,
 // compares nothing, or any op mismatches, faults or races. NEUROTAP_EMU_TSAN=0 skips TSan.
 // Usage: node test/cuda-emu/run.mjs [--cuda-dir DIR] [--out DIR] [--no-tsan | --tsan-only]
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { build } from './build.mjs';
+import { build, cudaIncludes } from './build.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '..', '..');
@@ -29,25 +29,46 @@ for (let i = 0; i < argv.length; ++i) {
 }
 if (process.env.NEUROTAP_EMU_TSAN === '0') opts.tsan = false;
 
-// The op test links the engine sources (as test/native/run.mjs builds it); rebuilt when a
-// source is newer than the binary.
-function buildOpTest(exe, flags) {
-  const sources = [join(root, 'test', 'native', 'test-backend-ops.cc')];
-  for (const d of ['engine', 'io', 'ops'])
-    for (const f of readdirSync(join(root, 'native', d))) if (/\.(cc|h)$/.test(f)) sources.push(join(root, 'native', d, f));
-  sources.push(join(root, 'test', 'native', 'check.h'));
-  const newest = Math.max(...sources.map((f) => statSync(f).mtimeMs));
-  if (existsSync(exe) && statSync(exe).mtimeMs >= newest) return true;
-  const t = Date.now();
+// The op test links the engine sources (as test/native/run.mjs builds it). They are compiled
+// once (-O2, uninstrumented: only the kernels need ThreadSanitizer's instrumentation) and linked
+// twice, plain and with the TSan runtime; objects are rebuilt when their source or any header
+// is newer.
+async function buildOpTests(binDir) {
   const cxx = process.env.CXX || 'g++';
-  const r = spawnSync(
-    cxx,
-    ['-std=c++17', ...flags, '-Wall', '-Wno-uninitialized', '-Wno-switch', '-I', join(root, 'native'), ...sources.filter((f) => f.endsWith('.cc')), '-o', exe, '-lpthread', '-ldl'],
-    { stdio: 'inherit' },
-  );
-  if (r.status !== 0) return false;
-  console.log(`test:cuda-emu: built ${exe} in ${((Date.now() - t) / 1000).toFixed(1)} s`);
-  return true;
+  const sources = [join(root, 'test', 'native', 'test-backend-ops.cc')];
+  const headers = [join(root, 'test', 'native', 'check.h')];
+  for (const d of ['engine', 'io', 'ops']) {
+    for (const f of readdirSync(join(root, 'native', d))) {
+      if (f.endsWith('.cc')) sources.push(join(root, 'native', d, f));
+      if (f.endsWith('.h')) headers.push(join(root, 'native', d, f));
+    }
+  }
+  const newestHeader = Math.max(...headers.map((f) => statSync(f).mtimeMs));
+  const objDir = join(binDir, 'obj');
+  mkdirSync(objDir, { recursive: true });
+  const objs = sources.map((src) => ({ src, obj: join(objDir, `${basename(dirname(src))}-${basename(src, '.cc')}.o`) }));
+  const stale = objs.filter((o) => !existsSync(o.obj) || statSync(o.obj).mtimeMs < Math.max(statSync(o.src).mtimeMs, newestHeader));
+  const t = Date.now();
+  let next = 0, ok = true;
+  const worker = async () => {
+    while (next < stale.length) {
+      const o = stale[next++];
+      const args = ['-std=c++17', '-O2', '-Wall', '-Wno-uninitialized', '-Wno-switch', '-I', join(root, 'native'), '-c', o.src, '-o', o.obj];
+      const code = await new Promise((done) => spawn(cxx, args, { stdio: 'inherit' }).on('close', done));
+      if (code !== 0) ok = false;
+    }
+  };
+  await Promise.all([worker(), worker()]);
+  if (!ok) return null;
+  const exes = { plain: join(binDir, 'test-backend-ops'), tsan: join(binDir, 'test-backend-ops-tsan') };
+  const newestObj = Math.max(...objs.map((o) => statSync(o.obj).mtimeMs));
+  for (const [flavour, exe] of Object.entries(exes)) {
+    if (existsSync(exe) && statSync(exe).mtimeMs >= newestObj) continue;
+    const r = spawnSync(cxx, [...objs.map((o) => o.obj), '-o', exe, ...(flavour === 'tsan' ? ['-fsanitize=thread'] : []), '-lpthread', '-ldl'], { stdio: 'inherit' });
+    if (r.status !== 0 && flavour === 'plain') return null;
+  }
+  if (stale.length) console.log(`test:cuda-emu: built test-backend-ops (${stale.length} files) in ${((Date.now() - t) / 1000).toFixed(1)} s`);
+  return exes;
 }
 
 // Runs the op test against the library in libDir; returns whether it passed.
@@ -81,16 +102,40 @@ function runPass(label, exe, libDir, env) {
   return true;
 }
 
+// Whether g++ can build and link a ThreadSanitizer program here (libtsan installed).
+function tsanAvailable() {
+  const probe = join(opts.out, 'tsan-probe');
+  mkdirSync(opts.out, { recursive: true });
+  const r = spawnSync(process.env.CXX || 'g++', ['-fsanitize=thread', '-x', 'c++', '-', '-o', probe], { input: 'int main() { return 0; }\n', encoding: 'utf8' });
+  return r.status === 0 ? null : (r.stderr || 'the compiler failed').trim().split('\n').pop();
+}
+
 const start = Date.now();
 let failed = false;
 const passes = [];
+if (!cudaIncludes()) {
+  console.log('test:cuda-emu skipped: the CUDA headers (cuda_runtime.h) were not found (install the CUDA toolkit, or set CUDA_HOME or NVCC)');
+  process.exit(0);
+}
+if (opts.tsan) {
+  const why = tsanAvailable();
+  if (why) {
+    console.log(`test:cuda-emu: skipping the ThreadSanitizer pass: ${why}`);
+    opts.tsan = false;
+  }
+}
 if (opts.plain) {
-  passes.push({ out: opts.out, tsan: false, flags: ['-O2'], runs: [['memory pools', {}], ['no memory pools: cudaMalloc / cudaFree', { NT_EMU_NO_MEMORY_POOLS: '1' }]] });
+  passes.push({ out: opts.out, tsan: false, runs: [['memory pools', {}], ['no memory pools: cudaMalloc / cudaFree', { NT_EMU_NO_MEMORY_POOLS: '1' }]] });
 }
 if (opts.tsan) {
   // Only barriers order a block's threads here, so a missing __syncthreads is a reported race
   // even where the fixed fiber schedule computes the right values.
-  passes.push({ out: join(opts.out, 'tsan'), tsan: true, flags: ['-O1', '-g', '-fsanitize=thread'], runs: [['ThreadSanitizer', { TSAN_OPTIONS: `exitcode=66 ${process.env.TSAN_OPTIONS ?? ''}` }]] });
+  passes.push({ out: join(opts.out, 'tsan'), tsan: true, runs: [['ThreadSanitizer', { TSAN_OPTIONS: `exitcode=66 ${process.env.TSAN_OPTIONS ?? ''}` }]] });
+}
+const exes = await buildOpTests(join(here, 'build', 'bin'));
+if (!exes) {
+  console.error('test:cuda-emu: building test-backend-ops failed');
+  process.exit(1);
 }
 for (const pass of passes) {
   try {
@@ -99,13 +144,7 @@ for (const pass of passes) {
     console.error(e.message);
     process.exit(1);
   }
-  const exe = join(pass.out, 'test-backend-ops');
-  mkdirSync(pass.out, { recursive: true });
-  if (!buildOpTest(exe, pass.flags)) {
-    console.error('test:cuda-emu: building test-backend-ops failed');
-    process.exit(1);
-  }
-  for (const [label, env] of pass.runs) if (!runPass(label, exe, pass.out, env)) failed = true;
+  for (const [label, env] of pass.runs) if (!runPass(label, pass.tsan ? exes.tsan : exes.plain, pass.out, env)) failed = true;
 }
 console.log(`test:cuda-emu: ${failed ? 'FAILED' : 'passed'} in ${((Date.now() - start) / 1000).toFixed(1)} s`);
 process.exit(failed ? 1 : 0);
