@@ -1,6 +1,6 @@
 // Fiber context switching for the CUDA emulator's scheduler (scheduler.cc): a few instructions
-// on x86-64 (callee-saved registers, MXCSR and the x87 control word), ucontext elsewhere and
-// under ThreadSanitizer (which expects swapcontext around its fiber switches).
+// on x86-64 (callee-saved registers, MXCSR and the x87 control word), ucontext elsewhere.
+// ThreadSanitizer only needs __tsan_switch_to_fiber before each switch (scheduler.cc).
 #pragma once
 
 #include <ucontext.h>
@@ -11,7 +11,7 @@
 
 namespace nt_emu {
 
-#if defined(__x86_64__) && !NT_EMU_TSAN
+#if defined(__x86_64__)
 #define NT_EMU_FAST_SWITCH 1
 #else
 #define NT_EMU_FAST_SWITCH 0
