@@ -3,10 +3,11 @@
 // cross-backend op test (test/native/test-backend-ops.cc) against it, once with the device's
 // memory pools and once without (the cudaMalloc / cudaFree path), then a ThreadSanitizer build
 // of both (build.mjs --tsan, in <out>/tsan). Fails when the emulated library does not load,
-// compares nothing, or any op mismatches, faults or races. NEUROTAP_EMU_TSAN=0 skips TSan.
+// compares nothing, or any op mismatches, faults or races. First the emulator's self-test
+// (selftest/) checks that it fails where a GPU would. NEUROTAP_EMU_TSAN=0 skips TSan.
 // Usage: node test/cuda-emu/run.mjs [--cuda-dir DIR] [--out DIR] [--no-tsan | --tsan-only]
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -132,6 +133,29 @@ if (opts.tsan) {
   // even where the fixed fiber schedule computes the right values.
   passes.push({ out: join(opts.out, 'tsan'), tsan: true, runs: [['ThreadSanitizer', { TSAN_OPTIONS: `exitcode=66 ${process.env.TSAN_OPTIONS ?? ''}` }]] });
 }
+// The emulator's own checks (selftest/selftest.cu): each case in its own process; "fault"
+// must abort naming the kernel, every other case exit 0. Skipped for another --cuda-dir.
+async function selfTest() {
+  const out = join(here, 'build', 'selftest'), exe = join(here, 'build', 'bin', 'selftest-main');
+  const lib = await build({ cudaDir: join(here, 'selftest'), out, tsan: false });
+  const r = spawnSync(process.env.CXX || 'g++', ['-std=c++17', '-O1', join(here, 'selftest', 'selftest-main.cc'), '-o', exe, '-ldl'], { stdio: 'inherit' });
+  if (r.status !== 0) return false;
+  const src = readFileSync(join(here, 'selftest', 'selftest.cu'), 'utf8');
+  const cases = [...src.matchAll(/!std::strcmp\(name, "([\w-]+)"\)/g)].map((m) => m[1]);
+  let ok = cases.length > 0;
+  for (const c of cases) {
+    const run = spawnSync(exe, [lib, c], { encoding: 'utf8' });
+    const passed = c === 'fault' ? run.signal === 'SIGABRT' && /kernel far_read_kernel.*invalid access/.test(run.stderr) : run.status === 0;
+    if (!passed) {
+      console.error(`test:cuda-emu FAILED: emulator self-test "${c}" (${run.signal ?? `exit ${run.status}`}):\n${run.stdout}${run.stderr}`);
+      ok = false;
+    }
+  }
+  if (ok) console.log(`test:cuda-emu: emulator self-test: ${cases.length} cases behave as on a GPU (${cases.join(', ')})`);
+  return ok;
+}
+
+if (opts.cudaDir === join(root, 'cuda') && !(await selfTest())) failed = true;
 const exes = await buildOpTests(join(here, 'build', 'bin'));
 if (!exes) {
   console.error('test:cuda-emu: building test-backend-ops failed');

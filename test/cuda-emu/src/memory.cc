@@ -30,13 +30,13 @@ const char *damaged(const char *p, const char *end) {
 bool check_one(const Allocation &a, const char *after) {
   const char *data = a.map + kPage, *data_end = a.map + a.map_size - kPage;
   if (const char *bad = damaged(a.ptr + a.size, data_end)) {
-    report("%s wrote %zu bytes past the end of the %zu-byte device allocation at %p", after, static_cast<size_t>(bad - (a.ptr + a.size)) + 1,
-           a.size, static_cast<void *>(a.ptr));
+    report("%s wrote past the end of the %zu-byte device allocation at %p (byte %zu after the end changed)", after, a.size,
+           static_cast<void *>(a.ptr), static_cast<size_t>(bad - (a.ptr + a.size)));
     return false;
   }
   if (const char *bad = damaged(data, a.ptr)) {
-    report("%s wrote %zu bytes before the start of the %zu-byte device allocation at %p", after, static_cast<size_t>(a.ptr - bad), a.size,
-           static_cast<void *>(a.ptr));
+    report("%s wrote before the start of the %zu-byte device allocation at %p (%zu bytes before it changed)", after, a.size,
+           static_cast<void *>(a.ptr), static_cast<size_t>(a.ptr - bad));
     return false;
   }
   return true;
