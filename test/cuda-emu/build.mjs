@@ -54,11 +54,12 @@ export function rewrite(text, file) {
     return `::nt_emu::launch(${kernel}, "${name}", ::nt_emu::config(${cfg})${empty ? ')' : ', '}`;
   });
   const align = String.raw`(?:__align__\s*\(\s*\d+\s*\)\s+)?`;
-  text = text.replace(new RegExp(String.raw`extern\s+__shared__\s+${align}([A-Za-z_][\w:]*)\s+${align}(\w+)\s*\[\s*\]\s*;`, 'g'), (_, type, name) => {
+  const type = String.raw`([A-Za-z_][\w:]*(?:\s+[A-Za-z_][\w:]*)*?)`;  // one or more words: float, unsigned int
+  text = text.replace(new RegExp(String.raw`extern\s+__shared__\s+${align}${type}\s+${align}(\w+)\s*\[\s*\]\s*;`, 'g'), (_, type, name) => {
     counts.dynamicShared++;
     return `NT_EMU_DYNAMIC_SHARED(${type}, ${name});`;
   });
-  text = text.replace(new RegExp(String.raw`__shared__\s+${align}([A-Za-z_][\w:]*)\s+${align}(\w+)\s*((?:\[[^\]]*\])*)\s*;`, 'g'), (_, type, name, dims) => {
+  text = text.replace(new RegExp(String.raw`__shared__\s+${align}${type}\s+${align}(\w+)\s*((?:\[[^\]]*\])*)\s*;`, 'g'), (_, type, name, dims) => {
     counts.staticShared++;
     return `NT_EMU_SHARED(${type}, ${name}, ${dims});`;
   });
