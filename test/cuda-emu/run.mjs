@@ -138,8 +138,12 @@ if (opts.tsan) {
 async function selfTest() {
   const out = join(here, 'build', 'selftest'), exe = join(here, 'build', 'bin', 'selftest-main');
   const lib = await build({ cudaDir: join(here, 'selftest'), out, tsan: false });
+  mkdirSync(dirname(exe), { recursive: true });
   const r = spawnSync(process.env.CXX || 'g++', ['-std=c++17', '-O1', join(here, 'selftest', 'selftest-main.cc'), '-o', exe, '-ldl'], { stdio: 'inherit' });
-  if (r.status !== 0) return false;
+  if (r.status !== 0) {
+    console.error('test:cuda-emu FAILED: building the emulator self-test failed');
+    return false;
+  }
   const src = readFileSync(join(here, 'selftest', 'selftest.cu'), 'utf8');
   const cases = [...src.matchAll(/!std::strcmp\(name, "([\w-]+)"\)/g)].map((m) => m[1]);
   let ok = cases.length > 0;
