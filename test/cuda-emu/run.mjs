@@ -36,8 +36,10 @@ if (process.env.NEUROTAP_EMU_TSAN === '0') opts.tsan = false;
 // is newer.
 async function buildOpTests(binDir) {
   const cxx = process.env.CXX || 'g++';
-  const sources = [join(root, 'test', 'native', 'test-backend-ops.cc')];
-  const headers = [join(root, 'test', 'native', 'check.h')];
+  // The op test and its case files (test/native/backend-ops-*.cc), as test/native/run.mjs links them.
+  const nativeTests = join(root, 'test', 'native');
+  const sources = [join(nativeTests, 'test-backend-ops.cc'), ...readdirSync(nativeTests).filter((f) => /^backend-ops-.*\.cc$/.test(f)).sort().map((f) => join(nativeTests, f))];
+  const headers = [join(nativeTests, 'check.h'), ...readdirSync(nativeTests).filter((f) => /^backend-ops.*\.h$/.test(f)).map((f) => join(nativeTests, f))];
   for (const d of ['engine', 'io', 'ops']) {
     for (const f of readdirSync(join(root, 'native', d))) {
       if (f.endsWith('.cc')) sources.push(join(root, 'native', d, f));
@@ -83,8 +85,8 @@ function runPass(label, exe, libDir, env) {
     console.log(`test:cuda-emu: skipping the ${label} pass: ThreadSanitizer cannot run on this machine (${fatal[0]})`);
     return true;
   }
-  const compared = Number(/(\d+) cases compared across backends/.exec(r.stdout ?? '')?.[1] ?? 0);
-  const loaded = /comparing CUDA \(neurotap CUDA emulator/.test(r.stdout ?? '');
+  const compared = Number(/(\d+) compared across backends/.exec(r.stdout ?? '')?.[1] ?? 0);
+  const loaded = /comparing cuda \(neurotap CUDA emulator/i.test(r.stdout ?? '');
   const races = (r.stderr ?? '').match(/WARNING: ThreadSanitizer/g)?.length ?? 0;
   if (r.status !== 0 || !loaded || compared === 0) {
     const why = races
