@@ -152,3 +152,8 @@ export function native(): NativeAddon {
 export function addonDir(): string {
   return dirname((load as unknown as { path(dir: string): string }).path(root));
 }
+
+/** Where backend libraries (libneurotap_cuda.so) are loaded from: NEUROTAP_BACKEND_DIR, else the addon's folder. */
+export function backendDir(): string {
+  return process.env.NEUROTAP_BACKEND_DIR || addonDir();
+}

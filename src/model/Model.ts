@@ -4,7 +4,7 @@
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 
-import { addonDir, native, type NativeConfig, type NativeHookInfo, type NativeKvCache, type NativeModel, type NativeRunOptions, type NativeRunResult } from '../bindings/native.js';
+import { backendDir, native, type NativeConfig, type NativeHookInfo, type NativeKvCache, type NativeModel, type NativeRunOptions, type NativeRunResult } from '../bindings/native.js';
 import { processCudaLibraryDirs } from '../bindings/cuda-libs.js';
 import { DeviceError, DisposedError, InvalidInputError, UnsupportedModelError, wrapError } from '../errors.js';
 import { editToAction, makeDispatcher, type Edit, type HookFunction, type HookGeometry, type HookSpec, type NativeAction } from '../hooks/edits.js';
@@ -110,7 +110,7 @@ export type ModelConfig = Omit<NativeConfig, 'threads' | 'device' | 'deviceName'
 
 /** Whether a backend can run here, and if not, why (e.g. no CUDA library, driver or GPU). */
 export function probeDevice(device: 'cuda'): { available: boolean; reason: string; device: string } {
-  return native().probeBackend(device, addonDir(), processCudaLibraryDirs());
+  return native().probeBackend(device, backendDir(), processCudaLibraryDirs());
 }
 
 /** @internal One native forward as Model.run and generation issue it. */
@@ -550,7 +550,7 @@ export async function loadModel<F extends Family = Family>(dir: string, options:
       threads,
       device,
       dtype,
-      backendDir: addonDir(),
+      backendDir: backendDir(),
       ...(device === 'cpu' ? {} : { libraryDirs: processCudaLibraryDirs() }),
     });
   } catch (err) {

@@ -2,15 +2,22 @@
 // every fixture model (f32 logits and every hook; bf16/f16 logits), native edits, JS hooks and
 // greedy generation. The cases and their tolerances are in ./parity-cases.ts. Where
 // probeDevice('cuda') says there is no usable CUDA backend (no libneurotap_cuda.so, driver or
-// GPU: the normal case off the GPU machine) the file prints the reason and skips. On the GPU
-// machine the device harness (bench/gpu/run.sh) runs the same cases with plain node.
+// GPU: the normal case off the GPU machine) the file prints the reason and skips, unless
+// NEUROTAP_BACKEND_REQUIRED=1 (npm run test:cuda-emu-parity, against the CPU emulation of CUDA).
+// On the GPU machine the device harness (bench/gpu/run.sh) runs the same cases with plain node.
 import { afterAll, describe, it } from 'vitest';
 
 import { buildCases, cudaStatus, disposeAll, SkipCase } from './parity-cases.js';
 
 const status = cudaStatus();
 
-if (!status.available) {
+if (!status.available && process.env.NEUROTAP_BACKEND_REQUIRED === '1') {
+  describe('CUDA parity', () => {
+    it('needs a CUDA backend (NEUROTAP_BACKEND_REQUIRED=1)', () => {
+      throw new Error(`no usable CUDA backend: ${status.reason}`);
+    });
+  });
+} else if (!status.available) {
   describe('CUDA parity', () => {
     it('skips: no usable CUDA backend here', (ctx) => {
       console.warn(`test/gpu/parity.test.ts: skipping the CUDA parity tests: ${status.reason}`);
