@@ -113,6 +113,9 @@ export async function build(opts) {
   const includeDir = join(here, 'include');
   const common = ['-std=c++17', '-O2', '-g', '-fPIC', '-fvisibility=hidden', '-Wall', '-Wno-unknown-pragmas', '-I', includeDir, '-I', cudaInc];
   if (opts.tsan) common.push('-DNT_EMU_TSAN=1');
+  // As nvcc lists the architectures it compiled for (cuda/backend.cu refuses older devices):
+  // the emulated library claims sm_80, the oldest the CMake build targets.
+  common.push('-D__CUDA_ARCH_LIST__=800');
   // Headers every object depends on: rebuild when any of them is newer than the object.
   const headers = [
     ...readdirSync(srcDir).filter((f) => !f.endsWith('.cu')).map((f) => join(srcDir, f)),

@@ -186,6 +186,27 @@ export function buildCases(): GpuCase[] {
     return `${m.deviceName}`;
   });
 
+  add('device: a GPU older than the architectures the library was built for is refused at load', async () => {
+    const m = await model('gpt2', GPU);
+    if (!m.deviceName.includes('emulator')) throw new SkipCase('needs the CPU emulation of CUDA, whose compute capability a test can set');
+    process.env.NT_EMU_COMPUTE_CAPABILITY = '7.5';
+    try {
+      await loadModel(join(FIXTURES, 'gpt2'), { device: 'cuda', threads: 1 }).then(
+        (old) => {
+          old.dispose();
+          throw new Error('a compute capability 7.5 device was accepted by a library built for 8.0');
+        },
+        (err: { code?: string; message: string }) => {
+          if (err.code !== 'ERR_DEVICE_UNAVAILABLE' || !/7\.5/.test(err.message) || !/8\.0/.test(err.message))
+            throw new Error(`expected ERR_DEVICE_UNAVAILABLE naming 7.5 and 8.0, got ${err.code}: ${err.message}`);
+        },
+      );
+    } finally {
+      delete process.env.NT_EMU_COMPUTE_CAPABILITY;
+    }
+    return 'refused';
+  });
+
   for (const name of fixtureNames()) {
     const refPath = join(FIXTURES, name, 'reference.safetensors');
     if (!existsSync(refPath)) continue;

@@ -238,8 +238,11 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device) {
   prop->maxThreadsPerBlock = kMaxThreadsPerBlock;
   prop->maxThreadsDim[0] = 1024, prop->maxThreadsDim[1] = 1024, prop->maxThreadsDim[2] = 64;
   prop->maxGridSize[0] = static_cast<int>(kMaxGridX), prop->maxGridSize[1] = kMaxGridYZ, prop->maxGridSize[2] = kMaxGridYZ;
+  // Compute capability 9.0, or NT_EMU_COMPUTE_CAPABILITY ("7.5"): tests of the backend's
+  // refusal of a device older than the architectures it was built for.
   prop->major = 9;
   prop->minor = 0;
+  if (const char *cc = std::getenv("NT_EMU_COMPUTE_CAPABILITY")) std::sscanf(cc, "%d.%d", &prop->major, &prop->minor);
   prop->multiProcessorCount = 132;
   prop->maxThreadsPerMultiProcessor = 2048;
   prop->l2CacheSize = 50 << 20;
