@@ -5,10 +5,12 @@
 // <out>/libneurotap_cuda.so (-z defs). Test-only. Used by run.mjs (npm run test:cuda-emu).
 // Usage: node test/cuda-emu/build.mjs [--cuda-dir DIR] [--out DIR] [--tsan]
 // Environment: CXX (default g++), NVCC / CUDA_HOME / CUDA_PATH to find the toolkit's headers.
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, statSync, writeFileSync } from 'node:fs';
-import { delimiter, dirname, join, resolve } from 'node:path';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import { findNvcc, toolkitRoots } from '../../cuda/toolchain.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '..', '..');
@@ -25,19 +27,9 @@ function parseArgs(argv) {
   return opts;
 }
 
-// The toolkit's include folder (cuda_runtime.h), found as cuda/check.mjs finds nvcc.
+// The toolkit's include folder (cuda_runtime.h), from the toolkit nvcc belongs to (cuda/toolchain.mjs).
 export function cudaIncludes() {
-  const roots = [process.env.CUDA_HOME, process.env.CUDA_PATH].filter(Boolean);
-  const nvccs = [process.env.NVCC, ...(process.env.PATH ?? '').split(delimiter).filter(Boolean).map((d) => join(d, 'nvcc')), '/usr/local/cuda/bin/nvcc'];
-  const nvcc = nvccs.find((c) => c && existsSync(c));
-  if (nvcc) {
-    roots.push(resolve(dirname(realpathSync(nvcc)), '..'));
-    const dry = spawnSync(nvcc, ['--dryrun', '--version'], { encoding: 'utf8' });
-    const top = /TOP=(\S+)/.exec(`${dry.stdout ?? ''}${dry.stderr ?? ''}`);
-    if (top) roots.push(resolve(top[1].replace(/^"|"$/g, '')));
-  }
-  roots.push('/usr/local/cuda');
-  for (const r of roots) {
+  for (const r of toolkitRoots(findNvcc())) {
     for (const inc of [join(r, 'include'), join(r, 'targets', 'x86_64-linux', 'include')])
       if (existsSync(join(inc, 'cuda_runtime.h'))) return inc;
   }
