@@ -127,6 +127,8 @@ export interface ForwardRequest {
   logitsOutput?: Float32Array;
   /** Positions an edit's selection may name. */
   maxPositions: number;
+  /** The caller already ran ensureForwardFits on this request (Model.run does, before copying the ids). */
+  fitsChecked?: boolean;
   /** Run blocks [0, stopAtLayer) only. */
   stopAtLayer?: number;
   /** Top-k (k >= 1) and/or firing counts (`counts`, over the rows with `rows[r] != 0`) of attached SAEs. */
@@ -304,7 +306,7 @@ export class Model<F extends Family = Family> {
     });
     const batch = tokens.length;
     const pos = tokens[0]!.length;
-    const { logits, cache, features } = await this.forward({ ...request, tokens: Int32Array.from(tokens.flat()), batch, pos, maxPositions: pos });
+    const { logits, cache, features } = await this.forward({ ...request, tokens: Int32Array.from(tokens.flat()), batch, pos, maxPositions: pos, fitsChecked: true });
     return { logits, cache, tokens, features };
   }
 
@@ -402,7 +404,7 @@ export class Model<F extends Family = Family> {
     const keyPos = (req.cache?.length ?? 0) + pos;
     checkInteger(req.stopAtLayer, 'stopAtLayer', 0, this.config.nLayers);
     const names = this.resolveHooks([...patternList(req.capture, 'capture'), ...Object.keys(req.outputs ?? {})]);
-    ensureForwardFits(this, 'this forward', { ...req, keyPos }, names);
+    if (!req.fitsChecked) ensureForwardFits(this, 'this forward', { ...req, keyPos }, names);
     const { actions, fns } = this.actions(req.hooks ?? {}, batch, pos, keyPos, req.maxPositions);
     const features = new Map<string, SparseFeatures>();
     const featureCounts = new Map<string, Uint32Array>();
