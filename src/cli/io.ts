@@ -4,9 +4,8 @@ import { readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 
 import { NeurotapError } from '../errors.js';
-import { writeError } from '../extract/files.js';
+import { errCode, writeError } from '../extract/files.js';
 
-const errCode = (err: unknown) => (err as { code?: unknown }).code;
 const reason = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 /** Reads a UTF-8 input file: missing is ERR_FILE_NOT_FOUND, anything else (a directory, no permission) ERR_FILE_READ. */

@@ -8,7 +8,8 @@ import { NeurotapError } from '../errors.js';
 
 const HASH_CHUNK = 4 << 20;
 
-const errCode = (err: unknown) => (err as { code?: unknown }).code;
+/** The `code` of a Node system error (ENOENT, EEXIST, ...), if any. */
+export const errCode = (err: unknown): unknown => (err as { code?: unknown }).code;
 
 /** Turns a failed fs call into a coded error: ERR_DISK_FULL for ENOSPC / EDQUOT, else ERR_FILE_WRITE. */
 export function writeError(err: unknown, what: string): NeurotapError {
