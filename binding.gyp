@@ -9,6 +9,7 @@
         "native/api/run-buffers.cc",
         "native/api/sae-wrap.cc",
         "native/api/worker.cc",
+        "native/engine/backward.cc",
         "native/engine/backend.cc",
         "native/engine/config.cc",
         "native/engine/edits.cc",

@@ -19,6 +19,7 @@
 namespace nt {
 
 class Checkpoint;
+struct BackwardRequest;
 
 struct Linear {
   DeviceBuffer w;  // [out, in], `dtype`
@@ -94,6 +95,13 @@ class Model {
   // Validates the request (token range, sizes, edits against their hooks) before any
   // compute, then runs it. Runs on one model serialize.
   void forward(const ForwardRequest &req, HookPlan *plan);
+
+  // Runs req.forward with `plan` (edits, captures and JS functions as in forward), then the
+  // backward pass from the metric or seeds (engine/backward.h) down to the embeddings, firing
+  // `grad_plan` at each hook with the gradient of the metric with respect to that hook's
+  // output: captures ([replicas, ...hook shape]), edits and host functions on gradients.
+  // Throws EngineError; the model stays usable.
+  void backward(const BackwardRequest &req, HookPlan *plan, HookPlan *grad_plan);
 
   // Attaches an SAE at hook `base` (one per hook; the hook table gains its six hooks) or
   // detaches it. Wait for running forwards. Throws EngineError (ERR_SAE_MISMATCH: d_in is not

@@ -21,7 +21,7 @@
 extern "C" {
 #endif
 
-#define NT_BACKEND_ABI_VERSION 2  /* 2: softcap */
+#define NT_BACKEND_ABI_VERSION 3  /* 2: softcap; 3: backward ops */
 
 typedef struct nt_backend nt_backend; /* one device context (device, stream, handles) */
 
@@ -124,6 +124,50 @@ typedef struct nt_backend_api {
   /* In place over n floats: x = cap * tanh(x / cap) (Gemma 2's attention-logit and final-logit
    * soft-capping); -inf stays -inf (masked scores). cap > 0. */
   int (*softcap)(nt_backend *be, float *x, int64_t n, float cap);
+
+  /* Backward ops (ABI 3): vector-Jacobian products of the ops above, for gradients with respect
+   * to activations (never weights). Each writes its outputs (it does not accumulate into them);
+   * an output may alias the gradient it is computed from only where stated. The forward values
+   * they read are the forward op's inputs (or outputs, where stated), recomputed by the engine. */
+
+  /* dA[M, K] = dC[M, N] . W[N, K], for C = gemm(A, W): W exactly as passed to gemm (any dtype,
+   * packed layouts included). */
+  int (*gemm_backward)(nt_backend *be, const float *dC, int64_t M, int64_t N, const void *W, nt_dtype w_dtype, int64_t K, float *dA);
+  /* Norms over rows of d of the forward input x (layer_norm != 0: LayerNorm, centered
+   * xc = x - mean(x); else RMSNorm, xc = x). `scale` [M] is what the forward divided by
+   * (normalized n = xc / scale); dn = d/dn (the gradient before the weight is applied).
+   *   norm_scale_backward: dscale[m] = -sum_j dn[m, j] * xc[m, j] / scale[m]^2
+   *   norm_backward: dx[m, j] = (dn[m, j] - [LayerNorm] mean_j dn[m, :]) / scale[m]
+   *                              + (dscale ? dscale[m] * xc[m, j] / (d * s[m]) : 0)
+   * with s = sqrt(mean(xc^2) + eps), the scale the forward computed (d s / d x = xc / (d s)).
+   * dscale NULL treats the scale as a constant (a detached norm scale). dx may alias dn. */
+  int (*norm_scale_backward)(nt_backend *be, const float *x, int64_t M, int64_t d, int32_t layer_norm, const float *scale,
+                             const float *dn, float *dscale);
+  int (*norm_backward)(nt_backend *be, const float *x, int64_t M, int64_t d, int32_t layer_norm, float eps, const float *scale,
+                       const float *dn, const float *dscale, float *dx);
+  /* dx[i] = dy[i] * f'(x[i]), x the pre-activation. dx may alias dy. */
+  int (*activation_backward)(nt_backend *be, nt_activation act, const float *x, const float *dy, int64_t n, float *dx);
+  /* out = f(gate) * up: dgate = dout * up * f'(gate) (skipped when dgate is NULL: a detached
+   * nonlinearity), dup = dout * f(gate). Neither may alias dout. */
+  int (*gated_activation_backward)(nt_backend *be, nt_activation act, const float *gate, const float *up, const float *dout, int64_t n,
+                                   float *dgate, float *dup);
+  /* y = cap * tanh(x / cap), given the forward output y: dx = dy * (1 - (y / cap)^2); where y is
+   * -inf (a masked score) dx = 0. dx may alias dy. */
+  int (*softcap_backward)(nt_backend *be, const float *y, const float *dy, int64_t n, float cap, float *dx);
+  /* p = softmax over rows of n (the forward output): dx = p * (dp - sum_j p_j dp_j). dx may alias dp. */
+  int (*softmax_rows_backward)(nt_backend *be, const float *p, const float *dp, int64_t rows, int64_t n, float *dx);
+  /* z = attention_apply(pattern, v), shape s with S = KV (no KV cache):
+   *   dpattern[b, h, i, j] = dz[b, i, h, :] . v[b, j, g(h), :] for every j < KV (masked entries too,
+   *                          as autograd gives them);
+   *   dv[b, j, g, :] = sum over the heads h of group g and i of pattern[b, h, i, j] * dz[b, i, h, :]. */
+  int (*attention_apply_backward)(nt_backend *be, const nt_attention_shape *s, const float *pattern, const float *v, const float *dz,
+                                  float *dpattern, float *dv);
+  /* scores = attention_scores(q, k) (scale * q . k where the mask allows, -inf elsewhere):
+   *   dq[b, i, h, :] = scale * sum over allowed j of dscores[b, h, i, j] * k[b, j, g(h), :]
+   *   dk[b, j, g, :] = scale * sum over h in g and allowed i of dscores[b, h, i, j] * q[b, i, h, :]
+   * (masked entries of dscores are ignored; rows of dk no query sees are 0). */
+  int (*attention_scores_backward)(nt_backend *be, const nt_attention_shape *s, const float *q, const float *k, const float *dscores,
+                                   float *dq, float *dk);
 } nt_backend_api;
 
 /* The one exported symbol of a backend library: its table for `abi_version`, or NULL when the
