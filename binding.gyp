@@ -16,6 +16,7 @@
         "native/engine/hooks.cc",
         "native/engine/model.cc",
         "native/engine/model-sae.cc",
+        "native/engine/pass.cc",
         "native/engine/sae.cc",
         "native/engine/weights.cc",
         "native/io/json.cc",

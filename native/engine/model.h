@@ -110,6 +110,8 @@ class Model {
   void detach_sae(int base);
 
  private:
+  friend class Pass;
+  friend class Backward;
   Model(ModelConfig config) : config_(std::move(config)), hooks_(std::make_shared<const HookTable>(config_)) {}
   void load_weights(const Checkpoint &ck);  // after verify_checkpoint (weights.cc)
   void forward_locked(const ForwardRequest &req, HookPlan *plan);
