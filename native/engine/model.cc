@@ -10,13 +10,9 @@
 
 namespace nt {
 
-namespace {
-
 void check_finite_size(int64_t a, int64_t b, const char *what) {
   if (a > 0 && b > (int64_t(1) << 46) / a) fail(code::kInvalidInput, std::string(what) + " is too large");
 }
-
-}  // namespace
 
 DeviceBuffer &Model::scratch(size_t slot, int64_t floats) {
   DeviceBuffer &b = workspace_.at(slot);  // a fixed array: references stay valid across calls
@@ -48,8 +44,13 @@ std::unique_ptr<KvCache> Model::create_cache(int64_t batch, int64_t capacity) co
 }
 
 void Model::forward(const ForwardRequest &req, HookPlan *plan) {
-  const ModelConfig &c = config_;
   std::lock_guard<std::mutex> lock(run_mutex_);  // runs serialize; SAE attach/detach wait for them
+  validate_request(req, plan);
+  forward_locked(req, plan);
+}
+
+void Model::validate_request(const ForwardRequest &req, HookPlan *plan) const {
+  const ModelConfig &c = config_;
   if (req.hooks_version != hooks_->version)
     fail(code::kInvalidInput, "an SAE was attached or detached after this run was planned; run it again");
   if (req.batch < 1 || req.pos < 1)
@@ -124,7 +125,6 @@ void Model::forward(const ForwardRequest &req, HookPlan *plan) {
       if (!sae->use_error_term() && plan->active(sae->first() + kSaeError))
         fail(code::kInvalidInput, "'" + hooks_->points()[static_cast<size_t>(sae->first() + kSaeError)].name +
                                       "' needs the SAE attached with its error term (useErrorTerm: true)");
-  forward_locked(req, plan);
 }
 
 void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {

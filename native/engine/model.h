@@ -19,6 +19,10 @@
 namespace nt {
 
 class Checkpoint;
+
+// Throws ERR_INVALID_INPUT when a x b floats would not be addressable (limits every size a
+// request implies).
+void check_finite_size(int64_t a, int64_t b, const char *what);
 struct BackwardRequest;
 
 struct Linear {
@@ -115,6 +119,8 @@ class Model {
   Model(ModelConfig config) : config_(std::move(config)), hooks_(std::make_shared<const HookTable>(config_)) {}
   void load_weights(const Checkpoint &ck);  // after verify_checkpoint (weights.cc)
   void forward_locked(const ForwardRequest &req, HookPlan *plan);
+  // Every check of forward() that does not need the request to run (under run_mutex_).
+  void validate_request(const ForwardRequest &req, HookPlan *plan) const;
   // Workspace buffer `slot` with room for at least `floats` (grown, never shrunk).
   DeviceBuffer &scratch(size_t slot, int64_t floats);
 
