@@ -215,11 +215,74 @@ int cpu_apply_edit(nt_backend *be, const nt_edit *e, const nt_edit_context *c, f
   }
 }
 
+// Backward ops (ABI 3).
+int cpu_gemm_backward(nt_backend *be, const float *dC, int64_t M, int64_t N, const void *W, nt_dtype w_dtype, int64_t K, float *dA) {
+  switch (w_dtype) {
+    case kCpuPackedF32: nt::gemm_backward_f32_packed(be->pool, dC, M, N, static_cast<const float *>(W), K, dA); return 0;
+    case kCpuPackedBf16: nt::gemm_backward_bf16_packed(be->pool, dC, M, N, static_cast<const uint16_t *>(W), K, dA); return 0;
+    case NT_F32: nt::gemm_backward_f32(be->pool, dC, M, N, static_cast<const float *>(W), K, dA); return 0;
+    case NT_BF16: {
+      // As in cpu_gemm: unpacked bf16 only without AVX2; widen per call.
+      thread_local std::vector<float> w;
+      w.resize(static_cast<size_t>(N * K));
+      for (int64_t i = 0; i < N * K; ++i) w[static_cast<size_t>(i)] = bf16_value(static_cast<const uint16_t *>(W)[i]);
+      nt::gemm_backward_f32(be->pool, dC, M, N, w.data(), K, dA);
+      return 0;
+    }
+    default: return fail_op(be, "the CPU backend keeps weights in F32 or BF16");
+  }
+}
+int cpu_norm_scale_backward(nt_backend *be, const float *x, int64_t M, int64_t d, int32_t layer_norm, const float *scale, const float *dn,
+                            float *dscale) {
+  nt::norm_scale_backward_f32(be->pool, x, M, d, layer_norm != 0, scale, dn, dscale);
+  return 0;
+}
+int cpu_norm_backward(nt_backend *be, const float *x, int64_t M, int64_t d, int32_t layer_norm, float eps, const float *scale, const float *dn,
+                      const float *dscale, float *dx) {
+  nt::norm_backward_f32(be->pool, x, M, d, layer_norm != 0, eps, scale, dn, dscale, dx);
+  return 0;
+}
+bool known_activation(nt_activation act) {
+  return act == NT_ACT_GELU_TANH || act == NT_ACT_GELU_ERF || act == NT_ACT_SILU || act == NT_ACT_RELU;
+}
+int cpu_activation_backward(nt_backend *be, nt_activation act, const float *x, const float *dy, int64_t n, float *dx) {
+  if (!known_activation(act)) return fail_op(be, "unknown activation");
+  nt::activation_backward_f32(be->pool, static_cast<int>(act), x, dy, n, dx);
+  return 0;
+}
+int cpu_gated_activation_backward(nt_backend *be, nt_activation act, const float *gate, const float *up, const float *dout, int64_t n,
+                                  float *dgate, float *dup) {
+  if (!known_activation(act)) return fail_op(be, "unknown activation");
+  nt::gated_act_backward_f32(be->pool, static_cast<int>(act), gate, up, dout, n, dgate, dup);
+  return 0;
+}
+int cpu_softcap_backward(nt_backend *be, const float *y, const float *dy, int64_t n, float cap, float *dx) {
+  if (!(cap > 0.0f)) return fail_op(be, "softcap: cap must be positive");
+  nt::softcap_backward_f32(be->pool, y, dy, n, cap, dx);
+  return 0;
+}
+int cpu_softmax_rows_backward(nt_backend *be, const float *p, const float *dp, int64_t rows, int64_t n, float *dx) {
+  nt::softmax_rows_backward_f32(be->pool, p, dp, rows, n, dx);
+  return 0;
+}
+int cpu_attention_apply_backward(nt_backend *be, const nt_attention_shape *s, const float *pattern, const float *v, const float *dz,
+                                 float *dpattern, float *dv) {
+  nt::attention_apply_backward_f32(be->pool, shape_of(s), pattern, v, dz, dpattern, dv);
+  return 0;
+}
+int cpu_attention_scores_backward(nt_backend *be, const nt_attention_shape *s, const float *q, const float *k, const float *dscores, float *dq,
+                                  float *dk) {
+  nt::attention_scores_backward_f32(be->pool, shape_of(s), q, k, dscores, dq, dk);
+  return 0;
+}
+
 const nt_backend_api kCpuApi = {
     NT_BACKEND_ABI_VERSION, "cpu", cpu_create, cpu_destroy, cpu_device_name, cpu_last_error, cpu_synchronize,
     cpu_alloc, cpu_free, cpu_copy, cpu_copy, cpu_copy_2d, cpu_embed, cpu_add_positions, cpu_gemm, cpu_layer_norm,
     cpu_rms_norm, cpu_mul_rows, cpu_add, cpu_activation, cpu_gated_activation, cpu_rope, cpu_attention,
     cpu_attention_scores, cpu_softmax_rows, cpu_attention_apply, cpu_apply_edit, cpu_pack_weight, cpu_softcap,
+    cpu_gemm_backward, cpu_norm_scale_backward, cpu_norm_backward, cpu_activation_backward, cpu_gated_activation_backward,
+    cpu_softcap_backward, cpu_softmax_rows_backward, cpu_attention_apply_backward, cpu_attention_scores_backward,
 };
 
 }  // namespace

@@ -23,6 +23,10 @@ void gemm_f32_packed(ThreadPool &pool, const float *A, int64_t M, int64_t K, con
 // The same with bf16 weights (same panel layout, 16-bit elements) widened to f32 in the kernel.
 void gemm_pack_weights_bf16(const uint16_t *W, int64_t N, int64_t K, uint16_t *Wp);
 void gemm_bf16_packed(ThreadPool &pool, const float *A, int64_t M, int64_t K, const uint16_t *Wp, int64_t N, const float *bias, float *C);
+// Backward (gemm-backward.cc): dA[M, K] = dC[M, N] · W[N, K], W plain or packed as above.
+void gemm_backward_f32(ThreadPool &pool, const float *dC, int64_t M, int64_t N, const float *W, int64_t K, float *dA);
+void gemm_backward_f32_packed(ThreadPool &pool, const float *dC, int64_t M, int64_t N, const float *Wp, int64_t K, float *dA);
+void gemm_backward_bf16_packed(ThreadPool &pool, const float *dC, int64_t M, int64_t N, const uint16_t *Wp, int64_t K, float *dA);
 
 // Selects the GEMM micro-kernel ("avx512", "avx2", "scalar"); false if this CPU lacks it.
 // The default is the best available (NEUROTAP_GEMM_KERNEL caps it). For tests and benchmarks.
@@ -35,6 +39,13 @@ void layer_norm_f32(ThreadPool &pool, const float *x, int64_t M, int64_t d, cons
 
 // out[M, d] = x / sqrt(mean(x^2) + eps) (* w when non-null); scale_out as above.
 void rms_norm_f32(ThreadPool &pool, const float *x, int64_t M, int64_t d, const float *w, float eps, float *out, float *scale_out);
+// Norm backward (elementwise-backward.cc), the formulas of backend-abi.h: xc = x - mean (LayerNorm) or x,
+// n = xc / scale, dn = d/dn. dscale[m] = -sum_j dn * xc / scale^2; dx = (dn - [LN] mean(dn)) /
+// scale + dscale * xc / (d * s), s = sqrt(mean(xc^2) + eps) (no dscale term when null). dx may alias dn.
+void norm_scale_backward_f32(ThreadPool &pool, const float *x, int64_t M, int64_t d, bool layer_norm, const float *scale, const float *dn,
+                             float *dscale);
+void norm_backward_f32(ThreadPool &pool, const float *x, int64_t M, int64_t d, bool layer_norm, float eps, const float *scale, const float *dn,
+                       const float *dscale, float *dx);
 
 // out[M, d] = x[M, d] * w[d]
 void mul_rows_f32(ThreadPool &pool, const float *x, int64_t M, int64_t d, const float *w, float *out);
@@ -52,6 +63,13 @@ void relu_f32(ThreadPool &pool, float *x, int64_t n);
 void silu_f32(ThreadPool &pool, float *x, int64_t n);
 // out = act(gate) * up, elementwise; act is one of the above by id (see Activation).
 void gated_act_f32(ThreadPool &pool, int activation, const float *gate, const float *up, int64_t n, float *out);
+// Backward (elementwise-backward.cc): dx = dy * act'(x) (dx may alias dy); for out = act(gate) * up,
+// dgate = dout * up * act'(gate) (skipped when null) and dup = dout * act(gate).
+void activation_backward_f32(ThreadPool &pool, int activation, const float *x, const float *dy, int64_t n, float *dx);
+void gated_act_backward_f32(ThreadPool &pool, int activation, const float *gate, const float *up, const float *dout, int64_t n, float *dgate,
+                            float *dup);
+// Given y = softcap(x): dx = dy * (1 - (y / cap)^2), 0 where y is -inf. dx may alias dy.
+void softcap_backward_f32(ThreadPool &pool, const float *y, const float *dy, int64_t n, float cap, float *dx);
 
 // Rotary embedding in place on x [B, T, heads, D], HF rotate-half convention: the pair
 // (x[i], x[i + D/2]) of row b, token t turns by angle (pos0 + t - pad[b]) * inv_freq[i]
@@ -83,5 +101,17 @@ void softmax_rows_f32(ThreadPool &pool, float *x, int64_t rows, int64_t n);
 // z[B, T, H, D] = pattern[B, H, T, KV] · v, over all keys (an edited pattern may put weight
 // outside the mask).
 void attention_apply_f32(ThreadPool &pool, const AttentionShape &s, const float *pattern, const float *v, float *z);
+
+// Backward of the instrumented path (attention-backward.cc, elementwise-backward.cc), S = KV rows of k / v
+// used. softmax: p the forward output, dx = p * (dp - sum_j p_j dp_j) (dx may alias dp).
+void softmax_rows_backward_f32(ThreadPool &pool, const float *p, const float *dp, int64_t rows, int64_t n, float *dx);
+// dpattern[B, H, T, KV] = dz · v^T per head (every key); dv[B, S, G, D] = sum over the group's
+// heads of pattern^T · dz.
+void attention_apply_backward_f32(ThreadPool &pool, const AttentionShape &s, const float *pattern, const float *v, const float *dz,
+                                  float *dpattern, float *dv);
+// dq[B, T, H, D] = scale * dscores · k and dk[B, S, G, D] = scale * sum over the group's heads of
+// dscores^T · q, over the mask's visible (query, key) pairs only; keys no query sees get 0.
+void attention_scores_backward_f32(ThreadPool &pool, const AttentionShape &s, const float *q, const float *k, const float *dscores,
+                                   float *dq, float *dk);
 
 }  // namespace nt

@@ -1,0 +1,134 @@
+// CPU backward of the instrumented attention path (attention_scores and attention_apply), with the
+// formulas of backend-abi.h's ABI 3 section and the forward's mask (GQA, sliding window, left
+// padding). Each product is a small GEMM per (row, head) or (row, kv group) over fma_tile, with the
+// transposed operand read through strides. Tests: test/native/test-backward.cc.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "ops/fma-tile.h"
+#include "ops/ops.h"
+
+namespace nt {
+
+namespace {
+
+constexpr int64_t kCols = 32;
+
+// Visible keys [lo, hi] of query t in row b (as attention.cc); empty when lo > hi.
+inline void key_range(const AttentionShape &s, int64_t b, int64_t t, int64_t *lo, int64_t *hi) {
+  const int64_t i = s.q0 + t;
+  *hi = i;
+  *lo = s.pad ? s.pad[b] : 0;
+  if (s.window > 0) *lo = std::max<int64_t>(*lo, i - s.window + 1);
+}
+
+// m[t, j] = ds[t, j] where query t sees key j, else 0: [T, KV].
+void masked_scores(const AttentionShape &s, int64_t b, const float *ds, float *m) {
+  for (int64_t t = 0; t < s.T; ++t) {
+    int64_t lo, hi;
+    key_range(s, b, t, &lo, &hi);
+    float *row = m + t * s.KV;
+    const float *src = ds + t * s.KV;
+    std::fill(row, row + s.KV, 0.0f);
+    if (lo <= hi) std::memcpy(row + lo, src + lo, static_cast<size_t>(hi - lo + 1) * sizeof(float));
+  }
+}
+
+}  // namespace
+
+void attention_apply_backward_f32(ThreadPool &pool, const AttentionShape &s, const float *pattern, const float *v, const float *dz,
+                                  float *dpattern, float *dv) {
+  const int64_t T = s.T, H = s.H, G = s.G, D = s.D, KV = s.KV, group = H / G, MR = fma_tile_rows();
+  // dpattern[b, h] [T, KV] = dz[b, :, h] [T, D] · v[b, :, g]^T: rows i, reduction d, columns j
+  // from v transposed into [D, KV] once per item.
+  pool.parallel_for(s.B * H, [&](int64_t item) {
+    const int64_t b = item / H, h = item % H, g = h / group;
+    thread_local std::vector<float> vt;
+    vt.resize(static_cast<size_t>(D * KV));
+    for (int64_t j = 0; j < KV; ++j) {
+      const float *vr = v + ((b * s.S + j) * G + g) * D;
+      for (int64_t d = 0; d < D; ++d) vt[static_cast<size_t>(d * KV + j)] = vr[d];
+    }
+    for (int64_t i = 0; i < T; i += MR)
+      for (int64_t j = 0; j < KV; j += kCols) {
+        FmaTile t{dz + ((b * T + i) * H + h) * D, H * D, 1, vt.data() + j, KV, D, dpattern + (item * T + i) * KV + j, KV,
+                  std::min(MR, T - i), std::min(kCols, KV - j), 1.0f, false};
+        fma_tile(t);
+      }
+  });
+  // dv[b, :, g] [KV, D] = sum over h in g of pattern[b, h]^T [KV, T] · dz[b, :, h] [T, D].
+  pool.parallel_for(s.B * G, [&](int64_t item) {
+    const int64_t b = item / G, g = item % G;
+    for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+      const float *p = pattern + (b * H + h) * T * KV;
+      for (int64_t j = 0; j < KV; j += MR)
+        for (int64_t d = 0; d < D; d += kCols) {
+          FmaTile t{p + j, 1, KV, dz + (b * T * H + h) * D + d, H * D, T, dv + ((b * s.S + j) * G + g) * D + d, G * D,
+                    std::min(MR, KV - j), std::min(kCols, D - d), 1.0f, h > g * group};
+          fma_tile(t);
+        }
+    }
+    for (int64_t j = KV; j < s.S; ++j) std::fill_n(dv + ((b * s.S + j) * G + g) * D, D, 0.0f);
+  });
+}
+
+void attention_scores_backward_f32(ThreadPool &pool, const AttentionShape &s, const float *q, const float *k, const float *dscores,
+                                   float *dq, float *dk) {
+  const int64_t T = s.T, H = s.H, G = s.G, D = s.D, KV = s.KV, group = H / G, MR = fma_tile_rows();
+  // dq[b, :, h] [T, D] = scale * masked(dscores[b, h]) [T, KV] · k[b, :, g] [KV, D]; each row block
+  // reduces over the union of its rows' visible keys only.
+  pool.parallel_for(s.B * H, [&](int64_t item) {
+    const int64_t b = item / H, h = item % H, g = h / group;
+    thread_local std::vector<float> m;
+    m.resize(static_cast<size_t>(T * KV));
+    masked_scores(s, b, dscores + item * T * KV, m.data());
+    for (int64_t i = 0; i < T; i += MR) {
+      const int64_t mr = std::min(MR, T - i);
+      int64_t lo = KV, hi = -1;
+      for (int64_t r = 0; r < mr; ++r) {
+        int64_t l, u;
+        key_range(s, b, i + r, &l, &u);
+        if (l <= u) lo = std::min(lo, l), hi = std::max(hi, u);
+      }
+      hi = std::min(hi, KV - 1);
+      const int64_t n = std::max<int64_t>(0, hi - lo + 1);
+      if (n == 0) lo = 0;
+      for (int64_t d = 0; d < D; d += kCols) {
+        FmaTile t{m.data() + i * KV + lo, KV, 1, k + ((b * s.S + lo) * G + g) * D + d, G * D, n, dq + ((b * T + i) * H + h) * D + d, H * D, mr,
+                  std::min(kCols, D - d), s.scale, false};
+        fma_tile(t);
+      }
+    }
+  });
+  // dk[b, :, g] [KV, D] = scale * sum over h in g of masked(dscores[b, h])^T [KV, T] · q[b, :, h] [T, D];
+  // each key block reduces over the queries that see any of its keys (a contiguous range: both
+  // ends of a query's key range grow with t).
+  pool.parallel_for(s.B * G, [&](int64_t item) {
+    const int64_t b = item / G, g = item % G;
+    thread_local std::vector<float> m;
+    m.resize(static_cast<size_t>(T * KV));
+    for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+      masked_scores(s, b, dscores + (b * H + h) * T * KV, m.data());
+      for (int64_t j = 0; j < KV; j += MR) {
+        const int64_t mr = std::min(MR, KV - j);
+        int64_t t0 = T, t1 = -1;
+        for (int64_t t = 0; t < T; ++t) {
+          int64_t l, u;
+          key_range(s, b, t, &l, &u);
+          if (l <= u && l < j + mr && u >= j) t0 = std::min(t0, t), t1 = t;
+        }
+        const int64_t n = std::max<int64_t>(0, t1 - t0 + 1);
+        if (n == 0) t0 = 0;
+        for (int64_t d = 0; d < D; d += kCols) {
+          FmaTile t{m.data() + t0 * KV + j, 1, KV, q + ((b * T + t0) * H + h) * D + d, H * D, n, dk + ((b * s.S + j) * G + g) * D + d, G * D, mr,
+                    std::min(kCols, D - d), s.scale, h > g * group};
+          fma_tile(t);
+        }
+      }
+    }
+    for (int64_t j = KV; j < s.S; ++j) std::fill_n(dk + ((b * s.S + j) * G + g) * D, D, 0.0f);
+  });
+}
+
+}  // namespace nt
