@@ -4,9 +4,11 @@
       "target_name": "neurotap",
       "sources": [
         "native/addon.cc",
+        "native/api/backward-wrap.cc",
         "native/api/js-hooks.cc",
         "native/api/model-wrap.cc",
         "native/api/run-buffers.cc",
+        "native/api/run-options.cc",
         "native/api/sae-wrap.cc",
         "native/api/worker.cc",
         "native/engine/backward.cc",

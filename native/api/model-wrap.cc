@@ -3,20 +3,16 @@
 // except through the JS hook bridge.
 #include "api/model-wrap.h"
 
-#include <cmath>
-#include <unordered_set>
-
 #include "api/errors.h"
 #include "api/js-hooks.h"
 #include "api/run-buffers.h"
+#include "api/run-options.h"
 #include "api/worker.h"
 #include "engine/error.h"
 
 namespace nt {
 
 namespace {
-
-[[noreturn]] void throw_coded(Napi::Env env, const char *code, const std::string &message) { throw coded_error(env, code, message); }
 
 AddonData *addon(Napi::Env env) { return env.GetInstanceData<AddonData>(); }
 
@@ -42,123 +38,39 @@ class LoadWorker : public PromiseWorker {
 class RunWorker : public PromiseWorker {
  public:
   RunWorker(Napi::Env env, std::shared_ptr<Model> model, const HookTable &table)
-      : PromiseWorker(env), model_(std::move(model)), plan_(table.points().size()) {
-    req_.hooks_version = table.version;
-  }
-
-  // Keeps a JS object (the KV cache) alive until the worker is destroyed.
-  void keep(Napi::Object v) { refs_.push_back(Napi::Persistent(v)); }
+      : PromiseWorker(env), model_(std::move(model)), args_(table.points().size()) {}
 
   std::shared_ptr<Model> model_;
-  std::shared_ptr<KvCache> cache_;
-  std::shared_ptr<JsHookBridge> bridge_;
-  HookPlan plan_;
   ForwardRequest req_;
-  RunBuffers buffers_;                // every typed array the engine reads or writes
-  std::vector<size_t> capture_slots_;  // buffers_ outputs of the captures, in request order
-  int logits_slot_ = -1;
+  RunArgs args_;
 
  protected:
-  void work() override { model_->forward(req_, &plan_); }
+  void work() override { model_->forward(req_, &args_.plan); }
   // Resolves to {captures: Float32Array[], logits: Float32Array | null}.
   void OnOK() override {
-    if (bridge_) bridge_->release();
+    if (args_.bridge) args_.bridge->release();
     Napi::Env env = Env();
     try {
-      const std::vector<Napi::Value> out = buffers_.deliver(env);
-      Napi::Object result = Napi::Object::New(env);
-      Napi::Array captures = Napi::Array::New(env, capture_slots_.size());
-      for (size_t i = 0; i < capture_slots_.size(); ++i) captures.Set(static_cast<uint32_t>(i), out[capture_slots_[i]]);
-      result.Set("captures", captures);
-      result.Set("logits", logits_slot_ >= 0 ? out[static_cast<size_t>(logits_slot_)] : env.Null());
-      deferred_.Resolve(result);
+      const std::vector<Napi::Value> out = args_.buffers.deliver(env);
+      deferred_.Resolve(run_result(env, args_, out));
     } catch (const Napi::Error &e) {
       deferred_.Reject(e.Value());
     }
   }
   void OnError(const Napi::Error &e) override {
-    if (bridge_) bridge_->release();
+    if (args_.bridge) args_.bridge->release();
     PromiseWorker::OnError(e);
   }
-  Napi::Value js_error(Napi::Env env) override { return bridge_ ? bridge_->error(env) : Napi::Value(); }
-
- private:
-  std::vector<Napi::ObjectReference> refs_;
+  Napi::Value js_error(Napi::Env env) override { return args_.bridge ? args_.bridge->error(env) : Napi::Value(); }
 };
-
-// Typed-array accessors that throw coded errors on the wrong type.
-Napi::TypedArray typed(Napi::Env env, Napi::Value v, napi_typedarray_type type, const char *what) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
-    throw_coded(env, code::kInvalidInput, std::string(what) + " has the wrong type");
-  return v.As<Napi::TypedArray>();
-}
-
-template <class T>
-std::vector<T> int_list(Napi::Env env, Napi::Object o, const char *key) {
-  std::vector<T> out;
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return out;
-  Napi::Int32Array a = typed(env, v, napi_int32_array, key).As<Napi::Int32Array>();
-  for (size_t i = 0; i < a.ElementLength(); ++i) out.push_back(static_cast<T>(a[i]));
-  return out;
-}
-
-size_t length_of(Napi::Env env, Napi::Value v, napi_typedarray_type type, const char *what) {
-  return typed(env, v, type, what).ElementLength();
-}
-
-float number_or(Napi::Object o, const char *key, float fallback) {
-  Napi::Value v = o.Get(key);
-  return v.IsNumber() ? v.As<Napi::Number>().FloatValue() : fallback;
-}
-
-// Reads one edit action: {index, op, vector?, factor?, lo?, hi?, source?, positions?, last?,
-// generated?, prompt?, rows?, heads?}.
-Edit parse_edit(Napi::Env env, Napi::Object a, RunWorker *w) {
-  static const std::pair<const char *, EditOp> ops[] = {{"add", EditOp::Add},
-                                                         {"set", EditOp::Set},
-                                                         {"zero", EditOp::Zero},
-                                                         {"scale", EditOp::Scale},
-                                                         {"projectOut", EditOp::ProjectOut},
-                                                         {"projectionCap", EditOp::ProjectionCap},
-                                                         {"patch", EditOp::Patch}};
-  Edit e;
-  const std::string op = a.Get("op").IsString() ? a.Get("op").As<Napi::String>().Utf8Value() : "";
-  bool found = false;
-  for (const auto &p : ops)
-    if (op == p.first) {
-      e.op = p.second;
-      found = true;
-    }
-  if (!found) throw_coded(env, code::kInvalidInput, "unknown edit op '" + op + "'");
-  Napi::Value vec = a.Get("vector");
-  if (!vec.IsUndefined() && !vec.IsNull()) {
-    Napi::Float32Array f = typed(env, vec, napi_float32_array, "edit vector").As<Napi::Float32Array>();
-    e.vec.assign(f.Data(), f.Data() + f.ElementLength());
-  }
-  e.factor = number_or(a, "factor", 1.0f);
-  e.lo = number_or(a, "lo", -INFINITY);
-  e.hi = number_or(a, "hi", INFINITY);
-  Napi::Value src = a.Get("source");
-  if (!src.IsUndefined() && !src.IsNull()) {
-    e.source_numel = static_cast<int64_t>(length_of(env, src, napi_float32_array, "patch source"));
-    e.source = static_cast<const float *>(w->buffers_.input(env, src, napi_float32_array, "patch source"));
-  }
-  e.positions = int_list<int64_t>(env, a, "positions");
-  e.rows = int_list<int32_t>(env, a, "rows");
-  e.heads = int_list<int32_t>(env, a, "heads");
-  e.last_only = a.Get("last").ToBoolean();
-  e.generated_only = a.Get("generated").ToBoolean();
-  e.prompt_only = a.Get("prompt").ToBoolean();
-  return e;
-}
 
 }  // namespace
 
 Napi::Function ModelWrap::define(Napi::Env env, Napi::FunctionReference *ctor_out) {
   Napi::Function ctor = DefineClass(env, "NativeModel",
                                     {InstanceMethod<&ModelWrap::config>("config"), InstanceMethod<&ModelWrap::hooks>("hooks"),
-                                     InstanceMethod<&ModelWrap::run>("run"), InstanceMethod<&ModelWrap::create_cache>("createCache"),
+                                     InstanceMethod<&ModelWrap::run>("run"), InstanceMethod<&ModelWrap::backward>("backward"),
+                                     InstanceMethod<&ModelWrap::create_cache>("createCache"),
                                      InstanceMethod<&ModelWrap::attach_sae>("attachSae"), InstanceMethod<&ModelWrap::detach_sae>("detachSae"),
                                      InstanceMethod<&ModelWrap::dispose>("dispose"), InstanceAccessor<&ModelWrap::disposed>("disposed")});
   *ctor_out = Napi::Persistent(ctor);
@@ -251,128 +163,13 @@ Napi::Value ModelWrap::run(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   std::shared_ptr<Model> model = checked(env);
   if (info.Length() != 1 || !info[0].IsObject()) throw_coded(env, code::kInvalidInput, "run(options): bad arguments");
-  Napi::Object o = info[0].As<Napi::Object>();
-  const size_t n_tokens = length_of(env, o.Get("tokens"), napi_int32_array, "tokens");
-  if (!o.Get("batch").IsNumber() || !o.Get("pos").IsNumber()) throw_coded(env, code::kInvalidInput, "run(): batch and pos must be numbers");
-  const int64_t batch = o.Get("batch").As<Napi::Number>().Int64Value(), pos = o.Get("pos").As<Napi::Number>().Int64Value();
-  if (batch < 1 || pos < 1 || static_cast<int64_t>(n_tokens) != batch * pos)
-    throw_coded(env, code::kInvalidInput, "tokens must hold batch x pos ids with batch, pos >= 1");
-
   const std::shared_ptr<const HookTable> snapshot = model->hooks();
-  const HookTable &table = *snapshot;
-  auto *w = new RunWorker(env, model, table);
+  auto *w = new RunWorker(env, model, *snapshot);
   Napi::Promise promise = w->promise();
   try {
-    const int n_hooks = static_cast<int>(table.points().size());
-    w->req_.tokens = static_cast<const int32_t *>(w->buffers_.input(env, o.Get("tokens"), napi_int32_array, "tokens"));
-    w->req_.batch = batch;
-    w->req_.pos = pos;
-    Napi::Value pad = o.Get("pad");
-    if (!pad.IsUndefined() && !pad.IsNull()) {
-      if (static_cast<int64_t>(length_of(env, pad, napi_int32_array, "pad")) != batch) throw_coded(env, code::kInvalidInput, "pad must hold one entry per row");
-      w->req_.pad = static_cast<const int32_t *>(w->buffers_.input(env, pad, napi_int32_array, "pad"));
-    }
-    int64_t key_pos = pos;
-    Napi::Value cache = o.Get("cache");
-    if (!cache.IsUndefined() && !cache.IsNull()) {
-      if (!cache.IsObject() || !cache.As<Napi::Object>().InstanceOf(addon(env)->cache_ctor.Value()))
-        throw_coded(env, code::kInvalidInput, "cache must be a KV cache made by this model");
-      CacheWrap *cw = CacheWrap::Unwrap(cache.As<Napi::Object>());
-      if (cw->owner != model.get()) throw_coded(env, code::kInvalidInput, "the KV cache belongs to another model");
-      w->keep(cache.As<Napi::Object>());
-      w->cache_ = cw->cache;
-      w->req_.cache = cw->cache.get();
-      key_pos += cw->cache->len;
-    }
-    Napi::Value caps = o.Get("captures");
-    if (caps.IsArray()) {
-      Napi::Array arr = caps.As<Napi::Array>();
-      std::unordered_set<int> seen;
-      for (uint32_t i = 0; i < arr.Length(); ++i) {
-        if (!arr.Get(i).IsObject() || !arr.Get(i).As<Napi::Object>().Get("index").IsNumber())
-          throw_coded(env, code::kInvalidInput, "captures must be {index, buffer?} objects");
-        Napi::Object c = arr.Get(i).As<Napi::Object>();
-        const int index = c.Get("index").As<Napi::Number>().Int32Value();
-        if (index < 0 || index >= n_hooks) throw_coded(env, code::kUnknownHook, "hook index " + std::to_string(index) + " is out of range");
-        if (!seen.insert(index).second)
-          throw_coded(env, code::kInvalidInput, "hook '" + table.points()[static_cast<size_t>(index)].name + "' is captured twice");
-        const int64_t need = table.numel(index, batch, pos, key_pos);
-        const std::string what = "the output buffer for '" + table.points()[static_cast<size_t>(index)].name + "'";
-        w->capture_slots_.push_back(w->buffers_.outputs());
-        float *dest = static_cast<float *>(w->buffers_.output(env, what, napi_float32_array, static_cast<size_t>(need), c.Get("buffer")));
-        w->plan_.set_capture(index, dest, need);
-      }
-    }
-    Napi::Value features = o.Get("saeFeatures");
-    if (features.IsArray()) {
-      Napi::Array arr = features.As<Napi::Array>();
-      for (uint32_t i = 0; i < arr.Length(); ++i) {
-        Napi::Object t = arr.Get(i).As<Napi::Object>();
-        SaeFeatures r;
-        r.base = t.Get("index").As<Napi::Number>().Int32Value();
-        r.k = t.Has("k") ? t.Get("k").As<Napi::Number>().Int64Value() : 0;
-        if (r.k < 0) throw_coded(env, code::kInvalidInput, "top-k features need k >= 1");
-        if (r.k > 0) {
-          const size_t n = static_cast<size_t>(batch * pos * r.k);
-          if (length_of(env, t.Get("indices"), napi_int32_array, "top-k indices") != n || length_of(env, t.Get("values"), napi_float32_array, "top-k values") != n)
-            throw_coded(env, code::kBufferSize, "top-k feature buffers must hold batch x pos x k entries");
-          r.indices = static_cast<int32_t *>(w->buffers_.output(env, "the top-k indices", napi_int32_array, n, t.Get("indices")));
-          r.values = static_cast<float *>(w->buffers_.output(env, "the top-k values", napi_float32_array, n, t.Get("values")));
-        }
-        if (t.Has("counts")) {
-          const size_t n = length_of(env, t.Get("counts"), napi_uint32_array, "feature counts");
-          r.counts_len = static_cast<int64_t>(n);  // checked against d_sae under the run lock
-          r.counts = static_cast<uint32_t *>(w->buffers_.output(env, "the feature counts", napi_uint32_array, n, t.Get("counts"), true));
-        }
-        if (t.Has("rows")) {
-          if (static_cast<int64_t>(length_of(env, t.Get("rows"), napi_uint8_array, "counted rows")) != batch * pos)
-            throw_coded(env, code::kBufferSize, "counted rows must hold batch x pos entries");
-          r.rows = static_cast<const uint8_t *>(w->buffers_.input(env, t.Get("rows"), napi_uint8_array, "counted rows"));
-        }
-        w->req_.sae_features.push_back(r);
-      }
-    }
-    w->req_.logits_last_only = o.Get("logitsLastOnly").ToBoolean();
-    Napi::Value stop = o.Get("stopAtLayer");
-    if (!stop.IsUndefined() && !stop.IsNull()) {
-      const double s = stop.IsNumber() ? stop.As<Napi::Number>().DoubleValue() : -1.0;
-      if (!(s >= 0 && s <= model->config().n_layers) || s != std::floor(s))
-        throw_coded(env, code::kInvalidInput, "stopAtLayer must be an integer in [0, " + std::to_string(model->config().n_layers) + "]");
-      w->req_.stop_at_layer = static_cast<int>(s);
-    }
-    // logits: a Float32Array to fill, true for a new one, null or absent for none.
-    Napi::Value logits = o.Get("logits");
-    if (!logits.IsUndefined() && !logits.IsNull() && !(logits.IsBoolean() && !logits.As<Napi::Boolean>().Value())) {
-      const int64_t need = (w->req_.logits_last_only ? batch : batch * pos) * model->config().d_vocab;
-      w->logits_slot_ = static_cast<int>(w->buffers_.outputs());
-      w->req_.logits = static_cast<float *>(
-          w->buffers_.output(env, "the logits buffer", napi_float32_array, static_cast<size_t>(need), logits.IsBoolean() ? env.Undefined() : logits));
-    }
-    Napi::Value actions = o.Get("actions");
-    if (actions.IsArray()) {
-      Napi::Array arr = actions.As<Napi::Array>();
-      for (uint32_t i = 0; i < arr.Length(); ++i) {
-        if (!arr.Get(i).IsObject()) throw_coded(env, code::kInvalidInput, "hook actions must be objects");
-        Napi::Object a = arr.Get(i).As<Napi::Object>();
-        const int index = a.Get("index").IsNumber() ? a.Get("index").As<Napi::Number>().Int32Value() : -1;
-        if (index < 0 || index >= n_hooks) throw_coded(env, code::kUnknownHook, "hook index " + std::to_string(index) + " is out of range");
-        const std::string kind = a.Get("kind").IsString() ? a.Get("kind").As<Napi::String>().Utf8Value() : "";
-        if (kind == "edit") {
-          w->plan_.add_edit(index, parse_edit(env, a, w));
-        } else if (kind == "callback") {
-          if (!w->bridge_) {
-            Napi::Value dispatcher = o.Get("dispatcher");
-            if (!dispatcher.IsFunction()) throw_coded(env, code::kInvalidInput, "callbacks need a dispatcher function");
-            w->bridge_ = std::make_shared<JsHookBridge>(env, dispatcher.As<Napi::Function>());
-          }
-          w->plan_.add_callback(index, std::make_shared<JsHookCallback>(w->bridge_, a.Get("id").As<Napi::Number>().Int32Value()));
-        } else {
-          throw_coded(env, code::kInvalidInput, "unknown hook action kind '" + kind + "'");
-        }
-      }
-    }
+    parse_run_options(env, info[0].As<Napi::Object>(), *model, *snapshot, w->req_, w->args_, true);
   } catch (...) {
-    if (w->bridge_) w->bridge_->release();
+    if (w->args_.bridge) w->args_.bridge->release();
     delete w;
     throw;
   }

@@ -22,6 +22,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value config(const Napi::CallbackInfo &info);
   Napi::Value hooks(const Napi::CallbackInfo &info);
   Napi::Value run(const Napi::CallbackInfo &info);
+  Napi::Value backward(const Napi::CallbackInfo &info);  // backward-wrap.cc
   Napi::Value create_cache(const Napi::CallbackInfo &info);
   Napi::Value attach_sae(const Napi::CallbackInfo &info);  // sae-wrap.cc
   Napi::Value detach_sae(const Napi::CallbackInfo &info);

@@ -97,7 +97,7 @@ export interface NativeRunOptions {
   actions?: NativeAction[];
   /** Read-outs of the SAE attached at hook `index`: top-k acts_post [batch * pos, k] (k > 0), firing counts per feature added into `counts` [d_sae] over rows with `rows[r] != 0` (all rows without `rows`). */
   saeFeatures?: { index: number; k?: number; indices?: Int32Array; values?: Float32Array; counts?: Uint32Array; rows?: Uint8Array }[];
-  dispatcher?: (id: number, data: Float32Array, shape: number[], ctx: { step: number; pos0: number; promptLength: number }) => void;
+  dispatcher?: (id: number, data: Float32Array, shape: number[], ctx: { step: number; pos0: number; promptLength: number; hookIndex: number }) => void;
 }
 
 /** What NativeModel.run resolves to: the capture arrays in request order, and the logits. */
@@ -106,11 +106,52 @@ export interface NativeRunResult {
   logits: Float32Array | null;
 }
 
+/** One term of a metric on the final logits (engine MetricTerm): kind 0 = weight * logit[a], 1 = weight * (logit[a] - logit[b]), 2 = weight * log_softmax[a], at padded row `row`, position `pos`. */
+export interface NativeMetricTerm {
+  kind: 0 | 1 | 2;
+  row: number;
+  pos: number;
+  a: number;
+  b?: number;
+  weight?: number;
+}
+
+/** Options of NativeModel.backward: a forward (no cache, every position's logits) and the backward pass. Exactly one of terms, dlogits, metricCallbackId and seeds. */
+export interface NativeBackwardOptions extends Omit<NativeRunOptions, 'cache' | 'logitsLastOnly'> {
+  terms?: NativeMetricTerm[];
+  /** d metric / d logits, [batch, pos, vocab]. */
+  dlogits?: Float32Array;
+  /** The dispatcher is called with this id and the logits [batch, pos, vocab] (hookIndex -1); it overwrites them with d metric / d logits. */
+  metricCallbackId?: number;
+  /** Gradients at hook outputs where the backward pass starts, each [replicas, ...hook shape]. */
+  seeds?: { index: number; data: Float32Array }[];
+  /** The seeds' leading axis S. Defaults to 1. */
+  replicas?: number;
+  /** Stop-gradient masks per layer. */
+  detach?: { pattern?: boolean; normScale?: boolean; mlpAct?: boolean }[];
+  /** ln_final's scale is a constant in the backward pass. */
+  finalNormScaleDetached?: boolean;
+  /** Gradients to capture, each [replicas, ...hook shape]. */
+  gradCaptures?: { index: number }[];
+  /** Edits and JS functions on gradients, in the format of `actions`. */
+  gradActions?: NativeAction[];
+}
+
+/** What NativeModel.backward resolves to. */
+export interface NativeBackwardResult extends NativeRunResult {
+  /** In gradCaptures order. */
+  grads: Float32Array[];
+  /** The metric's value per batch row (terms only), else null. */
+  metricRows: Float32Array | null;
+}
+
 export interface NativeModel {
   config(): NativeConfig;
   hooks(): NativeHookInfo[];
   /** Every typed array it reads is copied at the call; outputs are written natively and delivered when it settles. */
   run(options: NativeRunOptions): Promise<NativeRunResult>;
+  /** A forward and the backward pass from a metric or seeds (native/api/backward-wrap.cc). */
+  backward(options: NativeBackwardOptions): Promise<NativeBackwardResult>;
   createCache(batch: number, capacity: number): NativeKvCache;
   attachSae(index: number, sae: NativeSae, useErrorTerm: boolean): Promise<void>;
   detachSae(index: number): Promise<void>;
