@@ -15,6 +15,7 @@ import { Tokenizer } from '../tokenizer.js';
 import { extractBatches, type ExtractBatch, type ExtractOptions } from '../extract/extract.js';
 import type { Document, SourceSpec } from '../extract/sources.js';
 import { checkGenerateOptions, generateSteps, type GenerateOptions, type GenerateResult, type GenerateStep } from '../generate/generate.js';
+import { runBackward, type BackwardOptions, type BackwardResult } from './backward.js';
 import { ensureForwardFits, ensureGenerateFits } from './memory.js';
 import { checkBoolean, checkExtractOptions, checkTokenId, checkInteger, checkObject, checkRunOptions, invalid, isObject, patternList, tokenRow } from './validate.js';
 
@@ -298,7 +299,7 @@ export class Model<F extends Family = Family> {
       ...(options.saeFeatures ? { saeFeatures: options.saeFeatures } : {}),
     };
     // Shapes and memory are checked before the ids are copied or flattened.
-    const tokens = this.toTokens(input, options.addSpecialTokens ?? true, (rows) => {
+    const tokens = this.tokenRows(input, options.addSpecialTokens ?? true, (rows) => {
       const ragged = rows.findIndex((r) => r.length !== rows[0]!.length);
       if (ragged >= 0)
         invalid(`ragged batch: sequence 0 has ${rows[0]!.length} tokens but sequence ${ragged} has ${rows[ragged]!.length}; all sequences must have the same length`);
@@ -308,6 +309,17 @@ export class Model<F extends Family = Family> {
     const pos = tokens[0]!.length;
     const { logits, cache, features } = await this.forward({ ...request, tokens: Int32Array.from(tokens.flat()), batch, pos, maxPositions: pos, fitsChecked: true });
     return { logits, cache, tokens, features };
+  }
+
+  /**
+   * A forward and a backward pass: gradients of `metric` (or of `seeds` at hooks) with respect to
+   * the activations at `grads`, with forward edits, gradient hooks (`<hook>_grad`) and
+   * stop-gradient masks (README "Gradients"). Rows of different lengths are left-padded. Throws
+   * InvalidInputError (bad metric token or position, seed shape, hook past stopAtLayer),
+   * UnknownHookError, OutOfMemoryError (before allocating); the model stays usable.
+   */
+  async backward(input: ModelInput, options: BackwardOptions<F>): Promise<BackwardResult> {
+    return runBackward(this, input, options);
   }
 
   /**
@@ -326,7 +338,7 @@ export class Model<F extends Family = Family> {
   /** Like {@link generate}, streaming one step (a token per sequence) at a time. */
   generateStream(input: ModelInput, options: GenerateOptions<F>): AsyncGenerator<GenerateStep, GenerateResult> {
     checkGenerateOptions(options, this.config.dVocab);
-    const prompts = this.toTokens(input, options.addSpecialTokens ?? true, (rows) => ensureGenerateFits(this, rows, options));
+    const prompts = this.tokenRows(input, options.addSpecialTokens ?? true, (rows) => ensureGenerateFits(this, rows, options));
     return generateSteps(this, prompts, options);
   }
 
@@ -405,7 +417,7 @@ export class Model<F extends Family = Family> {
     checkInteger(req.stopAtLayer, 'stopAtLayer', 0, this.config.nLayers);
     const names = this.resolveHooks([...patternList(req.capture, 'capture'), ...Object.keys(req.outputs ?? {})]);
     if (!req.fitsChecked) ensureForwardFits(this, 'this forward', { ...req, keyPos }, names);
-    const { actions, fns } = this.actions(req.hooks ?? {}, batch, pos, keyPos, req.maxPositions);
+    const { actions, fns } = this.hookActions(req.hooks ?? {}, batch, pos, keyPos, req.maxPositions);
     const features = new Map<string, SparseFeatures>();
     const featureCounts = new Map<string, Uint32Array>();
     const nativeFeatures: NonNullable<NativeRunOptions['saeFeatures']> = [];
@@ -458,8 +470,8 @@ export class Model<F extends Family = Family> {
     return { logits: result.logits ? new Tensor(shape, result.logits) : null, cache, features, featureCounts };
   }
 
-  /** Translates the hooks option into native actions, validating each edit up front. */
-  private actions(hooks: Partial<Record<string, HookSpec>>, batch: number, pos: number, keyPos: number, maxPositions: number): { actions: NativeAction[]; fns: { fn: HookFunction; hook: string }[] } {
+  /** @internal Translates the hooks option into native actions, validating each edit up front. */
+  hookActions(hooks: Partial<Record<string, HookSpec>>, batch: number, pos: number, keyPos: number, maxPositions: number): { actions: NativeAction[]; fns: { fn: HookFunction; hook: string }[] } {
     const actions: NativeAction[] = [];
     const fns: { fn: HookFunction; hook: string }[] = [];
     for (const [name, spec] of Object.entries(hooks)) {
@@ -503,11 +515,21 @@ export class Model<F extends Family = Family> {
     return this.handle;
   }
 
+  /** @internal The native model (DisposedError after dispose()). */
+  nativeHandle(): NativeModel {
+    return this.live();
+  }
+
+  /** @internal Index of hook `name` in the current hook table, or undefined. */
+  hookIndex(name: string): number | undefined {
+    return this.table.index.get(name);
+  }
+
   /**
-   * Input as token rows, each id checked against the vocabulary (not yet checked for equal
+   * @internal Input as token rows, each id checked against the vocabulary (not yet checked for equal
    * lengths). `shape` sees the rows before they are copied, to refuse a batch up front.
    */
-  private toTokens(input: ModelInput, addSpecialTokens: boolean, shape?: (rows: readonly ArrayLike<unknown>[]) => void): number[][] {
+  tokenRows(input: ModelInput, addSpecialTokens: boolean, shape?: (rows: readonly ArrayLike<unknown>[]) => void): number[][] {
     this.live();
     checkBoolean(addSpecialTokens, 'addSpecialTokens');
     let rows: readonly ArrayLike<unknown>[];

@@ -188,3 +188,65 @@ export function ensureGenerateFits(model: Model, rows: readonly ArrayLike<unknow
   }
   ensureFits('this generation', parts, arrays, 'generate for fewer or shorter prompts, fewer new tokens, or capture less');
 }
+
+/** What a backward pass holds, for {@link backwardBytes} and {@link ensureBackwardFits}. */
+export interface BackwardShape {
+  batch: number;
+  pos: number;
+  /** The seeds' leading axis S (1 for a metric). */
+  replicas: number;
+  /** A metric on the logits (else seeds). */
+  metric: boolean;
+  /** The logits come back to JS. */
+  returnLogits: boolean;
+  captures: readonly string[];
+  grads: readonly string[];
+  /** Hooks with edits or JS functions (forward or gradient). */
+  hooks: readonly string[];
+}
+
+/**
+ * Bytes of the engine's memory for a backward pass (README "Gradients"): the residual stream
+ * saved at every layer's input, (layers + 1) x batch x pos x d_model; one layer's recomputed
+ * internals with the [batch, head, pos, pos] pattern ({@link workspaceBytes}), once, and their
+ * gradients, replicas times; with a metric, the logits and their gradient, 2 x batch x pos x vocab.
+ */
+export function backwardBytes(c: ModelConfig, s: Pick<BackwardShape, 'batch' | 'pos' | 'replicas' | 'metric'>): { saved: number; layer: number; gradients: number; logits: number } {
+  const rows = s.batch * s.pos;
+  const layer = workspaceBytes(c, s.batch, s.pos, s.pos, true);
+  return {
+    saved: 4 * (c.nLayers + 1) * rows * c.dModel,
+    layer,
+    gradients: s.replicas * layer,
+    logits: s.metric ? 4 * 2 * rows * c.dVocab : 0,
+  };
+}
+
+/** Refuses (ERR_OUT_OF_MEMORY) a backward pass whose saved activations, gradients, logits and outputs cannot fit. */
+export function ensureBackwardFits(model: Model, s: BackwardShape): void {
+  const { batch, pos, replicas } = s;
+  const parts: MemoryPart[] = [];
+  const arrays: { label: string; length: number }[] = [];
+  if (s.returnLogits) {
+    parts.push({ label: 'returned logits', bytes: 4 * batch * pos * model.config.dVocab });
+    arrays.push({ label: 'the logits', length: batch * pos * model.config.dVocab });
+  }
+  let outputs = 0;
+  for (const name of s.captures) {
+    const length = numel(model, name, batch, pos);
+    outputs += 4 * length;
+    arrays.push({ label: `the capture of '${name}'`, length });
+  }
+  for (const name of s.grads) {
+    const length = replicas * numel(model, name, batch, pos);
+    outputs += 4 * length;
+    arrays.push({ label: `the gradient at '${name}'`, length });
+  }
+  parts.push({ label: 'captures and gradients', bytes: outputs });
+  const b = backwardBytes(model.config, s);
+  parts.push({ label: 'saved residual stream', bytes: b.saved });
+  parts.push({ label: 'one layer recomputed', bytes: b.layer + optionalHookBytes(model.config, batch * pos, [...s.captures, ...s.grads, ...s.hooks]) });
+  parts.push({ label: 'its gradients', bytes: b.gradients });
+  parts.push({ label: 'logits and their gradient', bytes: b.logits });
+  ensureFits('this backward pass', parts, arrays, 'run smaller batches, shorter sequences or fewer seed rows, or ask for fewer gradients');
+}
