@@ -39,6 +39,8 @@ class Backward {
   void layer_back(int L, const LayerTape &t, float *g);
   void attn_back(int L, const LayerTape &t, float *da, float *dres);
   void mlp_back(int L, const LayerTape &t, float *dm, float *dres);
+  bool split_inputs(int L) const;
+  void split_back(int L, const LayerTape &t, float *dres);
   void metric_on_host(const std::vector<float> &logits, const std::vector<int64_t> &row_of, std::vector<float> &dlogits);
 
   Model &m_;
@@ -427,6 +429,10 @@ void Backward::attn_back(int L, const LayerTape &t, float *da, float *dres) {
   at_hook(HookKind::AttnQ, L, dqv, &t);
   at_hook(HookKind::AttnK, L, dkk, &t);
   at_hook(HookKind::AttnV, L, dvv, &t);
+  if (split_inputs(L)) {
+    split_back(L, t, dres);
+    return;
+  }
   // q, k, v = ln1(x) through W_Q, W_K, W_V.
   float *dh = dt1_.f32();
   DeviceBuffer part = buf(Ms * d);
@@ -436,6 +442,75 @@ void Backward::attn_back(int L, const LayerTape &t, float *da, float *dres) {
   gemm_b(lw.v, dvv, Ms, part.f32());
   add(dh, part.f32(), Ms * d);
   norm_back(lw.ln1, t.get(Slot::X1), t.get(Slot::ScaleLn1), Ms, d, dh, dres, HookKind::Ln1Scale, HookKind::Ln1Normalized, L, det.norm_scale, &t);
+}
+
+// Whether block L's attention input goes through TransformerLens's per-head copies in the
+// backward pass: one of hook_attn_in / hook_q,k,v_input is hooked in the forward, or its
+// gradient is wanted.
+bool Backward::split_inputs(int L) const {
+  for (HookKind k : {HookKind::AttnIn, HookKind::QInput, HookKind::KInput, HookKind::VInput}) {
+    const int idx = hook(k, L);
+    if (idx >= 0 && ((plan_ && plan_->active(idx)) || wants(idx))) return true;
+  }
+  return false;
+}
+
+// The per-head path: head hh of q (k, v) is ln1 of its own copy of resid_pre through its rows
+// of W_Q (W_K, W_V), so each copy's gradient comes from that head's columns alone. The copies'
+// gradients meet at hook_attn_in (when there is one) and sum over heads into dres.
+void Backward::split_back(int L, const LayerTape &t, float *dres) {
+  const LayerWeights &lw = m_.layers_[static_cast<size_t>(L)];
+  const Detach det = req_.detach.empty() ? Detach{} : req_.detach[static_cast<size_t>(L)];
+  const int32_t ln = c_.norm == NormKind::LayerNorm ? 1 : 0;
+  const Linear *proj[3] = {&lw.q, &lw.k, &lw.v};
+  const float *dproj[3] = {dq_.f32(), dk_.f32(), dv_.f32()};
+  const int64_t heads[3] = {H, G, G};
+  const HookKind kinds[3] = {HookKind::QInput, HookKind::KInput, HookKind::VInput};
+  const size_t row = static_cast<size_t>(d) * sizeof(float), hrow = static_cast<size_t>(D) * sizeof(float);
+  const int ain = hook(HookKind::AttnIn, L);
+  DeviceBuffer xrow = buf(Ms * d), normed = buf(Ms * d), sc = buf(Ms), full = buf(Ms * std::max(dq, dkv)), dh = buf(Ms * d), dx = buf(Ms * d);
+  DeviceBuffer din[3];
+  zero(dres, Ms * d);
+  for (int i = 0; i < 3; ++i) {
+    const int64_t nh = heads[i], width = nh * D;
+    const float *copies = t.get(static_cast<Slot>(Slot::SplitQ + i));
+    if (!copies && t.get(Slot::AttnIn)) copies = t.get(Slot::AttnIn);
+    din[i] = buf(Ms * nh * d);
+    for (int64_t hh = 0; hh < nh; ++hh) {
+      if (copies)
+        be_->check(api_.copy_2d(bx_, xrow.data(), row, copies + hh * d, static_cast<size_t>(nh) * row, row, static_cast<size_t>(Ms)), "copy");
+      else
+        copy(xrow.f32(), t.get(Slot::X1), Ms * d);
+      if (ln)
+        be_->check(api_.layer_norm(bx_, xrow.f32(), Ms, d, nullptr, nullptr, c_.norm_eps, normed.f32(), sc.f32()), "layer_norm");
+      else
+        be_->check(api_.rms_norm(bx_, xrow.f32(), Ms, d, nullptr, c_.norm_eps, normed.f32(), sc.f32()), "rms_norm");
+      zero(full.f32(), Ms * width);
+      const size_t pitch = static_cast<size_t>(width) * sizeof(float);
+      be_->check(api_.copy_2d(bx_, full.f32() + hh * D, pitch, dproj[i] + hh * D, pitch, hrow, static_cast<size_t>(Ms)), "copy");
+      gemm_b(*proj[i], full.f32(), Ms, dh.f32());
+      be_->check(api_.mul_rows(bx_, dh.f32(), Ms, d, lw.ln1.w.f32(), dh.f32()), "mul_rows");
+      float *ds = det.norm_scale ? nullptr : dscale_.f32();
+      if (ds) be_->check(api_.norm_scale_backward(bx_, xrow.f32(), Ms, d, ln, sc.f32(), dh.f32(), ds), "norm_scale_backward");
+      be_->check(api_.norm_backward(bx_, xrow.f32(), Ms, d, ln, c_.norm_eps, sc.f32(), dh.f32(), ds, dx.f32()), "norm_backward");
+      be_->check(api_.copy_2d(bx_, din[i].f32() + hh * d, static_cast<size_t>(nh) * row, dx.data(), row, row, static_cast<size_t>(Ms)), "copy");
+    }
+    at_hook(kinds[i], L, din[i].f32(), &t);
+  }
+  auto sum_heads = [&](const float *g, int64_t nh) {
+    for (int64_t hh = 0; hh < nh; ++hh) {
+      be_->check(api_.copy_2d(bx_, dx.data(), row, g + hh * d, static_cast<size_t>(nh) * row, row, static_cast<size_t>(Ms)), "copy");
+      add(dres, dx.f32(), Ms * d);
+    }
+  };
+  if (ain >= 0 && ((plan_ && plan_->active(ain)) || wants(ain))) {  // q, k and v inputs were copies of hook_attn_in
+    add(din[0].f32(), din[1].f32(), Ms * H * d);
+    add(din[0].f32(), din[2].f32(), Ms * H * d);
+    at_hook(HookKind::AttnIn, L, din[0].f32(), &t);
+    sum_heads(din[0].f32(), H);
+  } else {
+    for (int i = 0; i < 3; ++i) sum_heads(din[i].f32(), heads[i]);
+  }
 }
 
 // The metric's rows through the head: ln_final (its hooks replayed), the logits the metric
@@ -587,30 +662,46 @@ void Model::backward(const BackwardRequest &req, HookPlan *plan, HookPlan *grad_
     fail(code::kInvalidInput, "detach masks need one entry per layer (" + std::to_string(c.n_layers) + ")");
   const auto &points = hooks_->points();
   auto reached = [&](const HookPoint &hp) { return !stopping || (hp.layer < f.stop_at_layer && !hp.after_blocks); };
-  auto unsupported = [&](HookKind k) {
-    return k == HookKind::AttnIn || k == HookKind::QInput || k == HookKind::KInput || k == HookKind::VInput;
-  };
   for (const Seed &s : req.seeds) {
     if (s.index < 0 || s.index >= static_cast<int>(points.size()) || !s.data) fail(code::kInvalidInput, "a seed needs a hook and its gradient");
     const HookPoint &hp = points[static_cast<size_t>(s.index)];
     if (!reached(hp)) fail(code::kInvalidInput, "seed hook '" + hp.name + "' is not reached when stopping at layer " + std::to_string(f.stop_at_layer));
     if (hp.after_blocks) fail(code::kInvalidInput, "seeds at '" + hp.name + "' are not supported: seed a block's hook (or use a custom metric)");
-    if (unsupported(hp.kind)) fail(code::kInvalidInput, "gradients at '" + hp.name + "' are not supported yet");
   }
   for (size_t i = 0; i < points.size(); ++i) {
     const int idx = static_cast<int>(i);
     const HookPoint &hp = points[i];
-    if (plan && unsupported(hp.kind) && !plan->actions(idx).empty())
-      fail(code::kInvalidInput, "a backward pass through edits at '" + hp.name + "' is not supported yet");
     if (!grad_plan || !grad_plan->active(idx)) continue;
     if (!reached(hp)) fail(code::kInvalidInput, "the gradient at '" + hp.name + "' is not computed when stopping at layer " + std::to_string(f.stop_at_layer));
-    if (unsupported(hp.kind)) fail(code::kInvalidInput, "gradients at '" + hp.name + "' are not supported yet");
     std::vector<int64_t> shape = hooks_->shape(idx, f.batch, f.pos, f.pos);
     shape[0] *= req.replicas;
     for (const Edit *e : grad_plan->edits(idx)) validate_edit(*e, hp, shape);
     const int64_t n = req.replicas * hooks_->numel(idx, f.batch, f.pos, f.pos);
     if (grad_plan->has_capture(idx) && grad_plan->capture_numel(idx) != n)
       fail(code::kBufferSize, "gradient buffer for '" + hp.name + "' has " + std::to_string(grad_plan->capture_numel(idx)) + " floats, needs " + std::to_string(n));
+  }
+  // With per-head inputs each head has its own ln1 (TransformerLens gives ln1 a head axis then):
+  // ln1's hooks cannot be edited or take gradients in a block whose backward goes per head.
+  auto wanted = [&](int idx) {
+    if (idx < 0) return false;
+    if (grad_plan && grad_plan->active(idx)) return true;
+    for (const Seed &s : req.seeds)
+      if (s.index == idx) return true;
+    return false;
+  };
+  for (int L = 0; L < c.n_layers; ++L) {
+    bool split = false;
+    for (HookKind k : {HookKind::AttnIn, HookKind::QInput, HookKind::KInput, HookKind::VInput}) {
+      const int idx = hooks_->index(k, L);
+      split |= idx >= 0 && ((plan && plan->active(idx)) || wanted(idx));
+    }
+    if (!split) continue;
+    for (HookKind k : {HookKind::Ln1Scale, HookKind::Ln1Normalized}) {
+      const int idx = hooks_->index(k, L);
+      if (idx >= 0 && (wanted(idx) || (plan && !plan->actions(idx).empty())))
+        fail(code::kInvalidInput, "'" + points[static_cast<size_t>(idx)].name +
+                                      "' cannot be edited or take gradients while a per-head input of its block (hook_attn_in, hook_q/k/v_input) is hooked");
+    }
   }
   Backward(*this, req, plan, grad_plan).run();
 }
