@@ -60,7 +60,7 @@ class Backward {
   std::map<const Edit *, DeviceEdit> uploaded_;
   std::vector<char> fired_;            // gradient captures written
   // Gradient buffers, reused across blocks.
-  DeviceBuffer da_, dm_, dt1_, dt2_, dmlp1_, dmlp2_, dz_, dq_, dk_, dv_, dp_, dn_, dscale_;
+  DeviceBuffer da_, dm_, dt1_, dt2_, dmlp1_, dmlp2_, dmlp3_, dz_, dq_, dk_, dv_, dp_, dn_, dscale_;
 };
 
 Backward::Backward(Model &m, const BackwardRequest &req, HookPlan *plan, HookPlan *grad_plan)
@@ -251,6 +251,7 @@ void Backward::run() {
   dt2_ = buf(Ms * wide);
   dmlp1_ = buf(Ms * c_.d_mlp);
   dmlp2_ = buf(Ms * c_.d_mlp);
+  if (c_.gated_mlp) dmlp3_ = buf(Ms * c_.d_mlp);
   dz_ = buf(Ms * dq);
   dq_ = buf(Ms * dq);
   dk_ = buf(Ms * dkv);
@@ -268,9 +269,10 @@ void Backward::run() {
     start = -1;
     for (const Seed &s : req_.seeds) start = std::max(start, m_.hooks_->points()[static_cast<size_t>(s.index)].layer);
   }
+  LayerTape tape;  // one for every block: its buffers are reused
+  tape.replicas = S;
   for (int L = start; L >= 0; --L) {
-    LayerTape tape;
-    tape.replicas = S;
+    tape.pre_edit.clear();
     copy(pass_.x().f32(), saved_[static_cast<size_t>(L)].f32(), M * d);
     pass_.layer(L, &tape);
     layer_back(L, tape, g.f32());
@@ -336,13 +338,13 @@ void Backward::mlp_back(int L, const LayerTape &t, float *dm, float *dres) {
   const nt_activation act = static_cast<nt_activation>(c_.act);
   float *dh = dt1_.f32();
   if (c_.gated_mlp) {
-    DeviceBuffer dup = buf(n);
-    be_->check(api_.gated_activation_backward(bx_, act, t.get(Slot::Pre), t.get(Slot::Up), dpost, n, det.mlp_act ? nullptr : dpre, dup.f32()),
+    float *dup = dmlp3_.f32();
+    be_->check(api_.gated_activation_backward(bx_, act, t.get(Slot::Pre), t.get(Slot::Up), dpost, n, det.mlp_act ? nullptr : dpre, dup),
                "gated_activation_backward");
     if (det.mlp_act) zero(dpre, n);
-    at_hook(HookKind::MlpPreLinear, L, dup.f32(), &t);
+    at_hook(HookKind::MlpPreLinear, L, dup, &t);
     at_hook(HookKind::MlpPre, L, dpre, &t);
-    gemm_b(lw.up, dup.f32(), Ms, dh);
+    gemm_b(lw.up, dup, Ms, dh);
     gemm_b(lw.gate, dpre, Ms, dres);
     add(dh, dres, Ms * d);
   } else {
@@ -434,13 +436,12 @@ void Backward::attn_back(int L, const LayerTape &t, float *da, float *dres) {
     return;
   }
   // q, k, v = ln1(x) through W_Q, W_K, W_V.
-  float *dh = dt1_.f32();
-  DeviceBuffer part = buf(Ms * d);
+  float *dh = dt1_.f32(), *part = dm_.f32();  // dm_ is free once the MLP's backward has run
   gemm_b(lw.q, dqv, Ms, dh);
-  gemm_b(lw.k, dkk, Ms, part.f32());
-  add(dh, part.f32(), Ms * d);
-  gemm_b(lw.v, dvv, Ms, part.f32());
-  add(dh, part.f32(), Ms * d);
+  gemm_b(lw.k, dkk, Ms, part);
+  add(dh, part, Ms * d);
+  gemm_b(lw.v, dvv, Ms, part);
+  add(dh, part, Ms * d);
   norm_back(lw.ln1, t.get(Slot::X1), t.get(Slot::ScaleLn1), Ms, d, dh, dres, HookKind::Ln1Scale, HookKind::Ln1Normalized, L, det.norm_scale, &t);
 }
 
