@@ -23,10 +23,11 @@ function unit(n: number, seed: number): Float32Array {
   let norm = 0;
   for (let i = 0; i < n; i++) {
     s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    v[i] = s / 2 ** 32 - 0.5;
-    norm += v[i] * v[i];
+    const x = s / 2 ** 32 - 0.5;
+    v[i] = x;
+    norm += x * x;
   }
-  for (let i = 0; i < n; i++) v[i] /= Math.sqrt(norm);
+  for (let i = 0; i < n; i++) v[i] = v[i]! / Math.sqrt(norm);
   return v;
 }
 
@@ -46,13 +47,13 @@ interface Probe {
 async function checkProbe(model: Model, p: Probe, extra: Record<string, unknown> = {}): Promise<void> {
   const r = await model.backward(TOKENS, { metric: METRIC, grads: [p.hook], hooks: extra } as never);
   const g = r.grads.get(p.hook)!;
-  const shape = g.shape;
-  const width = shape[shape.length - 1];
+  const shape = g.shape as number[];
+  const width = shape[shape.length - 1]!;
   const dir = unit(width, 1234 + p.pos * 7 + (p.head ?? 0));
   // The unit's offset in the gradient: [b, p, w] or [b, p, h, w].
-  const unitIndex = shape.length === 4 ? (p.row * shape[1] + p.pos) * shape[2] + (p.head ?? 0) : p.row * shape[1] + p.pos;
+  const unitIndex = shape.length === 4 ? (p.row * shape[1]! + p.pos) * shape[2]! + (p.head ?? 0) : p.row * shape[1]! + p.pos;
   let analytic = 0;
-  for (let i = 0; i < width; i++) analytic += g.data[unitIndex * width + i] * dir[i];
+  for (let i = 0; i < width; i++) analytic += g.data[unitIndex * width + i]! * dir[i]!;
   const metricAt = async (eps: number): Promise<number> => {
     const sel = { rows: [p.row], positions: [p.pos], ...(p.head === undefined ? {} : { heads: [p.head] }), scale: eps };
     const hooks = { ...extra } as Record<string, unknown>;
@@ -112,8 +113,8 @@ describe('gradients at per-head inputs, by finite differences', () => {
       let mx = 0;
       let err = 0;
       for (let i = 0; i < a.length; i++) {
-        mx = Math.max(mx, Math.abs(a[i]));
-        err = Math.max(err, Math.abs(a[i] - b[i]));
+        mx = Math.max(mx, Math.abs(a[i]!));
+        err = Math.max(err, Math.abs(a[i]! - b[i]!));
       }
       expect(err / mx, name).toBeLessThan(1e-5);
     }

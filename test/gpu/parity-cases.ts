@@ -237,6 +237,36 @@ export function buildCases(): GpuCase[] {
       return `vs HF: ${vsHf.done('')}; vs CPU: ${vsCpu.done('')}`;
     });
 
+    add(`${name}: backward passes (every hook's gradient; loss; forward edits, detach masks, batched seeds) equal the CPU backend at ${F32_TOL}`, async () => {
+      const [gpu, cpu] = await Promise.all([model(name, GPU), model(name, 'cpu')]);
+      // Per-head inputs give ln1 a head axis: their gradients are a variant of their own.
+      const all = [...gpu.hookNames].filter((h) => !/hook_(attn_in|[qkv]_input)$/.test(h));
+      const nL = gpu.config.nLayers;
+      const seedHook = gpu.hookNames.includes(`blocks.${nL - 1}.hook_resid_mid` as never) ? `blocks.${nL - 1}.hook_resid_mid` : `blocks.${nL - 1}.hook_resid_pre`;
+      const T = tokens[0]!.length;
+      const seedShape = [3, tokens.length, T, gpu.config.dModel];
+      const seed = new Float32Array(seedShape.reduce((a, b) => a * b, 1)).map((_, i) => Math.sin(i * 0.37));
+      const variants: [string, Record<string, unknown>][] = [
+        ['logitDiff, every hook', { metric: { logitDiff: { position: 'last', correct: 1, wrong: 2 } }, grads: all }],
+        ['loss with edits and detach', {
+          metric: 'loss',
+          grads: ['blocks.*.hook_resid_pre', 'blocks.*.attn.hook_z', 'blocks.*.mlp.hook_pre'],
+          hooks: { 'blocks.0.attn.hook_z': edits.zero({ heads: [1] }), 'blocks.0.hook_resid_pre': edits.scale(0.5) },
+          detach: ['pattern', 'normScale', 'mlpAct'],
+        }],
+        ['per-head inputs', { metric: { logProb: { position: 'all', token: 3 } }, grads: ['blocks.*.hook_q_input', 'blocks.*.hook_v_input', 'blocks.*.attn.hook_result'] }],
+        ['3 batched seeds', { seeds: { [seedHook]: new Tensor(seedShape, seed) }, grads: ['blocks.*.hook_resid_pre', 'blocks.*.attn.hook_pattern'] }],
+      ];
+      const vsCpu = new Checker();
+      for (const [label, opts] of variants) {
+        const g = await gpu.backward(tokens, opts as never);
+        const c = await cpu.backward(tokens, opts as never);
+        if (g.metric !== null) vsCpu.check(`${label}: metric`, Float32Array.of(g.metric), Float32Array.of(c.metric!), F32_TOL);
+        for (const [h, t] of c.grads) vsCpu.check(`${label}: ${h}`, g.grads.get(h).data, t.data, F32_TOL, [g.grads.get(h).shape, t.shape]);
+      }
+      return vsCpu.done('backward');
+    });
+
     add(`${name}: f32 captures do not change the logits beyond ${F32_TOL} (fused vs instrumented attention)`, async () => {
       const gpu = await model(name, GPU);
       const plain = await gpu.run(tokens);
