@@ -3,6 +3,8 @@ export { loadModel, Model, ActivationCache, probeDevice } from './model/Model.js
 export type { LoadModelOptions, ModelInput, RunOptions, RunResult, HookInfo, ModelConfig, HookMap, AttachSaeOptions, AttachedSae, SparseFeatures, FeatureDensity } from './model/Model.js';
 export type { BackwardOptions, BackwardResult, BackwardHookMap, DetachKind, DetachSpec } from './model/backward.js';
 export type { Metric, MetricToken, MetricTokens, MetricPositions, MetricFunction } from './model/metric.js';
+export { attributionPatching, integratedGradients } from './attribution.js';
+export type { AttributionPatchingOptions, AttributionPatchingResult, IntegratedGradientsOptions, IntegratedGradientsResult } from './attribution.js';
 export { Sae, loadSae } from './sae/Sae.js';
 export type { SaeConfig, SaeArchitecture, SaeNormalization, LoadSaeOptions } from './sae/Sae.js';
 export { featureHooks } from './sae/features.js';

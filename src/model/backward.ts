@@ -9,7 +9,7 @@ import { makeDispatcher, type HookFunction, type HookSpec, type NativeAction } f
 import { suggestHooks, type Family, type HookNameFor, type HookPattern } from '../hooks/names.js';
 import { Tensor } from '../tensor.js';
 import { ensureBackwardFits } from './memory.js';
-import { resolveMetric, type Metric, type ResolvedMetric } from './metric.js';
+import { resolveMetric, type Metric, type MetricContext, type ResolvedMetric } from './metric.js';
 import { ActivationCache, type Model, type ModelInput } from './Model.js';
 import { checkBoolean, checkInteger, checkObject, invalid, isObject, patternList } from './validate.js';
 
@@ -117,11 +117,26 @@ function unknownGradHook(model: Model, name: string): never {
   throw new UnknownHookError('ERR_UNKNOWN_HOOK', `unknown gradient hook '${name}'; did you mean ${close.map((c) => `'${c}'`).join(', ')}?`, close);
 }
 
-/** Rows left-padded (with each row's first token) to the longest. */
-function leftPad(rows: readonly number[][]): { tokens: number[][]; pad: number[] } {
+/** @internal Rows left-padded (with each row's first token) to the longest. */
+export function leftPad(rows: readonly number[][]): { tokens: number[][]; pad: number[] } {
   const T = rows.reduce((m, r) => Math.max(m, r.length), 0);
   const pad = rows.map((r) => T - r.length);
   return { tokens: rows.map((r, b) => [...Array<number>(pad[b]!).fill(r[0]!), ...r]), pad };
+}
+
+/** @internal What resolveMetric needs: the rows, their padding, and strings turned into one token each. */
+export function metricContext(model: Model, tokens: number[][], pad: number[]): MetricContext {
+  return {
+    tokens,
+    pad,
+    vocab: model.config.dVocab,
+    tokenId: (text) => {
+      const ids = model.tokenize(text, false)[0]!;
+      if (ids.length !== 1)
+        throw new InvalidInputError('ERR_INVALID_INPUT', `metric: ${JSON.stringify(text)} is ${ids.length} tokens (${JSON.stringify(ids)}), not one; pass a token id`);
+      return ids[0]!;
+    },
+  };
 }
 
 /** @internal Model.backward's implementation. */
@@ -198,17 +213,7 @@ export async function runBackward<F extends Family>(model: Model<F>, input: Mode
   // The metric, in engine terms.
   let metric: ResolvedMetric | undefined;
   if (options.metric !== undefined) {
-    metric = resolveMetric(options.metric, {
-      tokens,
-      pad,
-      vocab: dVocab,
-      tokenId: (text) => {
-        const ids = model.tokenize(text, false)[0]!;
-        if (ids.length !== 1)
-          throw new InvalidInputError('ERR_INVALID_INPUT', `metric: ${JSON.stringify(text)} is ${ids.length} tokens (${JSON.stringify(ids)}), not one; pass a token id`);
-        return ids[0]!;
-      },
-    });
+    metric = resolveMetric(options.metric, metricContext(model, tokens, pad));
   }
 
   ensureBackwardFits(model, {
