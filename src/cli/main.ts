@@ -1,4 +1,4 @@
-// The neurotap CLI: run, generate, steer-train, extract, merge, verify, tokenize, hooks, build-cuda. Its flags
+// The neurotap CLI: run, generate, grad, attribute, steer-train, extract, merge, verify, tokenize, hooks, build-cuda. Its flags
 // and output formats are a contract for scripts and other languages (README "CLI");
 // test/cli.test.ts and test/cli-errors.test.ts run it as a subprocess.
 import { writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
@@ -11,6 +11,7 @@ import { steeringFromFlags } from './steering-flags.js';
 import { SAE_FLAGS, saeFromFlags } from './sae-flags.js';
 import { mergeHooks } from '../steering/steer.js';
 import { runBuildCuda } from './build-cuda.js';
+import { ATTRIBUTE_FLAGS, GRAD_FLAGS, metricFromFlags, runAttribute, runGrad } from './grad.js';
 
 const USAGE = `usage:
   neurotap run --model DIR (--tokens JSON | --tokens @FILE.json | --text STR)
@@ -22,6 +23,12 @@ const USAGE = `usage:
   neurotap generate --model DIR (--text STR | --tokens JSON | --tokens @FILE.json)
                --max-new-tokens N [--temperature T] [--top-k K] [--top-p P] [--seed S]
                [--stop-token ID]... [--steer ...]... [--control-vector ...]... [--sae ...] [--stream]
+  neurotap grad --model DIR (--text STR | --tokens JSON | --tokens @FILE.json)
+               --metric logit:ID|logit-diff:A,B|log-prob:ID|loss [--position last|N]
+               --hooks NAME_OR_GLOB... --out FILE.safetensors
+  neurotap attribute --model DIR (--clean STR | --clean-tokens JSON) (--corrupted STR | --corrupted-tokens JSON)
+               --metric logit:ID|logit-diff:A,B|log-prob:ID|loss [--position last|N]
+               --hooks NAME_OR_GLOB... --out FILE.safetensors
   neurotap steer-train --model DIR --pairs FILE.jsonl --layers A-B --method mean|pca
                --out FILE.safetensors|FILE.gguf
   neurotap extract --model DIR (--input FILE... [--whole-file | --text-field F] | --tokens FILE.jsonl...)
@@ -141,6 +148,18 @@ async function cmdGenerate(argv: string[]): Promise<void> {
   }
 }
 
+async function cmdGrad(argv: string[], attribute: boolean): Promise<void> {
+  const args = parseArgs(argv, { ...COMMON, ...(attribute ? ATTRIBUTE_FLAGS : GRAD_FLAGS) });
+  checkOutputFile(required(args, 'out'));
+  metricFromFlags(args);  // usage errors before the model loads
+  const model = await openModel(args);
+  try {
+    await (attribute ? runAttribute(model, args) : runGrad(model, args));
+  } finally {
+    model.dispose();
+  }
+}
+
 async function cmdSteerTrain(argv: string[]): Promise<void> {
   const args = parseArgs(argv, { ...COMMON, pairs: { value: true }, layers: { value: true }, method: { value: true }, out: { value: true } });
   checkOutputFile(required(args, 'out'));
@@ -223,6 +242,12 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case 'generate':
         await cmdGenerate(rest);
+        return 0;
+      case 'grad':
+        await cmdGrad(rest, false);
+        return 0;
+      case 'attribute':
+        await cmdGrad(rest, true);
         return 0;
       case 'steer-train':
         await cmdSteerTrain(rest);

@@ -51,6 +51,8 @@ export interface BackwardOptions<F extends Family = Family> {
   returnLogits?: boolean;
   /** Add the tokenizer's special tokens when `input` is text. Defaults to true. */
   addSpecialTokens?: boolean;
+  /** The token id that left-pads shorter rows (masked out; it reaches only the gradients at hook_pattern entries of padded keys). Defaults to 0. */
+  padId?: number;
 }
 
 /** What {@link Model.backward} resolves to. */
@@ -72,7 +74,7 @@ export interface BackwardResult {
 }
 
 const DETACH_KINDS: readonly DetachKind[] = ['pattern', 'normScale', 'mlpAct'];
-const OPTION_KEYS = new Set(['metric', 'seeds', 'grads', 'capture', 'hooks', 'detach', 'stopAtLayer', 'returnLogits', 'addSpecialTokens']);
+const OPTION_KEYS = new Set(['metric', 'seeds', 'grads', 'capture', 'hooks', 'detach', 'stopAtLayer', 'returnLogits', 'addSpecialTokens', 'padId']);
 
 /** Whether hook `name` runs when stopping before block `stop` (TransformerLens's exclusive stop). */
 function reached(model: Model, name: string, stop: number | undefined): boolean {
@@ -117,11 +119,11 @@ function unknownGradHook(model: Model, name: string): never {
   throw new UnknownHookError('ERR_UNKNOWN_HOOK', `unknown gradient hook '${name}'; did you mean ${close.map((c) => `'${c}'`).join(', ')}?`, close);
 }
 
-/** @internal Rows left-padded (with each row's first token) to the longest. */
-export function leftPad(rows: readonly number[][]): { tokens: number[][]; pad: number[] } {
+/** @internal Rows left-padded with `padId` to the longest. */
+export function leftPad(rows: readonly number[][], padId = 0): { tokens: number[][]; pad: number[] } {
   const T = rows.reduce((m, r) => Math.max(m, r.length), 0);
   const pad = rows.map((r) => T - r.length);
-  return { tokens: rows.map((r, b) => [...Array<number>(pad[b]!).fill(r[0]!), ...r]), pad };
+  return { tokens: rows.map((r, b) => [...Array<number>(pad[b]!).fill(padId), ...r]), pad };
 }
 
 /** @internal What resolveMetric needs: the rows, their padding, and strings turned into one token each. */
@@ -150,6 +152,7 @@ export async function runBackward<F extends Family>(model: Model<F>, input: Mode
   checkInteger(options.stopAtLayer, 'stopAtLayer', 0, nLayers);
   checkBoolean(options.returnLogits, 'returnLogits');
   checkBoolean(options.addSpecialTokens, 'addSpecialTokens');
+  checkInteger(options.padId, 'padId', 0, dVocab - 1);
   const seedEntries = Object.entries(options.seeds ?? {}).filter(([, t]) => t !== undefined) as [string, Tensor][];
   if ((options.metric === undefined) === (seedEntries.length === 0)) invalid('backward: give exactly one of metric and seeds');
   const stop = options.stopAtLayer;
@@ -158,7 +161,7 @@ export async function runBackward<F extends Family>(model: Model<F>, input: Mode
   if (stopping && options.returnLogits) invalid(`backward: logits are not computed when stopping at layer ${stop}`);
   const masks = detachMasks(options.detach, nLayers);
 
-  const { tokens, pad } = leftPad(model.tokenRows(input, options.addSpecialTokens ?? true));
+  const { tokens, pad } = leftPad(model.tokenRows(input, options.addSpecialTokens ?? true), options.padId);
   const B = tokens.length;
   const T = tokens[0]!.length;
   const padded = pad.some((p) => p > 0);
