@@ -161,12 +161,8 @@ export async function runBackward<F extends Family>(model: Model<F>, input: Mode
   if (stopping && options.returnLogits) invalid(`backward: logits are not computed when stopping at layer ${stop}`);
   const masks = detachMasks(options.detach, nLayers);
 
-  const { tokens, pad } = leftPad(model.tokenRows(input, options.addSpecialTokens ?? true), options.padId);
-  const B = tokens.length;
-  const T = tokens[0]!.length;
-  const padded = pad.some((p) => p > 0);
-  const beyond = (what: string, name: string) => {
-    if (!reached(model, name, stop)) invalid(`backward: ${what} '${name}' is not reached when stopping at layer ${stop}`);
+  const beyond = (what: string, name: string, hook = name) => {
+    if (!reached(model, hook, stop)) invalid(`backward: ${what} '${name}' is not reached when stopping at layer ${stop}`);
   };
 
   // Hooks: gradients, captures, seeds, forward and gradient hooks.
@@ -181,13 +177,32 @@ export async function runBackward<F extends Family>(model: Model<F>, input: Mode
     if (name.endsWith('_grad')) {
       const base = name.slice(0, -'_grad'.length);
       if (model.hookIndex(base) === undefined) unknownGradHook(model, name);
-      beyond('the gradient hook', name);
+      beyond('the gradient hook', name, base);
       gradHooks[base] = spec as HookSpec;
     } else {
       if (model.hookIndex(name) !== undefined) beyond('the hook', name);
       forwardHooks[name] = spec as HookSpec;
     }
   }
+
+  // Memory is checked on the rows' shape, before the ids are copied and padded.
+  const seedRows = seedEntries.map(([name, t]) => (t instanceof Tensor && model.hookIndex(name) !== undefined && t.shape.length === model.hookShape(name, 1, 1).length + 1 ? t.shape[0]! : 1));
+  const rows = model.tokenRows(input, options.addSpecialTokens ?? true, (r) =>
+    ensureBackwardFits(model, {
+      batch: r.length,
+      pos: r.reduce((m, x) => Math.max(m, x.length), 0),
+      replicas: Math.max(1, ...seedRows),
+      metric: options.metric !== undefined,
+      returnLogits: options.returnLogits === true || (options.metric as { custom?: unknown } | undefined)?.custom instanceof Tensor,
+      captures: captureNames,
+      grads: gradNames,
+      hooks: [...Object.keys(forwardHooks), ...Object.keys(gradHooks)],
+    }),
+  );
+  const { tokens, pad } = leftPad(rows, options.padId);
+  const B = tokens.length;
+  const T = tokens[0]!.length;
+  const padded = pad.some((p) => p > 0);
 
   let replicas = 1;
   let leading = false;
@@ -218,17 +233,6 @@ export async function runBackward<F extends Family>(model: Model<F>, input: Mode
   if (options.metric !== undefined) {
     metric = resolveMetric(options.metric, metricContext(model, tokens, pad));
   }
-
-  ensureBackwardFits(model, {
-    batch: B,
-    pos: T,
-    replicas,
-    metric: metric !== undefined,
-    returnLogits: options.returnLogits === true || metric?.kind === 'dlogits',
-    captures: captureNames,
-    grads: gradNames,
-    hooks: [...Object.keys(forwardHooks), ...Object.keys(gradHooks)],
-  });
 
   const forward = model.hookActions(forwardHooks, B, T, T, T);
   const backward = model.hookActions(gradHooks, B, T, T, T);

@@ -95,6 +95,8 @@ function positionsOf(position: MetricPositions | undefined, b: number, ctx: Metr
 export function resolveMetric(metric: unknown, ctx: MetricContext): ResolvedMetric {
   const B = ctx.tokens.length;
   const T = ctx.tokens[0]!.length;
+  if (isObject(metric) && Object.keys(metric).length !== 1)
+    bad(`give exactly one of logit, logitDiff, logProb, loss and custom (got ${Object.keys(metric).join(', ') || 'none'})`);
   if (metric === 'loss' || (isObject(metric) && 'loss' in metric)) {
     if (isObject(metric) && metric.loss !== true) bad('loss takes no options: write \'loss\' or { loss: true }');
     const n = ctx.pad.reduce((s, pad) => s + Math.max(0, T - 1 - pad), 0);
@@ -105,9 +107,7 @@ export function resolveMetric(metric: unknown, ctx: MetricContext): ResolvedMetr
     return { kind: 'terms', terms, loss: true };
   }
   if (!isObject(metric)) bad(`expected { logit }, { logitDiff }, { logProb }, 'loss' or { custom }, got ${typeof metric === 'string' ? `'${metric}'` : String(metric)}`);
-  const keys = Object.keys(metric);
-  if (keys.length !== 1) bad(`give exactly one of logit, logitDiff, logProb, loss and custom (got ${keys.join(', ') || 'none'})`);
-  const key = keys[0]!;
+  const key = Object.keys(metric)[0]!;
   const spec = metric[key];
   if (key === 'custom') {
     if (typeof spec === 'function') return { kind: 'function', fn: spec as MetricFunction };
