@@ -65,6 +65,8 @@ async function checkProbe(model: Model, p: Probe, extra: Record<string, unknown>
   };
   const central = async (eps: number): Promise<number> => ((await metricAt(eps)) - (await metricAt(-eps))) / (2 * eps);
   const numeric = (4 * (await central(EPS / 2)) - (await central(EPS))) / 3;
+  // A probe whose derivative is ~0 (a position the metric does not read) would pass trivially.
+  expect(Math.abs(numeric), `${p.hook}: the metric must depend on the probed unit`).toBeGreaterThan(20 * ABS);
   expect(Math.abs(analytic - numeric) - ABS, `${p.hook} row ${p.row} pos ${p.pos} head ${p.head}: analytic ${analytic}, numeric ${numeric}`).toBeLessThan(TOL * Math.abs(numeric));
 }
 
@@ -81,15 +83,17 @@ describe('gradients at per-head inputs, by finite differences', () => {
   });
 
   it('gpt2: hook_attn_in, hook_q/k/v_input, attn.hook_result, hook_mlp_in', async () => {
-    for (const hook of ['blocks.0.hook_attn_in', 'blocks.1.hook_q_input', 'blocks.0.hook_k_input', 'blocks.1.hook_v_input', 'blocks.0.attn.hook_result'])
+    for (const hook of ['blocks.0.hook_attn_in', 'blocks.0.hook_k_input', 'blocks.0.hook_v_input', 'blocks.0.attn.hook_result'])
       await checkProbe(gpt2, { hook, row: 1, pos: 3, head: 1 });
-    await checkProbe(gpt2, { hook: 'blocks.1.hook_mlp_in', row: 0, pos: 4 });
+    await checkProbe(gpt2, { hook: 'blocks.1.hook_q_input', row: 1, pos: 6, head: 1 });  // queries of the last block matter at the metric's position only
+    await checkProbe(gpt2, { hook: 'blocks.0.hook_mlp_in', row: 0, pos: 4 });
+    await checkProbe(gpt2, { hook: 'blocks.1.hook_mlp_in', row: 1, pos: 6 });
   });
 
   it('llama (grouped queries): hook_q_input and hook_k_input per kv head', async () => {
     const info = llama.config;
-    await checkProbe(llama, { hook: 'blocks.0.hook_q_input', row: 0, pos: 5, head: info.nHeads - 1 });
-    await checkProbe(llama, { hook: 'blocks.1.hook_k_input', row: 1, pos: 2, head: 0 });
+    await checkProbe(llama, { hook: 'blocks.0.hook_q_input', row: 0, pos: 6, head: info.nHeads - 1 });
+    await checkProbe(llama, { hook: 'blocks.0.hook_k_input', row: 1, pos: 2, head: 0 });
   });
 
   it('with forward edits at the same hooks: the gradient flows through their VJP', async () => {
@@ -100,7 +104,7 @@ describe('gradients at per-head inputs, by finite differences', () => {
       'blocks.0.attn.hook_z': edits.zero({ heads: [2] }),
     };
     await checkProbe(gpt2, { hook: 'blocks.0.hook_resid_mid', row: 1, pos: 4 }, extra);
-    await checkProbe(gpt2, { hook: 'blocks.1.hook_q_input', row: 0, pos: 5, head: 1 }, extra);
+    await checkProbe(gpt2, { hook: 'blocks.1.hook_q_input', row: 0, pos: 6, head: 1 }, extra);
     await checkProbe(gpt2, { hook: 'blocks.0.hook_resid_pre', row: 1, pos: 6 }, extra);
   });
 

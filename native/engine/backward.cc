@@ -358,7 +358,7 @@ void Backward::mlp_back(int L, const LayerTape &t, float *dm, float *dres) {
   const bool mlp_in = t.get(Slot::MlpIn) != nullptr;
   const float *x = mlp_in ? t.get(Slot::MlpIn) : c_.parallel_residual ? t.get(Slot::X1) : t.get(Slot::X2);
   norm_back(lw.ln2, x, t.get(Slot::ScaleLn2), Ms, d, dh, dres, HookKind::Ln2Scale, HookKind::Ln2Normalized, L, det.norm_scale, &t);
-  if (mlp_in) at_hook(HookKind::MlpIn, L, dres, &t);
+  at_hook(HookKind::MlpIn, L, dres, &t);  // hook_mlp_in is ln2's input (a copy of it when hooked)
 }
 
 // da: the gradient at attn_out; dres: the gradient this path adds at resid_pre (after its hook).
