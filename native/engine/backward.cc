@@ -36,6 +36,7 @@ class Backward {
                  HookKind scale_kind, HookKind normalized_kind, int layer, bool detach_scale, const LayerTape *tape);
   void rotary_back(float *t, int64_t heads, const float *neg_freq);
   void head_back(float *g);                  // metric -> gradient at the last resid_post
+  void head_seeds(float *g);                 // seeds at ln_final / unembed hooks -> the same
   void layer_back(int L, const LayerTape &t, float *g);
   void attn_back(int L, const LayerTape &t, float *da, float *dres);
   void mlp_back(int L, const LayerTape &t, float *dm, float *dres);
@@ -262,8 +263,12 @@ void Backward::run() {
   DeviceBuffer g = buf(Ms * d);
 
   int start = n_run_ - 1;
+  bool head_seeded = false;
+  for (const Seed &s : req_.seeds) head_seeded |= m_.hooks_->points()[static_cast<size_t>(s.index)].after_blocks;
   if (req_.seeds.empty()) {
     head_back(g.f32());
+  } else if (head_seeded) {
+    head_seeds(g.f32());
   } else {
     zero(g.f32(), Ms * d);
     start = -1;
@@ -589,6 +594,42 @@ void Backward::head_back(float *g) {
             -1, req_.final_norm_scale_detached, &tape);
 }
 
+// Seeds at the head's hooks: the backward starts at unembed.hook_out (when seeded or its
+// gradient is wanted) or unembed.hook_in with zeros, the seeds added where they sit, through
+// W_U and ln_final (tiled for the seeds' rows) into g [S x M, d].
+void Backward::head_seeds(float *g) {
+  LayerTape tape;
+  tape.replicas = S;
+  copy(pass_.x().f32(), saved_.back().f32(), M * d);
+  pass_.keep(&tape, Slot::X1, saved_.back().f32(), M * d);
+  DeviceBuffer h = buf(M * d);
+  pass_.tape_ = &tape;
+  pass_.norm_rows(m_.ln_final_, pass_.x().f32(), h.f32(), M, d, pass_.scale_.f32(), HookKind::LnFinalScale, HookKind::LnFinalNormalized, -1,
+                  &tape, Slot::ScaleLn1);
+  pass_.fire(pass_.active(HookKind::UnembedIn, -1), h.f32());
+  const int uo = hook(HookKind::UnembedOut, -1);
+  if (plan_ && uo >= 0 && !plan_->actions(uo).empty()) {  // its edits' VJPs may need the forward value
+    DeviceBuffer logits = buf(M * V);
+    const DeviceBuffer &head = m_.lm_head_.empty() ? m_.embed_ : m_.lm_head_;
+    be_->check(api_.gemm(bx_, h.f32(), M, d, head.data(), m_.lm_head_.empty() ? m_.dtype_ : m_.lm_head_dtype_, V, nullptr, logits.f32()), "gemm");
+    pass_.fire(pass_.active(HookKind::UnembedOut, -1), logits.f32());
+  }
+  pass_.tape_ = nullptr;
+  DeviceBuffer dh = buf(Ms * d);
+  zero(dh.f32(), Ms * d);
+  if (wants(uo)) {
+    DeviceBuffer dl = buf(Ms * V);
+    zero(dl.f32(), Ms * V);
+    at_hook(HookKind::UnembedOut, -1, dl.f32(), &tape);
+    const DeviceBuffer &head = m_.lm_head_.empty() ? m_.embed_ : m_.lm_head_;
+    be_->check(api_.gemm_backward(bx_, dl.f32(), Ms, V, head.data(), m_.lm_head_.empty() ? m_.dtype_ : m_.lm_head_dtype_, d, dh.f32()),
+               "gemm_backward");
+  }
+  at_hook(HookKind::UnembedIn, -1, dh.f32(), &tape);
+  norm_back(m_.ln_final_, tape.get(Slot::X1), tape.get(Slot::ScaleLn1), Ms, d, dh.f32(), g, HookKind::LnFinalScale, HookKind::LnFinalNormalized, -1,
+            req_.final_norm_scale_detached, &tape);
+}
+
 // The metric's terms over the logits rows (row_of: padded (b, t) -> logits row): value per
 // batch row into metric_rows, d metric / d logits into dl. In double, per row once.
 void Backward::metric_on_host(const std::vector<float> &logits, const std::vector<int64_t> &row_of, std::vector<float> &dl) {
@@ -667,7 +708,6 @@ void Model::backward(const BackwardRequest &req, HookPlan *plan, HookPlan *grad_
     if (s.index < 0 || s.index >= static_cast<int>(points.size()) || !s.data) fail(code::kInvalidInput, "a seed needs a hook and its gradient");
     const HookPoint &hp = points[static_cast<size_t>(s.index)];
     if (!reached(hp)) fail(code::kInvalidInput, "seed hook '" + hp.name + "' is not reached when stopping at layer " + std::to_string(f.stop_at_layer));
-    if (hp.after_blocks) fail(code::kInvalidInput, "seeds at '" + hp.name + "' are not supported: seed a block's hook (or use a custom metric)");
   }
   for (size_t i = 0; i < points.size(); ++i) {
     const int idx = static_cast<int>(i);
