@@ -12,6 +12,7 @@
         "native/api/sae-wrap.cc",
         "native/api/worker.cc",
         "native/engine/backward.cc",
+        "native/engine/backward-layer.cc",
         "native/engine/backend.cc",
         "native/engine/config.cc",
         "native/engine/edits.cc",
