@@ -23,12 +23,19 @@ inline void key_range(const AttentionShape &s, int64_t b, int64_t t, int64_t *lo
   if (s.window > 0) *lo = std::max<int64_t>(*lo, i - s.window + 1);
 }
 
-// m[t, j] = ds[t, j] where query t sees key j, else 0: [T, KV].
-void masked_scores(const AttentionShape &s, int64_t b, const float *ds, float *m) {
+// Row stride of the copies below: n + 16 floats, so that rows 4 KB apart (n a multiple of 1024)
+// do not all fall in one L1 set when a tile walks down a column (the transposed operand of dv
+// and dk: a[j, t] read as m[t * ld + j]).
+inline int64_t padded(int64_t n) { return n + 16; }
+
+// m[t, j] = ds[t, j] where query t sees key j, else 0 ([T, padded(KV)]); with `masked` false, a
+// plain copy (for the row padding).
+void copy_scores(const AttentionShape &s, int64_t b, const float *ds, bool masked, float *m) {
+  const int64_t ld = padded(s.KV);
   for (int64_t t = 0; t < s.T; ++t) {
-    int64_t lo, hi;
-    key_range(s, b, t, &lo, &hi);
-    float *row = m + t * s.KV;
+    int64_t lo = 0, hi = s.KV - 1;
+    if (masked) key_range(s, b, t, &lo, &hi);
+    float *row = m + t * ld;
     const float *src = ds + t * s.KV;
     std::fill(row, row + s.KV, 0.0f);
     if (lo <= hi) std::memcpy(row + lo, src + lo, static_cast<size_t>(hi - lo + 1) * sizeof(float));
@@ -41,30 +48,36 @@ void attention_apply_backward_f32(ThreadPool &pool, const AttentionShape &s, con
                                   float *dpattern, float *dv) {
   const int64_t T = s.T, H = s.H, G = s.G, D = s.D, KV = s.KV, group = H / G, MR = fma_tile_rows();
   // dpattern[b, h] [T, KV] = dz[b, :, h] [T, D] · v[b, :, g]^T: rows i, reduction d, columns j
-  // from v transposed into [D, KV] once per item.
+  // from v laid out once per item as panels of 32 keys, [KV / 32][D][32] (each tile's operand
+  // contiguous).
   pool.parallel_for(s.B * H, [&](int64_t item) {
     const int64_t b = item / H, h = item % H, g = h / group;
-    thread_local std::vector<float> vt;
-    vt.resize(static_cast<size_t>(D * KV));
+    thread_local std::vector<float> vp;
+    const int64_t panels = (KV + kCols - 1) / kCols;
+    vp.assign(static_cast<size_t>(panels * D * kCols), 0.0f);
     for (int64_t j = 0; j < KV; ++j) {
       const float *vr = v + ((b * s.S + j) * G + g) * D;
-      for (int64_t d = 0; d < D; ++d) vt[static_cast<size_t>(d * KV + j)] = vr[d];
+      float *dst = vp.data() + (j / kCols) * D * kCols + j % kCols;
+      for (int64_t d = 0; d < D; ++d) dst[d * kCols] = vr[d];
     }
-    for (int64_t i = 0; i < T; i += MR)
-      for (int64_t j = 0; j < KV; j += kCols) {
-        FmaTile t{dz + ((b * T + i) * H + h) * D, H * D, 1, vt.data() + j, KV, D, dpattern + (item * T + i) * KV + j, KV,
+    for (int64_t j = 0; j < KV; j += kCols)
+      for (int64_t i = 0; i < T; i += MR) {
+        FmaTile t{dz + ((b * T + i) * H + h) * D, H * D, 1, vp.data() + (j / kCols) * D * kCols, kCols, D, dpattern + (item * T + i) * KV + j, KV,
                   std::min(MR, T - i), std::min(kCols, KV - j), 1.0f, false};
         fma_tile(t);
       }
   });
-  // dv[b, :, g] [KV, D] = sum over h in g of pattern[b, h]^T [KV, T] · dz[b, :, h] [T, D].
+  // dv[b, :, g] [KV, D] = sum over h in g of pattern[b, h]^T [KV, T] · dz[b, :, h] [T, D], the
+  // pattern read down its columns from a row-padded copy.
   pool.parallel_for(s.B * G, [&](int64_t item) {
     const int64_t b = item / G, g = item % G;
+    thread_local std::vector<float> pt;
+    pt.resize(static_cast<size_t>(T * padded(KV)));
     for (int64_t h = g * group; h < (g + 1) * group; ++h) {
-      const float *p = pattern + (b * H + h) * T * KV;
+      copy_scores(s, b, pattern + (b * H + h) * T * KV, false, pt.data());
       for (int64_t j = 0; j < KV; j += MR)
         for (int64_t d = 0; d < D; d += kCols) {
-          FmaTile t{p + j, 1, KV, dz + (b * T * H + h) * D + d, H * D, T, dv + ((b * s.S + j) * G + g) * D + d, G * D,
+          FmaTile t{pt.data() + j, 1, padded(KV), dz + (b * T * H + h) * D + d, H * D, T, dv + ((b * s.S + j) * G + g) * D + d, G * D,
                     std::min(MR, KV - j), std::min(kCols, D - d), 1.0f, h > g * group};
           fma_tile(t);
         }
@@ -81,8 +94,8 @@ void attention_scores_backward_f32(ThreadPool &pool, const AttentionShape &s, co
   pool.parallel_for(s.B * H, [&](int64_t item) {
     const int64_t b = item / H, h = item % H, g = h / group;
     thread_local std::vector<float> m;
-    m.resize(static_cast<size_t>(T * KV));
-    masked_scores(s, b, dscores + item * T * KV, m.data());
+    m.resize(static_cast<size_t>(T * padded(KV)));
+    copy_scores(s, b, dscores + item * T * KV, true, m.data());
     for (int64_t i = 0; i < T; i += MR) {
       const int64_t mr = std::min(MR, T - i);
       int64_t lo = KV, hi = -1;
@@ -95,7 +108,7 @@ void attention_scores_backward_f32(ThreadPool &pool, const AttentionShape &s, co
       const int64_t n = std::max<int64_t>(0, hi - lo + 1);
       if (n == 0) lo = 0;
       for (int64_t d = 0; d < D; d += kCols) {
-        FmaTile t{m.data() + i * KV + lo, KV, 1, k + ((b * s.S + lo) * G + g) * D + d, G * D, n, dq + ((b * T + i) * H + h) * D + d, H * D, mr,
+        FmaTile t{m.data() + i * padded(KV) + lo, padded(KV), 1, k + ((b * s.S + lo) * G + g) * D + d, G * D, n, dq + ((b * T + i) * H + h) * D + d, H * D, mr,
                   std::min(kCols, D - d), s.scale, false};
         fma_tile(t);
       }
@@ -107,9 +120,9 @@ void attention_scores_backward_f32(ThreadPool &pool, const AttentionShape &s, co
   pool.parallel_for(s.B * G, [&](int64_t item) {
     const int64_t b = item / G, g = item % G;
     thread_local std::vector<float> m;
-    m.resize(static_cast<size_t>(T * KV));
+    m.resize(static_cast<size_t>(T * padded(KV)));
     for (int64_t h = g * group; h < (g + 1) * group; ++h) {
-      masked_scores(s, b, dscores + (b * H + h) * T * KV, m.data());
+      copy_scores(s, b, dscores + (b * H + h) * T * KV, true, m.data());
       for (int64_t j = 0; j < KV; j += MR) {
         const int64_t mr = std::min(MR, KV - j);
         int64_t t0 = T, t1 = -1;
@@ -121,7 +134,7 @@ void attention_scores_backward_f32(ThreadPool &pool, const AttentionShape &s, co
         const int64_t n = std::max<int64_t>(0, t1 - t0 + 1);
         if (n == 0) t0 = 0;
         for (int64_t d = 0; d < D; d += kCols) {
-          FmaTile t{m.data() + t0 * KV + j, 1, KV, q + ((b * T + t0) * H + h) * D + d, H * D, n, dk + ((b * s.S + j) * G + g) * D + d, G * D, mr,
+          FmaTile t{m.data() + t0 * padded(KV) + j, 1, padded(KV), q + ((b * T + t0) * H + h) * D + d, H * D, n, dk + ((b * s.S + j) * G + g) * D + d, G * D, mr,
                     std::min(kCols, D - d), s.scale, h > g * group};
           fma_tile(t);
         }
