@@ -42,12 +42,15 @@ __attribute__((target("avx512f"))) void tile_avx512(const FmaTile &t) {
   const float *ap[8];
   for (int i = 0; i < 8; ++i) ap[i] = t.a + std::min<int64_t>(i, t.mr - 1) * t.ars;
   __m512 acc[8][2];
+  // Fully unrolled (GCC at -O2 otherwise keeps the accumulators in memory).
+#pragma GCC unroll 8
   for (int i = 0; i < 8; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-  const int64_t acs = Unit ? 1 : t.acs;
+  const int64_t acs = Unit ? 1 : t.acs, n = t.n, ldw = t.ldw;
   const float *w = t.w;
-  for (int64_t k = 0; k < t.n; ++k, w += t.ldw) {
+  for (int64_t k = 0; k < n; ++k, w += ldw) {
     const __m512 w0 = _mm512_maskz_loadu_ps(m0, w), w1 = _mm512_maskz_loadu_ps(m1, w + 16);
     const int64_t o = k * acs;
+#pragma GCC unroll 8
     for (int i = 0; i < 8; ++i) {
       const __m512 av = _mm512_set1_ps(ap[i][o]);
       acc[i][0] = _mm512_fmadd_ps(av, w0, acc[i][0]);
@@ -55,7 +58,9 @@ __attribute__((target("avx512f"))) void tile_avx512(const FmaTile &t) {
     }
   }
   const __m512 alpha = _mm512_set1_ps(t.alpha);
-  for (int64_t i = 0; i < t.mr; ++i) {
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    if (i >= t.mr) break;
     float *c = t.c + i * t.ldc;
     __m512 v0 = _mm512_mul_ps(alpha, acc[i][0]), v1 = _mm512_mul_ps(alpha, acc[i][1]);
     if (t.accumulate) {
@@ -79,12 +84,14 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const FmaTile &t, int64_t col
   const float *ap[6];
   for (int i = 0; i < 6; ++i) ap[i] = t.a + std::min<int64_t>(i, t.mr - 1) * t.ars;
   __m256 acc[6][2];
+#pragma GCC unroll 6
   for (int i = 0; i < 6; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-  const int64_t acs = Unit ? 1 : t.acs;
+  const int64_t acs = Unit ? 1 : t.acs, n = t.n, ldw = t.ldw;
   const float *w = t.w + col;
-  for (int64_t k = 0; k < t.n; ++k, w += t.ldw) {
+  for (int64_t k = 0; k < n; ++k, w += ldw) {
     const __m256 w0 = _mm256_maskload_ps(w, m0), w1 = _mm256_maskload_ps(w + 8, m1);
     const int64_t o = k * acs;
+#pragma GCC unroll 6
     for (int i = 0; i < 6; ++i) {
       const __m256 av = _mm256_broadcast_ss(ap[i] + o);
       acc[i][0] = _mm256_fmadd_ps(av, w0, acc[i][0]);
@@ -92,7 +99,9 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const FmaTile &t, int64_t col
     }
   }
   const __m256 alpha = _mm256_set1_ps(t.alpha);
-  for (int64_t i = 0; i < t.mr; ++i) {
+#pragma GCC unroll 6
+  for (int i = 0; i < 6; ++i) {
+    if (i >= t.mr) break;
     float *c = t.c + i * t.ldc + col;
     __m256 v0 = _mm256_mul_ps(alpha, acc[i][0]), v1 = _mm256_mul_ps(alpha, acc[i][1]);
     if (t.accumulate) {

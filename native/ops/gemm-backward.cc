@@ -48,10 +48,13 @@ void tile_packed(const Wt *Wp, int64_t K, int64_t n0, int64_t n1, int64_t k0, fl
     const Wt *src = Wp + ((p0 / kCols) * K + k0) * kCols;
     const int64_t jn = std::min(kCols, n1 - p0);
     float *dst = buf + (p0 - n0) * kCols;
-    for (int64_t j = 0; j < jn; ++j) {
-      float *d = dst + j * kCols;
-      for (int64_t k = 0; k < kc; ++k) d[k] = widen(src[k * kCols + j]);
-      for (int64_t k = kc; k < kCols; ++k) d[k] = 0.0f;
+    // Read along the panel's contiguous rows, write down buf's columns (both stay in L1).
+    for (int64_t k = 0; k < kCols; ++k) {
+      const Wt *row = src + k * kCols;
+      if (k < kc)
+        for (int64_t j = 0; j < jn; ++j) dst[j * kCols + k] = widen(row[j]);
+      else
+        for (int64_t j = 0; j < jn; ++j) dst[j * kCols + k] = 0.0f;
     }
   }
 }
