@@ -11,7 +11,7 @@ namespace nt {
 void Backward::norm_back(const Norm &n, const float *x, const float *sc, int64_t rows, int64_t width, const float *dy, float *dx,
                          HookKind scale_kind, HookKind normalized_kind, int layer, bool detach_scale, const LayerTape *tape) {
   const int32_t ln = c_.norm == NormKind::LayerNorm ? 1 : 0;
-  float *dn = dn_.f32(), *ds = dscale_.f32();
+  float *dn = dn_, *ds = dscale_;
   be_->check(api_.mul_rows(bx_, dy, rows, width, n.w.f32(), dn), "mul_rows");
   at_hook(normalized_kind, layer, dn, tape);
   const int si = hook(scale_kind, layer);
@@ -41,21 +41,21 @@ void Backward::rotary_back(float *t, int64_t heads, const float *neg_freq) {
 // (resid_pre before its hook) on return.
 void Backward::layer_back(int L, const LayerTape &t, float *g) {
   at_hook(HookKind::ResidPost, L, g, &t);
-  float *dres = dt2_.f32();
+  float *dres = dt2_;
   if (c_.parallel_residual) {  // x + attn(ln1(x)) + mlp(ln2(x))
-    copy(dm_.f32(), g, Ms * d);
-    copy(da_.f32(), g, Ms * d);
-    mlp_back(L, t, dm_.f32(), dres);
+    copy(dm_, g, Ms * d);
+    copy(da_, g, Ms * d);
+    mlp_back(L, t, dm_, dres);
     add(g, dres, Ms * d);
-    attn_back(L, t, da_.f32(), dres);
+    attn_back(L, t, da_, dres);
     add(g, dres, Ms * d);
   } else {
-    copy(dm_.f32(), g, Ms * d);
-    mlp_back(L, t, dm_.f32(), dres);
+    copy(dm_, g, Ms * d);
+    mlp_back(L, t, dm_, dres);
     add(g, dres, Ms * d);
     at_hook(HookKind::ResidMid, L, g, &t);
-    copy(da_.f32(), g, Ms * d);
-    attn_back(L, t, da_.f32(), dres);
+    copy(da_, g, Ms * d);
+    attn_back(L, t, da_, dres);
     add(g, dres, Ms * d);
   }
   at_hook(HookKind::ResidPre, L, g, &t);
@@ -69,17 +69,17 @@ void Backward::mlp_back(int L, const LayerTape &t, float *dm, float *dres) {
   at_hook(HookKind::MlpOut, L, dm, &t);
   const float *dmo = dm;
   if (c_.sandwich_norms) {
-    norm_back(lw.ln2_post, t.get(Slot::M), t.get(Slot::ScaleLn2Post), Ms, d, dm, dt1_.f32(), HookKind::Ln2PostScale, HookKind::Ln2PostNormalized,
+    norm_back(lw.ln2_post, t.get(Slot::M), t.get(Slot::ScaleLn2Post), Ms, d, dm, dt1_, HookKind::Ln2PostScale, HookKind::Ln2PostNormalized,
               L, det.norm_scale, &t);
-    dmo = dt1_.f32();
+    dmo = dt1_;
   }
-  float *dpost = dmlp1_.f32(), *dpre = dmlp2_.f32();
+  float *dpost = dmlp1_, *dpre = dmlp2_;
   gemm_b(lw.down, dmo, Ms, dpost);
   at_hook(HookKind::MlpPost, L, dpost, &t);
   const nt_activation act = static_cast<nt_activation>(c_.act);
-  float *dh = dt1_.f32();
+  float *dh = dt1_;
   if (c_.gated_mlp) {
-    float *dup = dmlp3_.f32();
+    float *dup = dmlp3_;
     be_->check(api_.gated_activation_backward(bx_, act, t.get(Slot::Pre), t.get(Slot::Up), dpost, n, det.mlp_act ? nullptr : dpre, dup),
                "gated_activation_backward");
     if (det.mlp_act) zero(dpre, n);
@@ -109,12 +109,12 @@ void Backward::attn_back(int L, const LayerTape &t, float *da, float *dres) {
   at_hook(HookKind::AttnOut, L, da, &t);
   const float *dout = da;
   if (c_.sandwich_norms) {
-    norm_back(lw.ln1_post, t.get(Slot::O), t.get(Slot::ScaleLn1Post), Ms, d, da, dt1_.f32(), HookKind::Ln1PostScale, HookKind::Ln1PostNormalized,
+    norm_back(lw.ln1_post, t.get(Slot::O), t.get(Slot::ScaleLn1Post), Ms, d, da, dt1_, HookKind::Ln1PostScale, HookKind::Ln1PostNormalized,
               L, det.norm_scale, &t);
-    dout = dt1_.f32();
+    dout = dt1_;
   }
   // attn_out = sum over heads of result + b_O: each head's result sees the same gradient.
-  float *dz = dz_.f32();
+  float *dz = dz_;
   const int ri = hook(HookKind::AttnResult, L);
   if (wants(ri) || (plan_ && ri >= 0 && !plan_->actions(ri).empty())) {
     DeviceBuffer dr = buf(Ms * H * d), full = buf(Ms * dq);
@@ -137,7 +137,7 @@ void Backward::attn_back(int L, const LayerTape &t, float *da, float *dres) {
   nt_attention_shape as{Bs, T, H, G, D, T, T, 0, c_.attn_scale, c_.sliding_window[static_cast<size_t>(L)],
                         static_cast<const int32_t *>(pad_s_buf_.data())};
   if (c_.scale_attn_by_inverse_layer_idx) as.scale /= static_cast<float>(L + 1);
-  float *dp = dp_.f32(), *dqv = dq_.f32(), *dkk = dk_.f32(), *dvv = dv_.f32();
+  float *dp = dp_, *dqv = dq_, *dkk = dk_, *dvv = dv_;
   const int64_t np = Bs * H * T * T;
   be_->check(api_.attention_apply_backward(bx_, &as, t.get(Slot::Pattern), t.get(Slot::V), dz, dp, dvv), "attention_apply_backward");
   at_hook(HookKind::AttnPattern, L, dp, &t);
@@ -177,7 +177,7 @@ void Backward::attn_back(int L, const LayerTape &t, float *da, float *dres) {
     return;
   }
   // q, k, v = ln1(x) through W_Q, W_K, W_V.
-  float *dh = dt1_.f32(), *part = dm_.f32();  // dm_ is free once the MLP's backward has run
+  float *dh = dt1_, *part = dm_;  // dm_ is free once the MLP's backward has run
   gemm_b(lw.q, dqv, Ms, dh);
   gemm_b(lw.k, dkk, Ms, part);
   add(dh, part, Ms * d);
@@ -205,7 +205,7 @@ void Backward::split_back(int L, const LayerTape &t, float *dres) {
   const Detach det = req_.detach.empty() ? Detach{} : req_.detach[static_cast<size_t>(L)];
   const int32_t ln = c_.norm == NormKind::LayerNorm ? 1 : 0;
   const Linear *proj[3] = {&lw.q, &lw.k, &lw.v};
-  const float *dproj[3] = {dq_.f32(), dk_.f32(), dv_.f32()};
+  const float *dproj[3] = {dq_, dk_, dv_};
   const int64_t heads[3] = {H, G, G};
   const HookKind kinds[3] = {HookKind::QInput, HookKind::KInput, HookKind::VInput};
   const size_t row = static_cast<size_t>(d) * sizeof(float), hrow = static_cast<size_t>(D) * sizeof(float);
@@ -232,7 +232,7 @@ void Backward::split_back(int L, const LayerTape &t, float *dres) {
       be_->check(api_.copy_2d(bx_, full.f32() + hh * D, pitch, dproj[i] + hh * D, pitch, hrow, static_cast<size_t>(Ms)), "copy");
       gemm_b(*proj[i], full.f32(), Ms, dh.f32());
       be_->check(api_.mul_rows(bx_, dh.f32(), Ms, d, lw.ln1.w.f32(), dh.f32()), "mul_rows");
-      float *ds = det.norm_scale ? nullptr : dscale_.f32();
+      float *ds = det.norm_scale ? nullptr : dscale_;
       if (ds) be_->check(api_.norm_scale_backward(bx_, xrow.f32(), Ms, d, ln, sc.f32(), dh.f32(), ds), "norm_scale_backward");
       be_->check(api_.norm_backward(bx_, xrow.f32(), Ms, d, ln, c_.norm_eps, sc.f32(), dh.f32(), ds, dx.f32()), "norm_backward");
       be_->check(api_.copy_2d(bx_, din[i].f32() + hh * d, static_cast<size_t>(nh) * row, dx.data(), row, row, static_cast<size_t>(Ms)), "copy");

@@ -54,11 +54,12 @@ class Backward {
   HookContext ctx_s_;            // the backward rows: replicas x batch
   std::vector<int32_t> pad_s_;
   DeviceBuffer pad_s_buf_, neg_freq_, neg_freq_local_;
-  std::vector<DeviceBuffer> saved_;  // [n_run + 1] residual stream before each block's first hook
+  float *saved_ = nullptr;  // [n_run + 1, M, d]: the residual stream before each block's first hook
+  float *saved_at(int L) const { return saved_ + static_cast<int64_t>(L) * M * d; }
   std::map<const Edit *, DeviceEdit> uploaded_;
   std::vector<char> fired_;            // gradient captures written
   // Gradient buffers, reused across blocks.
-  DeviceBuffer da_, dm_, dt1_, dt2_, dmlp1_, dmlp2_, dmlp3_, dz_, dq_, dk_, dv_, dp_, dn_, dscale_;
+  float *da_, *dm_, *dt1_, *dt2_, *dmlp1_, *dmlp2_, *dmlp3_, *dz_, *dq_, *dk_, *dv_, *dp_, *dn_, *dscale_;
 };
 
 }  // namespace nt

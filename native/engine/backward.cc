@@ -153,62 +153,63 @@ void Backward::edits_vjp(int idx, float *g, const LayerTape *tape) {
 void Backward::run() {
   // Forward, keeping each block's input.
   pass_.embed();
-  saved_.reserve(static_cast<size_t>(n_run_ + 1));
+  // Buffers live in the model's workspace (slots 14 and up), reused across runs like the
+  // forward's, so repeated backward passes allocate and page-fault nothing.
+  saved_ = m_.scratch(14, (n_run_ + 1) * M * d).f32();
   for (int L = 0; L < n_run_; ++L) {
-    saved_.push_back(buf(M * d));
-    copy(saved_.back().f32(), pass_.x().f32(), M * d);
+    copy(saved_at(L), pass_.x().f32(), M * d);
     pass_.layer(L, nullptr);
   }
-  saved_.push_back(buf(M * d));
-  copy(saved_.back().f32(), pass_.x().f32(), M * d);
+  copy(saved_at(n_run_), pass_.x().f32(), M * d);
   if (n_run_ == c_.n_layers) pass_.head();
   be_->check(api_.synchronize(bx_), "synchronize");
   pass_.mode_ = Pass::Mode::Replay;
   pass_.plan_ = plan_;
 
   const int64_t wide = std::max<int64_t>({d, dq, c_.d_mlp});
-  da_ = buf(Ms * d);
-  dm_ = buf(Ms * d);
-  dt1_ = buf(Ms * wide);
-  dt2_ = buf(Ms * wide);
-  dmlp1_ = buf(Ms * c_.d_mlp);
-  dmlp2_ = buf(Ms * c_.d_mlp);
-  if (c_.gated_mlp) dmlp3_ = buf(Ms * c_.d_mlp);
-  dz_ = buf(Ms * dq);
-  dq_ = buf(Ms * dq);
-  dk_ = buf(Ms * dkv);
-  dv_ = buf(Ms * dkv);
-  dp_ = buf(Bs * H * T * T);
-  dn_ = buf(Ms * std::max(d, dq));
-  dscale_ = buf(Ms * std::max(H, G));
-  DeviceBuffer g = buf(Ms * d);
-
+  size_t slot = 15;
+  auto ws = [&](int64_t floats) { return m_.scratch(slot++, floats).f32(); };
+  da_ = ws(Ms * d);
+  dm_ = ws(Ms * d);
+  dt1_ = ws(Ms * wide);
+  dt2_ = ws(Ms * wide);
+  dmlp1_ = ws(Ms * c_.d_mlp);
+  dmlp2_ = ws(Ms * c_.d_mlp);
+  dmlp3_ = ws(c_.gated_mlp ? Ms * c_.d_mlp : 0);
+  dz_ = ws(Ms * dq);
+  dq_ = ws(Ms * dq);
+  dk_ = ws(Ms * dkv);
+  dv_ = ws(Ms * dkv);
+  dp_ = ws(Bs * H * T * T);
+  dn_ = ws(Ms * std::max(d, dq));
+  dscale_ = ws(Ms * std::max(H, G));
+  float *g = ws(Ms * d);
   int start = n_run_ - 1;
   bool head_seeded = false;
   for (const Seed &s : req_.seeds) head_seeded |= m_.hooks_->points()[static_cast<size_t>(s.index)].after_blocks;
   if (req_.seeds.empty()) {
-    head_back(g.f32());
+    head_back(g);
   } else if (head_seeded) {
-    head_seeds(g.f32());
+    head_seeds(g);
   } else {
-    zero(g.f32(), Ms * d);
+    zero(g, Ms * d);
     start = -1;
     for (const Seed &s : req_.seeds) start = std::max(start, m_.hooks_->points()[static_cast<size_t>(s.index)].layer);
   }
-  LayerTape tape;  // one for every block: its buffers are reused
+  if (!m_.tape_) m_.tape_ = std::make_shared<LayerTape>();
+  LayerTape &tape = *m_.tape_;  // one for every block and run: its buffers are reused
   tape.replicas = S;
   for (int L = start; L >= 0; --L) {
-    tape.pre_edit.clear();
-    copy(pass_.x().f32(), saved_[static_cast<size_t>(L)].f32(), M * d);
+    copy(pass_.x().f32(), saved_at(L), M * d);
     pass_.layer(L, &tape);
-    layer_back(L, tape, g.f32());
+    layer_back(L, tape, g);
   }
   // Embeddings: x = hook_embed + hook_pos_embed, both see the gradient at resid_pre of block 0.
   for (HookKind k : {HookKind::PosEmbed, HookKind::Embed}) {
     const int idx = hook(k, -1);
     if (!wants(idx)) continue;
     DeviceBuffer e = buf(Ms * d);
-    copy(e.f32(), g.f32(), Ms * d);
+    copy(e.f32(), g, Ms * d);
     at_hook(k, -1, e.f32(), nullptr);
   }
   // Gradient captures the backward never reached (past the metric, above the seeds) are zero.
@@ -244,7 +245,8 @@ void Backward::head_back(float *g) {
   const int64_t R = static_cast<int64_t>(rows.size());
 
   LayerTape tape;
-  copy(pass_.x().f32(), saved_.back().f32(), M * d);
+  tape.clear();
+  copy(pass_.x().f32(), saved_at(n_run_), M * d);
   DeviceBuffer h = buf(M * d);
   pass_.tape_ = &tape;
   pass_.norm_rows(m_.ln_final_, pass_.x().f32(), h.f32(), M, d, pass_.scale_.f32(), HookKind::LnFinalScale, HookKind::LnFinalNormalized, -1,
@@ -293,7 +295,7 @@ void Backward::head_back(float *g) {
   }
   (void)row;
   at_hook(HookKind::UnembedIn, -1, dh.f32(), &tape);
-  norm_back(m_.ln_final_, saved_.back().f32(), tape.get(Slot::ScaleLn1), M, d, dh.f32(), g, HookKind::LnFinalScale, HookKind::LnFinalNormalized,
+  norm_back(m_.ln_final_, saved_at(n_run_), tape.get(Slot::ScaleLn1), M, d, dh.f32(), g, HookKind::LnFinalScale, HookKind::LnFinalNormalized,
             -1, req_.final_norm_scale_detached, &tape);
 }
 
@@ -302,9 +304,10 @@ void Backward::head_back(float *g) {
 // W_U and ln_final (tiled for the seeds' rows) into g [S x M, d].
 void Backward::head_seeds(float *g) {
   LayerTape tape;
+  tape.clear();
   tape.replicas = S;
-  copy(pass_.x().f32(), saved_.back().f32(), M * d);
-  pass_.keep(&tape, Slot::X1, saved_.back().f32(), M * d);
+  copy(pass_.x().f32(), saved_at(n_run_), M * d);
+  pass_.keep(&tape, Slot::X1, saved_at(n_run_), M * d);
   DeviceBuffer h = buf(M * d);
   pass_.tape_ = &tape;
   pass_.norm_rows(m_.ln_final_, pass_.x().f32(), h.f32(), M, d, pass_.scale_.f32(), HookKind::LnFinalScale, HookKind::LnFinalNormalized, -1,

@@ -24,6 +24,7 @@ class Checkpoint;
 // request implies).
 void check_finite_size(int64_t a, int64_t b, const char *what);
 struct BackwardRequest;
+struct LayerTape;
 
 struct Linear {
   DeviceBuffer w;  // [out, in], `dtype`
@@ -140,7 +141,8 @@ class Model {
   DeviceBuffer inv_freq_;   // [rotary_dim / 2] float32 (rotary only)
   DeviceBuffer inv_freq_local_;  // sliding layers' frequencies (Gemma 3), else empty
   DeviceBuffer embed_scale_;     // [d_model] filled with config.embed_scale (Gemma), else empty
-  std::array<DeviceBuffer, 14> workspace_;  // activations, reused across runs (see scratch)
+  std::array<DeviceBuffer, 32> workspace_;  // activations (0-13 forward, 14-30 backward), reused across runs (see scratch)
+  std::shared_ptr<LayerTape> tape_;          // the backward's recomputed block, reused across runs
   std::vector<std::unique_ptr<AttachedSae>> saes_;  // in attach order; their hooks follow the model's
   AttachedSae *sae_at(int index) const;
   void rebuild_sae_hooks();  // under run_mutex_

@@ -195,6 +195,7 @@ void Pass::fire(int idx, float *data) {
 
 void Pass::keep(LayerTape *tape, int slot, const float *src, int64_t n) {
   if (!tape) return;
+  tape->live[static_cast<size_t>(slot)] = 1;
   DeviceBuffer &dst = tape->slots[slot];
   const size_t bytes = static_cast<size_t>(n) * sizeof(float);
   if (dst.bytes() != bytes * static_cast<size_t>(tape->replicas)) dst = buf(n * tape->replicas);
@@ -326,6 +327,7 @@ void Pass::linear_per_head(const Norm &n, const Linear &l, const float *in, int6
 
 void Pass::layer(int L, LayerTape *tape) {
   tape_ = tape;
+  if (tape) tape->clear();
   const LayerWeights &lw = m_.layers_[static_cast<size_t>(L)];
   fire(active(HookKind::ResidPre, L), x_.f32());
   keep(tape, LayerTape::X1, x_.f32(), M * d);

@@ -43,11 +43,16 @@ struct LayerTape {
     kSlots
   };
   int64_t replicas = 1;
-  std::map<int, DeviceBuffer> slots;
+  std::map<int, DeviceBuffer> slots;     // kept across blocks and runs (buffers are reused)
+  std::vector<char> live;                // slots written by the block now on the tape
   std::map<int, DeviceBuffer> pre_edit;  // hook index -> value before its actions (projectionCap VJPs)
+  void clear() {
+    live.assign(kSlots, 0);
+    pre_edit.clear();
+  }
   const float *get(Slot s) const {
     auto it = slots.find(s);
-    return it == slots.end() ? nullptr : it->second.f32();
+    return it == slots.end() || !live[static_cast<size_t>(s)] ? nullptr : it->second.f32();
   }
 };
 
