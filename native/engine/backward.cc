@@ -151,14 +151,27 @@ void Backward::edits_vjp(int idx, float *g, const LayerTape *tape) {
 }
 
 void Backward::run() {
-  // Forward, keeping each block's input.
+  // Where the backward starts: the top block, or the highest seeded one.
+  int start = n_run_ - 1;
+  bool head_seeded = false;
+  for (const Seed &s : req_.seeds) head_seeded |= m_.hooks_->points()[static_cast<size_t>(s.index)].after_blocks;
+  if (!req_.seeds.empty() && !head_seeded) {
+    start = -1;
+    for (const Seed &s : req_.seeds) start = std::max(start, m_.hooks_->points()[static_cast<size_t>(s.index)].layer);
+  }
+  if (!m_.tape_) m_.tape_ = std::make_shared<LayerTape>();
+  LayerTape &tape = *m_.tape_;  // one for every block and run: its buffers are reused
+  tape.replicas = S;
+
+  // Forward, keeping each block's input, and the top block's tape (its backward comes first,
+  // so it is not recomputed).
   pass_.embed();
   // Buffers live in the model's workspace (slots 14 and up), reused across runs like the
   // forward's, so repeated backward passes allocate and page-fault nothing.
   saved_ = m_.scratch(14, (n_run_ + 1) * M * d).f32();
   for (int L = 0; L < n_run_; ++L) {
     copy(saved_at(L), pass_.x().f32(), M * d);
-    pass_.layer(L, nullptr);
+    pass_.layer(L, L == start ? &tape : nullptr);
   }
   copy(saved_at(n_run_), pass_.x().f32(), M * d);
   if (n_run_ == c_.n_layers) pass_.head();
@@ -184,24 +197,17 @@ void Backward::run() {
   dn_ = ws(Ms * std::max(d, dq));
   dscale_ = ws(Ms * std::max(H, G));
   float *g = ws(Ms * d);
-  int start = n_run_ - 1;
-  bool head_seeded = false;
-  for (const Seed &s : req_.seeds) head_seeded |= m_.hooks_->points()[static_cast<size_t>(s.index)].after_blocks;
-  if (req_.seeds.empty()) {
+  if (req_.seeds.empty())
     head_back(g);
-  } else if (head_seeded) {
+  else if (head_seeded)
     head_seeds(g);
-  } else {
+  else
     zero(g, Ms * d);
-    start = -1;
-    for (const Seed &s : req_.seeds) start = std::max(start, m_.hooks_->points()[static_cast<size_t>(s.index)].layer);
-  }
-  if (!m_.tape_) m_.tape_ = std::make_shared<LayerTape>();
-  LayerTape &tape = *m_.tape_;  // one for every block and run: its buffers are reused
-  tape.replicas = S;
   for (int L = start; L >= 0; --L) {
-    copy(pass_.x().f32(), saved_at(L), M * d);
-    pass_.layer(L, &tape);
+    if (L != start) {
+      copy(pass_.x().f32(), saved_at(L), M * d);
+      pass_.layer(L, &tape);
+    }
     layer_back(L, tape, g);
   }
   // Embeddings: x = hook_embed + hook_pos_embed, both see the gradient at resid_pre of block 0.
