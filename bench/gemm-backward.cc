@@ -1,7 +1,6 @@
 // Times the CPU GEMM backward (dA = dC · W) against the forward packed GEMM of the same shape, on
 // GPT-2-small shapes, for f32 and bf16 packed weights. Build and run (bench/RESULTS.md):
-//   g++ -std=c++17 -O3 -Inative bench/gemm-backward.cc native/ops/gemm*.cc native/ops/fma-tile.cc \
-//     native/ops/thread-pool.cc native/ops/cpu-features.cc -o /tmp/gemm-backward -lpthread && T=1 /tmp/gemm-backward
+//   g++ -std=c++17 -O3 -Inative bench/gemm-backward.cc native/ops/gemm*.cc native/ops/fma-tile.cc native/ops/thread-pool.cc native/ops/cpu-features.cc -o /tmp/gemm-backward -lpthread && T=1 /tmp/gemm-backward
 #include <algorithm>
 #include <array>
 #include <ctime>

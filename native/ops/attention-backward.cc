@@ -28,14 +28,18 @@ inline void key_range(const AttentionShape &s, int64_t b, int64_t t, int64_t *lo
 // and dk: a[j, t] read as m[t * ld + j]).
 inline int64_t padded(int64_t n) { return n + 16; }
 
-// m[t, j] = ds[t, j] where query t sees key j, else 0 ([T, padded(KV)]); with `masked` false, a
-// plain copy (for the row padding).
-void copy_scores(const AttentionShape &s, int64_t b, const float *ds, bool masked, float *m) {
+// Queries per copy below: bounds the per-thread buffers at kRows x padded(KV) floats (1 MB at
+// KV = 1024) whatever T is.
+constexpr int64_t kRows = 256;
+
+// m[t - t0, j] = ds[t, j] for t in [t0, t1) where query t sees key j, else 0 (row stride
+// padded(KV)); with `masked` false, a plain copy (for the row padding).
+void copy_scores(const AttentionShape &s, int64_t b, const float *ds, bool masked, int64_t t0, int64_t t1, float *m) {
   const int64_t ld = padded(s.KV);
-  for (int64_t t = 0; t < s.T; ++t) {
+  for (int64_t t = t0; t < t1; ++t) {
     int64_t lo = 0, hi = s.KV - 1;
     if (masked) key_range(s, b, t, &lo, &hi);
-    float *row = m + t * ld;
+    float *row = m + (t - t0) * ld;
     const float *src = ds + t * s.KV;
     std::fill(row, row + s.KV, 0.0f);
     if (lo <= hi) std::memcpy(row + lo, src + lo, static_cast<size_t>(hi - lo + 1) * sizeof(float));
@@ -68,20 +72,22 @@ void attention_apply_backward_f32(ThreadPool &pool, const AttentionShape &s, con
       }
   });
   // dv[b, :, g] [KV, D] = sum over h in g of pattern[b, h]^T [KV, T] · dz[b, :, h] [T, D], the
-  // pattern read down its columns from a row-padded copy.
+  // pattern read down its columns from row-padded copies of kRows queries at a time.
   pool.parallel_for(s.B * G, [&](int64_t item) {
     const int64_t b = item / G, g = item % G;
     thread_local std::vector<float> pt;
-    pt.resize(static_cast<size_t>(T * padded(KV)));
-    for (int64_t h = g * group; h < (g + 1) * group; ++h) {
-      copy_scores(s, b, pattern + (b * H + h) * T * KV, false, pt.data());
-      for (int64_t j = 0; j < KV; j += MR)
-        for (int64_t d = 0; d < D; d += kCols) {
-          FmaTile t{pt.data() + j, 1, padded(KV), dz + (b * T * H + h) * D + d, H * D, T, dv + ((b * s.S + j) * G + g) * D + d, G * D,
-                    std::min(MR, KV - j), std::min(kCols, D - d), 1.0f, h > g * group};
-          fma_tile(t);
-        }
-    }
+    pt.resize(static_cast<size_t>(std::min(T, kRows) * padded(KV)));
+    for (int64_t h = g * group; h < (g + 1) * group; ++h)
+      for (int64_t t0 = 0; t0 < T; t0 += kRows) {
+        const int64_t t1 = std::min(T, t0 + kRows);
+        copy_scores(s, b, pattern + (b * H + h) * T * KV, false, t0, t1, pt.data());
+        for (int64_t j = 0; j < KV; j += MR)
+          for (int64_t d = 0; d < D; d += kCols) {
+            FmaTile t{pt.data() + j, 1, padded(KV), dz + ((b * T + t0) * H + h) * D + d, H * D, t1 - t0, dv + ((b * s.S + j) * G + g) * D + d,
+                      G * D, std::min(MR, KV - j), std::min(kCols, D - d), 1.0f, h > g * group || t0 > 0};
+            fma_tile(t);
+          }
+      }
     for (int64_t j = KV; j < s.S; ++j) std::fill_n(dv + ((b * s.S + j) * G + g) * D, D, 0.0f);
   });
 }
@@ -94,52 +100,58 @@ void attention_scores_backward_f32(ThreadPool &pool, const AttentionShape &s, co
   pool.parallel_for(s.B * H, [&](int64_t item) {
     const int64_t b = item / H, h = item % H, g = h / group;
     thread_local std::vector<float> m;
-    m.resize(static_cast<size_t>(T * padded(KV)));
-    copy_scores(s, b, dscores + item * T * KV, true, m.data());
-    for (int64_t i = 0; i < T; i += MR) {
-      const int64_t mr = std::min(MR, T - i);
-      int64_t lo = KV, hi = -1;
-      for (int64_t r = 0; r < mr; ++r) {
-        int64_t l, u;
-        key_range(s, b, i + r, &l, &u);
-        if (l <= u) lo = std::min(lo, l), hi = std::max(hi, u);
-      }
-      hi = std::min(hi, KV - 1);
-      const int64_t n = std::max<int64_t>(0, hi - lo + 1);
-      if (n == 0) lo = 0;
-      for (int64_t d = 0; d < D; d += kCols) {
-        FmaTile t{m.data() + i * padded(KV) + lo, padded(KV), 1, k + ((b * s.S + lo) * G + g) * D + d, G * D, n, dq + ((b * T + i) * H + h) * D + d, H * D, mr,
-                  std::min(kCols, D - d), s.scale, false};
-        fma_tile(t);
+    m.resize(static_cast<size_t>(std::min(T, kRows) * padded(KV)));
+    for (int64_t t0 = 0; t0 < T; t0 += kRows) {
+      const int64_t t1 = std::min(T, t0 + kRows);
+      copy_scores(s, b, dscores + item * T * KV, true, t0, t1, m.data());
+      for (int64_t i = t0; i < t1; i += MR) {
+        const int64_t mr = std::min(MR, t1 - i);
+        int64_t lo = KV, hi = -1;
+        for (int64_t r = 0; r < mr; ++r) {
+          int64_t l, u;
+          key_range(s, b, i + r, &l, &u);
+          if (l <= u) lo = std::min(lo, l), hi = std::max(hi, u);
+        }
+        hi = std::min(hi, KV - 1);
+        const int64_t n = std::max<int64_t>(0, hi - lo + 1);
+        if (n == 0) lo = 0;
+        for (int64_t d = 0; d < D; d += kCols) {
+          FmaTile t{m.data() + (i - t0) * padded(KV) + lo, padded(KV), 1, k + ((b * s.S + lo) * G + g) * D + d, G * D, n,
+                    dq + ((b * T + i) * H + h) * D + d, H * D, mr, std::min(kCols, D - d), s.scale, false};
+          fma_tile(t);
+        }
       }
     }
   });
   // dk[b, :, g] [KV, D] = scale * sum over h in g of masked(dscores[b, h])^T [KV, T] · q[b, :, h] [T, D];
   // each key block reduces over the queries that see any of its keys (a contiguous range: both
-  // ends of a query's key range grow with t).
+  // ends of a query's key range grow with t), kRows queries at a time.
   pool.parallel_for(s.B * G, [&](int64_t item) {
     const int64_t b = item / G, g = item % G;
     thread_local std::vector<float> m;
-    m.resize(static_cast<size_t>(T * padded(KV)));
-    for (int64_t h = g * group; h < (g + 1) * group; ++h) {
-      copy_scores(s, b, dscores + (b * H + h) * T * KV, true, m.data());
-      for (int64_t j = 0; j < KV; j += MR) {
-        const int64_t mr = std::min(MR, KV - j);
-        int64_t t0 = T, t1 = -1;
-        for (int64_t t = 0; t < T; ++t) {
-          int64_t l, u;
-          key_range(s, b, t, &l, &u);
-          if (l <= u && l < j + mr && u >= j) t0 = std::min(t0, t), t1 = t;
-        }
-        const int64_t n = std::max<int64_t>(0, t1 - t0 + 1);
-        if (n == 0) t0 = 0;
-        for (int64_t d = 0; d < D; d += kCols) {
-          FmaTile t{m.data() + t0 * padded(KV) + j, 1, padded(KV), q + ((b * T + t0) * H + h) * D + d, H * D, n, dk + ((b * s.S + j) * G + g) * D + d, G * D, mr,
-                    std::min(kCols, D - d), s.scale, h > g * group};
-          fma_tile(t);
+    m.resize(static_cast<size_t>(std::min(T, kRows) * padded(KV)));
+    std::vector<int64_t> first((KV + MR - 1) / MR, T), last((KV + MR - 1) / MR, -1);
+    for (int64_t t = 0; t < T; ++t) {
+      int64_t l, u;
+      key_range(s, b, t, &l, &u);
+      u = std::min(u, KV - 1);
+      for (int64_t jb = l / MR; l <= u && jb <= u / MR; ++jb) first[jb] = std::min(first[jb], t), last[jb] = t;
+    }
+    for (int64_t h = g * group; h < (g + 1) * group; ++h)
+      for (int64_t t0 = 0; t0 < T; t0 += kRows) {
+        const int64_t t1 = std::min(T, t0 + kRows);
+        copy_scores(s, b, dscores + (b * H + h) * T * KV, true, t0, t1, m.data());
+        for (int64_t j = 0; j < KV; j += MR) {
+          const int64_t lo = std::max(t0, first[j / MR]), hi = std::min(t1 - 1, last[j / MR]);
+          const int64_t n = std::max<int64_t>(0, hi - lo + 1), ts = n ? lo : t0;
+          for (int64_t d = 0; d < D; d += kCols) {
+            FmaTile t{m.data() + (ts - t0) * padded(KV) + j, 1, padded(KV), q + ((b * T + ts) * H + h) * D + d, H * D, n,
+                      dk + ((b * s.S + j) * G + g) * D + d, G * D, std::min(MR, KV - j), std::min(kCols, D - d), s.scale,
+                      h > g * group || t0 > 0};
+            fma_tile(t);
+          }
         }
       }
-    }
     for (int64_t j = KV; j < s.S; ++j) std::fill_n(dk + ((b * s.S + j) * G + g) * D, D, 0.0f);
   });
 }

@@ -115,6 +115,7 @@ void attention_cases(Cpu &c) {
   attention_case(c, {2, 20, 2, 2, 33, 0, 0, {}}, 320);          // MHA, D past one 32-column block
   attention_case(c, {1, 3, 2, 1, 16, 10, 5, {4}}, 330);         // queries after q0, window, pad
   attention_case(c, {2, 70, 4, 2, 40, 0, 30, {0, 17}}, 340);    // several row tiles and key blocks
+  attention_case(c, {1, 300, 2, 1, 16, 0, 100, {5}}, 350);      // more queries than one 256-row copy
 }
 
 }  // namespace bwd
