@@ -237,6 +237,15 @@ nt_backend_api make_api() {
   a.attention_apply = nt_cuda_attention_apply;
   a.apply_edit = nt_cuda_apply_edit;
   a.softcap = nt_cuda_softcap;
+  a.gemm_backward = nt_cuda_gemm_backward;
+  a.norm_scale_backward = nt_cuda_norm_scale_backward;
+  a.norm_backward = nt_cuda_norm_backward;
+  a.activation_backward = nt_cuda_activation_backward;
+  a.gated_activation_backward = nt_cuda_gated_activation_backward;
+  a.softcap_backward = nt_cuda_softcap_backward;
+  a.softmax_rows_backward = nt_cuda_softmax_rows_backward;
+  a.attention_apply_backward = nt_cuda_attention_apply_backward;
+  a.attention_scores_backward = nt_cuda_attention_scores_backward;
   return a;
 }
 

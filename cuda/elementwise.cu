@@ -1,29 +1,9 @@
 // Residual adds and MLP activations (gelu tanh / erf, silu, relu; gated act(gate) * up).
 // Reference: native/ops/elementwise.cc; the formulas are the same float expressions.
-#include "common.cuh"
+#include "activation.cuh"
 #include "ops.cuh"
 
 namespace {
-
-__device__ __forceinline__ float gelu_tanh(float x) {
-  const float k = 0.7978845608028654f;  // sqrt(2 / pi)
-  return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
-}
-__device__ __forceinline__ float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f)); }
-__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
-__device__ __forceinline__ float relu(float x) { return x > 0.0f ? x : 0.0f; }
-
-template <nt_activation A>
-__device__ __forceinline__ float activate(float x) {
-  if (A == NT_ACT_GELU_TANH) return gelu_tanh(x);
-  if (A == NT_ACT_GELU_ERF) return gelu_erf(x);
-  if (A == NT_ACT_SILU) return silu(x);
-  return relu(x);
-}
-
-// All kernels here are grid-stride loops over n floats (see nt_elementwise_blocks).
-#define NT_GRID_STRIDE(i, n) \
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
 // out [n] = a [n] + b [n] (out may alias a or b)
 __global__ void add_f32_kernel(const float *a, const float *b, int64_t n, float *out) {
@@ -52,10 +32,6 @@ template <nt_activation A>
 cudaError_t gated_activation_f32(const float *gate, const float *up, int64_t n, float *out, cudaStream_t stream) {
   gated_activation_f32_kernel<A><<<nt_elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(gate, up, n, out);
   return cudaGetLastError();
-}
-
-bool known_activation(nt_activation act) {
-  return act == NT_ACT_GELU_TANH || act == NT_ACT_GELU_ERF || act == NT_ACT_SILU || act == NT_ACT_RELU;
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
-// C[M, N] = A[M, K] . W[N, K]^T (+ bias) through cuBLASLt; the only file that includes cuBLAS.
-// Reference: native/ops/gemm.cc (gemm_f32). Helper kernels: convert.cu.
+// C[M, N] = A[M, K] . W[N, K]^T (+ bias) and its backward dA = dC . W through cuBLASLt; the only
+// file that includes cuBLAS. Reference: native/ops/gemm.cc (gemm_f32). Helper kernels: convert.cu.
 #include <cublasLt.h>
 
 #include <map>
@@ -17,15 +17,16 @@ constexpr size_t kWorkspaceBytes = 32u << 20;
 
 // Heuristic results per problem: cublasLtMatmulAlgoGetHeuristic costs tens of microseconds of
 // host time, comparable to a decode-step GEMM, and the engine repeats the same few shapes.
-// Key: M, N, K, weight dtype, and the alignments of A, W, C (they restrict the algorithms).
-using AlgoKey = std::tuple<int64_t, int64_t, int64_t, int, uint32_t, uint32_t, uint32_t>;
+// Key: M, N, K, weight dtype, whether W is transposed (forward) or not (backward), and the
+// alignments of A, W, C (they restrict the algorithms).
+using AlgoKey = std::tuple<int64_t, int64_t, int64_t, int, int, uint32_t, uint32_t, uint32_t>;
 
 }  // namespace
 
 struct nt_gemm_state {
   cublasLtHandle_t lt = nullptr;
   void *workspace = nullptr;  // [kWorkspaceBytes]
-  void *scratch = nullptr;    // [M, K] activations rounded to the weight dtype (F16/BF16 weights)
+  void *scratch = nullptr;    // [M, K] activations (or [M, N] gradients) rounded to the weight dtype (F16/BF16 weights)
   size_t scratch_bytes = 0;
   std::map<AlgoKey, cublasLtMatmulAlgo_t> algos;
 };
@@ -112,50 +113,45 @@ void nt_gemm_destroy(nt_backend *be, nt_gemm_state *st) {
   delete st;
 }
 
-// A [M, K] float32, W [N, K] in w_dtype (HF Linear layout), bias [N] float32 or null, C [M, N].
-int nt_cuda_gemm(nt_backend *be, const float *A, int64_t M, int64_t K, const void *W, nt_dtype w_dtype, int64_t N,
-                 const float *bias, float *C) {
-  if (w_dtype != NT_F32 && w_dtype != NT_F16 && w_dtype != NT_BF16) return nt_fail(be, "gemm: unknown dtype %d", static_cast<int>(w_dtype));
-  if (M < 0 || K < 0 || N < 0) return nt_fail(be, "gemm: bad shape M=%lld K=%lld N=%lld", (long long)M, (long long)K, (long long)N);
-  if (M == 0 || N == 0) return 0;
-  NT_CUDA_ENTER(be);
-  nt_gemm_state *st = be->gemm;
-  if (K == 0) {  // an empty sum: C = bias, or zeros
-    NT_CUDA_CHECK(be, cudaMemsetAsync(C, 0, static_cast<size_t>(M * N) * sizeof(float), be->stream));
-    if (bias) NT_CUDA_CHECK(be, add_bias_f32(C, M, N, bias, be->stream));
-    return 0;
-  }
+namespace {
 
-  // cuBLASLt multiplies matching input types, so with F16/BF16 weights the activations are
-  // rounded to the weight dtype first (then products accumulate in float32). That rounding is
-  // the one difference from the CPU, which widens the weights instead.
-  const void *act = A;  // [M, K] in the weight dtype
+// out = act . op(W) with float32 accumulation, the one cuBLASLt call behind gemm and gemm_backward.
+// Row-major out[rows, cols] is column-major out^T[cols, rows] (ld cols), and out^T = op(W)^T . act^T:
+//   forward  (transposed W): out[M, N] = A[M, K] . W[N, K]^T; cuBLAS "A" = W column-major [K, N]
+//            (ld K) transposed, "B" = A column-major [K, M] (ld K): m = N, n = M, k = K ("TN", the
+//            layout cuBLASLt's fastest kernels expect);
+//   backward (W as is):   out[M, K] = dC[M, N] . W[N, K]; cuBLAS "A" = W column-major [K, N] (ld K),
+//            "B" = dC column-major [N, M] (ld N): m = K, n = M, k = N ("NN").
+// `inner` is the reduction length, `cols` the output width. F16 / BF16 weights: act (float32) is
+// rounded to the weight dtype into the scratch buffer first (cuBLASLt multiplies matching types).
+// CUBLAS_COMPUTE_32F without TF32, for fidelity with the CPU. For F32 weights,
+// CUBLAS_COMPUTE_32F_FAST_TF32 would be the place to trade ~1e-3 relative error for ~7x speed.
+int lt_matmul(nt_backend *be, const char *op, const float *act, int64_t rows, int64_t inner, const void *W, nt_dtype w_dtype, int64_t cols,
+              bool transpose_w, float *out) {
+  nt_gemm_state *st = be->gemm;
+  const void *a = act;  // [rows, inner] in the weight dtype
   cudaDataType_t type = CUDA_R_32F;
   if (w_dtype != NT_F32) {
     type = w_dtype == NT_F16 ? CUDA_R_16F : CUDA_R_16BF;
-    if (ensure_scratch(be, st, static_cast<size_t>(M * K) * 2)) return 1;
-    NT_CUDA_CHECK(be, w_dtype == NT_F16 ? convert_f32_to_f16(A, M * K, st->scratch, be->stream)
-                                        : convert_f32_to_bf16(A, M * K, st->scratch, be->stream));
-    act = st->scratch;
+    if (ensure_scratch(be, st, static_cast<size_t>(rows * inner) * 2)) return 1;
+    NT_CUDA_CHECK(be, w_dtype == NT_F16 ? convert_f32_to_f16(act, rows * inner, st->scratch, be->stream)
+                                        : convert_f32_to_bf16(act, rows * inner, st->scratch, be->stream));
+    a = st->scratch;
   }
-
-  // Row-major C[M, N] is column-major C^T[N, M] (ld N), and C^T = W . A^T:
-  //   cuBLAS "A" = W: column-major [K, N] (ld K), transposed -> [N, K];
-  //   cuBLAS "B" = A: column-major [K, M] (ld K), as is      -> A^T;
-  //   so m = N, n = M, k = K ("TN", the layout cuBLASLt's fastest kernels expect).
-  // CUBLAS_COMPUTE_32F without TF32, for fidelity with the CPU. For F32 weights,
-  // CUBLAS_COMPUTE_32F_FAST_TF32 would be the place to trade ~1e-3 relative error for ~7x speed.
+  // W [N, K] row-major is column-major [K, N] either way: the forward has N = cols, K = inner,
+  // the backward K = cols, N = inner.
+  const int64_t w_rows = transpose_w ? inner : cols, w_cols = transpose_w ? cols : inner;
   Descriptors ds;
   NT_CUBLAS_CHECK(be, cublasLtMatmulDescCreate(&ds.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  const cublasOperation_t trans_w = CUBLAS_OP_T, trans_a = CUBLAS_OP_N;
+  const cublasOperation_t trans_w = transpose_w ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a = CUBLAS_OP_N;
   NT_CUBLAS_CHECK(be, cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_w, sizeof trans_w));
   NT_CUBLAS_CHECK(be, cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_a, sizeof trans_a));
-  NT_CUBLAS_CHECK(be, cublasLtMatrixLayoutCreate(&ds.w, type, static_cast<uint64_t>(K), static_cast<uint64_t>(N), K));
-  NT_CUBLAS_CHECK(be, cublasLtMatrixLayoutCreate(&ds.a, type, static_cast<uint64_t>(K), static_cast<uint64_t>(M), K));
-  NT_CUBLAS_CHECK(be, cublasLtMatrixLayoutCreate(&ds.c, CUDA_R_32F, static_cast<uint64_t>(N), static_cast<uint64_t>(M), N));
+  NT_CUBLAS_CHECK(be, cublasLtMatrixLayoutCreate(&ds.w, type, static_cast<uint64_t>(w_rows), static_cast<uint64_t>(w_cols), w_rows));
+  NT_CUBLAS_CHECK(be, cublasLtMatrixLayoutCreate(&ds.a, type, static_cast<uint64_t>(inner), static_cast<uint64_t>(rows), inner));
+  NT_CUBLAS_CHECK(be, cublasLtMatrixLayoutCreate(&ds.c, CUDA_R_32F, static_cast<uint64_t>(cols), static_cast<uint64_t>(rows), cols));
 
-  const uint32_t align_w = alignment_of(W), align_a = alignment_of(act), align_c = alignment_of(C);
-  const AlgoKey key{M, N, K, static_cast<int>(w_dtype), align_w, align_a, align_c};
+  const uint32_t align_w = alignment_of(W), align_a = alignment_of(a), align_c = alignment_of(out);
+  const AlgoKey key{rows, cols, inner, static_cast<int>(w_dtype), transpose_w ? 1 : 0, align_w, align_a, align_c};
   auto found = st->algos.find(key);
   if (found == st->algos.end()) {
     NT_CUBLAS_CHECK(be, cublasLtMatmulPreferenceCreate(&ds.pref));
@@ -170,16 +166,54 @@ int nt_cuda_gemm(nt_backend *be, const float *A, int64_t M, int64_t K, const voi
     int returned = 0;
     NT_CUBLAS_CHECK(be, cublasLtMatmulAlgoGetHeuristic(st->lt, ds.op, ds.w, ds.a, ds.c, ds.c, ds.pref, 1, &result, &returned));
     if (returned == 0 || result.state != CUBLAS_STATUS_SUCCESS)
-      return nt_fail(be, "gemm: cuBLASLt has no algorithm for M=%lld N=%lld K=%lld dtype=%d (alignments W %u, A %u, C %u)",
-                     (long long)M, (long long)N, (long long)K, static_cast<int>(w_dtype), align_w, align_a, align_c);
+      return nt_fail(be, "%s: cuBLASLt has no algorithm for rows=%lld cols=%lld inner=%lld dtype=%d (alignments W %u, A %u, C %u)", op,
+                     (long long)rows, (long long)cols, (long long)inner, static_cast<int>(w_dtype), align_w, align_a, align_c);
     found = st->algos.emplace(key, result.algo).first;
   }
 
   const float alpha = 1.0f, beta = 0.0f;  // host scalars, read when the call is enqueued
-  NT_CUBLAS_CHECK(be, cublasLtMatmul(st->lt, ds.op, &alpha, W, ds.w, act, ds.a, &beta, C, ds.c, C, ds.c, &found->second,
+  NT_CUBLAS_CHECK(be, cublasLtMatmul(st->lt, ds.op, &alpha, W, ds.w, a, ds.a, &beta, out, ds.c, out, ds.c, &found->second,
                                      st->workspace, kWorkspaceBytes, be->stream));
+  return 0;
+}
+
+int check_gemm(nt_backend *be, const char *op, nt_dtype w_dtype, int64_t M, int64_t K, int64_t N) {
+  if (w_dtype != NT_F32 && w_dtype != NT_F16 && w_dtype != NT_BF16) return nt_fail(be, "%s: unknown dtype %d", op, static_cast<int>(w_dtype));
+  if (M < 0 || K < 0 || N < 0) return nt_fail(be, "%s: bad shape M=%lld K=%lld N=%lld", op, (long long)M, (long long)K, (long long)N);
+  return 0;
+}
+
+}  // namespace
+
+// A [M, K] float32, W [N, K] in w_dtype (HF Linear layout), bias [N] float32 or null, C [M, N].
+int nt_cuda_gemm(nt_backend *be, const float *A, int64_t M, int64_t K, const void *W, nt_dtype w_dtype, int64_t N,
+                 const float *bias, float *C) {
+  if (check_gemm(be, "gemm", w_dtype, M, K, N)) return 1;
+  if (M == 0 || N == 0) return 0;
+  NT_CUDA_ENTER(be);
+  if (K == 0) {  // an empty sum: C = bias, or zeros
+    NT_CUDA_CHECK(be, cudaMemsetAsync(C, 0, static_cast<size_t>(M * N) * sizeof(float), be->stream));
+    if (bias) NT_CUDA_CHECK(be, add_bias_f32(C, M, N, bias, be->stream));
+    return 0;
+  }
+  // With F16/BF16 weights the activations are rounded to the weight dtype (lt_matmul): the one
+  // difference from the CPU, which widens the weights instead.
+  if (lt_matmul(be, "gemm", A, M, K, W, w_dtype, N, true, C)) return 1;
   // The CPU adds the bias to the finished dot product; so does this (one more pass over C; the
   // cuBLASLt BIAS epilogue could fuse it).
   if (bias) NT_CUDA_CHECK(be, add_bias_f32(C, M, N, bias, be->stream));
   return 0;
+}
+
+// dC [M, N] float32, W [N, K] in w_dtype as passed to gemm, dA [M, K] = dC . W. With F16/BF16
+// weights dC is rounded to the weight dtype, as the forward rounds A.
+int nt_cuda_gemm_backward(nt_backend *be, const float *dC, int64_t M, int64_t N, const void *W, nt_dtype w_dtype, int64_t K, float *dA) {
+  if (check_gemm(be, "gemm_backward", w_dtype, M, K, N)) return 1;
+  if (M == 0 || K == 0) return 0;
+  NT_CUDA_ENTER(be);
+  if (N == 0) {  // an empty sum
+    NT_CUDA_CHECK(be, cudaMemsetAsync(dA, 0, static_cast<size_t>(M * K) * sizeof(float), be->stream));
+    return 0;
+  }
+  return lt_matmul(be, "gemm_backward", dC, M, N, W, w_dtype, K, false, dA);
 }

@@ -12,6 +12,7 @@ int nt_cuda_add_positions(nt_backend *be, const void *table, nt_dtype dtype, int
 // gemm-cublas.cu
 int nt_cuda_gemm(nt_backend *be, const float *A, int64_t M, int64_t K, const void *W, nt_dtype w_dtype, int64_t N,
                  const float *bias, float *C);
+int nt_cuda_gemm_backward(nt_backend *be, const float *dC, int64_t M, int64_t N, const void *W, nt_dtype w_dtype, int64_t K, float *dA);
 
 // norm.cu
 int nt_cuda_layer_norm(nt_backend *be, const float *x, int64_t M, int64_t d, const float *w, const float *b, float eps,
@@ -40,3 +41,22 @@ int nt_cuda_attention_apply(nt_backend *be, const nt_attention_shape *s, const f
 
 // edit.cu
 int nt_cuda_apply_edit(nt_backend *be, const nt_edit *e, const nt_edit_context *ctx, float *x);
+
+// backward-norm.cu
+int nt_cuda_norm_scale_backward(nt_backend *be, const float *x, int64_t M, int64_t d, int32_t layer_norm, const float *scale,
+                                const float *dn, float *dscale);
+int nt_cuda_norm_backward(nt_backend *be, const float *x, int64_t M, int64_t d, int32_t layer_norm, float eps, const float *scale,
+                          const float *dn, const float *dscale, float *dx);
+
+// backward-elementwise.cu
+int nt_cuda_activation_backward(nt_backend *be, nt_activation act, const float *x, const float *dy, int64_t n, float *dx);
+int nt_cuda_gated_activation_backward(nt_backend *be, nt_activation act, const float *gate, const float *up, const float *dout, int64_t n,
+                                      float *dgate, float *dup);
+int nt_cuda_softcap_backward(nt_backend *be, const float *y, const float *dy, int64_t n, float cap, float *dx);
+
+// backward-attention.cu
+int nt_cuda_softmax_rows_backward(nt_backend *be, const float *p, const float *dp, int64_t rows, int64_t n, float *dx);
+int nt_cuda_attention_apply_backward(nt_backend *be, const nt_attention_shape *s, const float *pattern, const float *v, const float *dz,
+                                     float *dpattern, float *dv);
+int nt_cuda_attention_scores_backward(nt_backend *be, const nt_attention_shape *s, const float *q, const float *k, const float *dscores,
+                                      float *dq, float *dk);
