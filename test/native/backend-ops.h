@@ -158,5 +158,6 @@ struct Runner {
 void attention_cases(Runner &r);       // backend-ops-attention.cc
 void row_cases(Runner &r);             // backend-ops-rows.cc: norms, softmax, softcap, elementwise
 void matrix_cases(Runner &r);          // backend-ops-matrix.cc: gemm, embed, rope, edits, copies
+void backward_cases(Runner &r);        // backend-ops-backward.cc: the backward ops (ABI 3)
 
 }  // namespace bops

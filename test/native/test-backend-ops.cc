@@ -28,6 +28,7 @@ int main() {
   bops::matrix_cases(r);
   bops::row_cases(r);
   bops::attention_cases(r);
+  bops::backward_cases(r);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("test-backend-ops: %d cases, %d compared across backends (%.1f s)\n", r.cases, r.compared, secs);
   return report("test-backend-ops");
