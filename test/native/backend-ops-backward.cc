@@ -25,20 +25,31 @@ const char *missing_backward_op(const nt_backend_api &a) {
 }
 
 // dA[M, K] = dC[M, N] . W[N, K] at element offsets `off` (dC, W) and 3 (dA) when off != 0; dA starts
-// as a sentinel so writes outside the output show.
-void gemm_backward_case(Runner &r, const char *what, nt_dtype dt, int64_t M, int64_t N, int64_t K, int64_t off) {
+// as a sentinel so writes outside the output show. `pack`: W through the backend's pack_weight if
+// it has one (gemm_backward takes W exactly as gemm does).
+void gemm_backward_case(Runner &r, const char *what, nt_dtype dt, int64_t M, int64_t N, int64_t K, int64_t off, bool pack = false) {
   const int64_t od = off ? 3 : 0;
   const std::vector<float> dC = randn(M * N + off, 121 + M + N), W = randn(N * K + off, 122 + K, 1.0f / std::sqrt(static_cast<float>(N)));
   std::vector<float> w_rounded;
   const std::vector<uint8_t> w_bytes = as_dtype(W, dt, &w_rounded);
   const size_t esize = dt == NT_F32 ? 4 : 2;
   const std::string name = std::string("gemm_backward ") + what + " " + dtype_name(dt) + " M=" + std::to_string(M) + " N=" + std::to_string(N) +
-                           " K=" + std::to_string(K) + (off ? " odd offsets" : "");
+                           " K=" + std::to_string(K) + (off ? " odd offsets" : "") + (pack ? " packed" : "");
   r.run(name, gemm_tolerance(dt), [&](const BE &be, bool reference) {
     DeviceBuffer g = up(be, dC), out = up(be, std::vector<float>(M * K + od, 7.0f));
     DeviceBuffer w = reference ? up(be, w_rounded) : up_raw(be, w_bytes);
     const void *wp = static_cast<const uint8_t *>(w.data()) + off * (reference ? 4 : esize);
-    be->check(be->api().gemm_backward(be->ctx(), g.f32() + off, M, N, wp, reference ? NT_F32 : dt, K, out.f32() + od), "gemm_backward");
+    nt_dtype wdt = reference ? NT_F32 : dt;
+    DeviceBuffer packed;
+    if (pack && be->api().pack_weight) {
+      nt_dtype pdt = wdt;
+      if (void *p = be->api().pack_weight(be->ctx(), wp, wdt, N, K, &pdt)) {
+        packed = DeviceBuffer::adopt(be, p, 0);
+        wp = p;
+        wdt = pdt;
+      }
+    }
+    be->check(be->api().gemm_backward(be->ctx(), g.f32() + off, M, N, wp, wdt, K, out.f32() + od), "gemm_backward");
     return Outputs{{"", download(be, out)}};
   });
 }
@@ -50,6 +61,7 @@ void gemm_backward_cases(Runner &r) {
     gemm_backward_case(r, "llama down", dt, 2, 2048, 8192, 0);    // Llama 3.2 1B down_proj [2048, 8192]
     gemm_backward_case(r, "odd", dt, 37, 130, 771, 1);
     gemm_backward_case(r, "odd", dt, 5, 33, 4097, 0);
+    gemm_backward_case(r, "gpt2 mlp in", dt, 7, 3072, 768, 0, true);  // W_in [3072, 768], packed
   }
 }
 
