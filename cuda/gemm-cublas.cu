@@ -124,18 +124,30 @@ namespace {
 //            "B" = dC column-major [N, M] (ld N): m = K, n = M, k = N ("NN").
 // `inner` is the reduction length, `cols` the output width. F16 / BF16 weights: act (float32) is
 // rounded to the weight dtype into the scratch buffer first (cuBLASLt multiplies matching types).
+// `scale_rows` (gradients with F16 weights): each row of act is scaled by a power of two before
+// the rounding and the output row by its inverse after, exactly (rows of out depend only on the
+// same rows of act), so gradients far below f16's range (a loss over many positions) stay exact
+// to f16's 11 bits instead of flushing to zero; bf16 has float32's range and needs none.
 // CUBLAS_COMPUTE_32F without TF32, for fidelity with the CPU. For F32 weights,
 // CUBLAS_COMPUTE_32F_FAST_TF32 would be the place to trade ~1e-3 relative error for ~7x speed.
 int lt_matmul(nt_backend *be, const char *op, const float *act, int64_t rows, int64_t inner, const void *W, nt_dtype w_dtype, int64_t cols,
-              bool transpose_w, float *out) {
+              bool transpose_w, bool scale_rows, float *out) {
   nt_gemm_state *st = be->gemm;
   const void *a = act;  // [rows, inner] in the weight dtype
   cudaDataType_t type = CUDA_R_32F;
+  float *row_unscale = nullptr;  // [rows], after the rounded act in the scratch buffer
+  scale_rows = scale_rows && w_dtype == NT_F16;
   if (w_dtype != NT_F32) {
     type = w_dtype == NT_F16 ? CUDA_R_16F : CUDA_R_16BF;
-    if (ensure_scratch(be, st, static_cast<size_t>(rows * inner) * 2)) return 1;
-    NT_CUDA_CHECK(be, w_dtype == NT_F16 ? convert_f32_to_f16(act, rows * inner, st->scratch, be->stream)
-                                        : convert_f32_to_bf16(act, rows * inner, st->scratch, be->stream));
+    const size_t act_bytes = static_cast<size_t>(rows * inner) * 2, unscale_at = (act_bytes + 255) / 256 * 256;
+    if (ensure_scratch(be, st, scale_rows ? unscale_at + static_cast<size_t>(rows) * sizeof(float) : act_bytes)) return 1;
+    if (scale_rows) {
+      row_unscale = reinterpret_cast<float *>(static_cast<char *>(st->scratch) + unscale_at);
+      NT_CUDA_CHECK(be, convert_rows_f32_to_f16_scaled(act, rows, inner, st->scratch, row_unscale, be->stream));
+    } else {
+      NT_CUDA_CHECK(be, w_dtype == NT_F16 ? convert_f32_to_f16(act, rows * inner, st->scratch, be->stream)
+                                          : convert_f32_to_bf16(act, rows * inner, st->scratch, be->stream));
+    }
     a = st->scratch;
   }
   // W [N, K] row-major is column-major [K, N] either way: the forward has N = cols, K = inner,
@@ -174,6 +186,7 @@ int lt_matmul(nt_backend *be, const char *op, const float *act, int64_t rows, in
   const float alpha = 1.0f, beta = 0.0f;  // host scalars, read when the call is enqueued
   NT_CUBLAS_CHECK(be, cublasLtMatmul(st->lt, ds.op, &alpha, W, ds.w, a, ds.a, &beta, out, ds.c, out, ds.c, &found->second,
                                      st->workspace, kWorkspaceBytes, be->stream));
+  if (row_unscale) NT_CUDA_CHECK(be, scale_rows_f32(out, rows, cols, row_unscale, be->stream));
   return 0;
 }
 
@@ -198,7 +211,7 @@ int nt_cuda_gemm(nt_backend *be, const float *A, int64_t M, int64_t K, const voi
   }
   // With F16/BF16 weights the activations are rounded to the weight dtype (lt_matmul): the one
   // difference from the CPU, which widens the weights instead.
-  if (lt_matmul(be, "gemm", A, M, K, W, w_dtype, N, true, C)) return 1;
+  if (lt_matmul(be, "gemm", A, M, K, W, w_dtype, N, true, false, C)) return 1;
   // The CPU adds the bias to the finished dot product; so does this (one more pass over C; the
   // cuBLASLt BIAS epilogue could fuse it).
   if (bias) NT_CUDA_CHECK(be, add_bias_f32(C, M, N, bias, be->stream));
@@ -206,7 +219,7 @@ int nt_cuda_gemm(nt_backend *be, const float *A, int64_t M, int64_t K, const voi
 }
 
 // dC [M, N] float32, W [N, K] in w_dtype as passed to gemm, dA [M, K] = dC . W. With F16/BF16
-// weights dC is rounded to the weight dtype, as the forward rounds A.
+// weights dC is rounded to the weight dtype, as the forward rounds A (F16: per-row scaled).
 int nt_cuda_gemm_backward(nt_backend *be, const float *dC, int64_t M, int64_t N, const void *W, nt_dtype w_dtype, int64_t K, float *dA) {
   if (check_gemm(be, "gemm_backward", w_dtype, M, K, N)) return 1;
   if (M == 0 || K == 0) return 0;
@@ -215,5 +228,5 @@ int nt_cuda_gemm_backward(nt_backend *be, const float *dC, int64_t M, int64_t N,
     NT_CUDA_CHECK(be, cudaMemsetAsync(dA, 0, static_cast<size_t>(M * K) * sizeof(float), be->stream));
     return 0;
   }
-  return lt_matmul(be, "gemm_backward", dC, M, N, W, w_dtype, K, false, dA);
+  return lt_matmul(be, "gemm_backward", dC, M, N, W, w_dtype, K, false, true, dA);
 }

@@ -96,8 +96,8 @@ const bugs = [
     name: 'gemm-backward-transpose',
     what: 'gemm-cublas.cu: gemm_backward multiplies by W^T (the forward transpose) instead of W',
     file: 'gemm-cublas.cu',
-    find: 'return lt_matmul(be, "gemm_backward", dC, M, N, W, w_dtype, K, false, dA);',
-    replace: 'return lt_matmul(be, "gemm_backward", dC, M, N, W, w_dtype, K, true, dA);',
+    find: 'return lt_matmul(be, "gemm_backward", dC, M, N, W, w_dtype, K, false, true, dA);',
+    replace: 'return lt_matmul(be, "gemm_backward", dC, M, N, W, w_dtype, K, true, true, dA);',
   },
   {
     name: 'norm-oob-read',

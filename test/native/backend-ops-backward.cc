@@ -26,10 +26,12 @@ const char *missing_backward_op(const nt_backend_api &a) {
 
 // dA[M, K] = dC[M, N] . W[N, K] at element offsets `off` (dC, W) and 3 (dA) when off != 0; dA starts
 // as a sentinel so writes outside the output show. `pack`: W through the backend's pack_weight if
-// it has one (gemm_backward takes W exactly as gemm does).
-void gemm_backward_case(Runner &r, const char *what, nt_dtype dt, int64_t M, int64_t N, int64_t K, int64_t off, bool pack = false) {
+// it has one (gemm_backward takes W exactly as gemm does). `grad_scale`: the size of dC's entries
+// (a loss averaged over many positions gives ~1e-6, below f16's normal range).
+void gemm_backward_case(Runner &r, const char *what, nt_dtype dt, int64_t M, int64_t N, int64_t K, int64_t off, bool pack = false,
+                        float grad_scale = 1.0f) {
   const int64_t od = off ? 3 : 0;
-  const std::vector<float> dC = randn(M * N + off, 121 + M + N), W = randn(N * K + off, 122 + K, 1.0f / std::sqrt(static_cast<float>(N)));
+  const std::vector<float> dC = randn(M * N + off, 121 + M + N, grad_scale), W = randn(N * K + off, 122 + K, 1.0f / std::sqrt(static_cast<float>(N)));
   std::vector<float> w_rounded;
   const std::vector<uint8_t> w_bytes = as_dtype(W, dt, &w_rounded);
   const size_t esize = dt == NT_F32 ? 4 : 2;
@@ -62,6 +64,7 @@ void gemm_backward_cases(Runner &r) {
     gemm_backward_case(r, "odd", dt, 37, 130, 771, 1);
     gemm_backward_case(r, "odd", dt, 5, 33, 4097, 0);
     gemm_backward_case(r, "gpt2 mlp in", dt, 7, 3072, 768, 0, true);  // W_in [3072, 768], packed
+    gemm_backward_case(r, "tiny gradient", dt, 5, 768, 771, 0, false, 1e-6f);
   }
 }
 
