@@ -179,18 +179,20 @@ struct AttnGradCase {
   int32_t window;
   std::vector<int32_t> pad;
   bool edited;  // pattern weight outside the mask (an edited hook_pattern)
+  int64_t q0 = 0, S = 0;  // queries after q0 cached keys in a cache of S rows (0: S = KV = q0 + T)
 };
 
-// The attention backward pair on one shape (no KV cache: S = KV = T, q0 = 0). dscores is nonzero
-// at masked entries too: the op must ignore them.
+// The attention backward pair on one shape (the engine's: no KV cache, S = KV = T, q0 = 0; or
+// queries after cached keys, where rows KV .. S-1 of dk and dv are 0). dscores is nonzero at
+// masked entries too: the op must ignore them.
 void attention_backward_case(Runner &r, const AttnGradCase &c, uint32_t seed) {
-  const int64_t T = c.T, KV = c.T, rows = c.B * c.H * c.T;
-  const std::vector<float> q = randn(c.B * T * c.H * c.D, seed), k = randn(c.B * KV * c.G * c.D, seed + 1), v = randn(c.B * KV * c.G * c.D, seed + 2),
+  const int64_t T = c.T, KV = c.q0 + c.T, S = c.S ? c.S : KV, rows = c.B * c.H * c.T;
+  const std::vector<float> q = randn(c.B * T * c.H * c.D, seed), k = randn(c.B * S * c.G * c.D, seed + 1), v = randn(c.B * S * c.G * c.D, seed + 2),
                            dz = randn(c.B * T * c.H * c.D, seed + 3), dscores = randn(rows * KV, seed + 4);
   std::vector<float> scores = randn(rows * KV, seed + 5, 2.0f);
   if (!c.edited) {
     for (int64_t row = 0; row < rows; ++row) {
-      const int64_t b = row / (c.H * T), i = row % T;
+      const int64_t b = row / (c.H * T), i = c.q0 + row % T;
       for (int64_t j = 0; j < KV; ++j) {
         const bool visible = j >= c.pad[b] && j <= i && (c.window == 0 || i - j < c.window);
         if (!visible) scores[row * KV + j] = kNegInf;
@@ -200,10 +202,11 @@ void attention_backward_case(Runner &r, const AttnGradCase &c, uint32_t seed) {
   const std::vector<float> pattern = c.edited ? scores : softmax_host(scores, rows, KV);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.D));
   const std::string name = std::string(c.what) + " B=" + std::to_string(c.B) + " T=" + std::to_string(T) + " H=" + std::to_string(c.H) +
-                           " G=" + std::to_string(c.G) + " D=" + std::to_string(c.D) + (c.window ? " window=" + std::to_string(c.window) : "");
-  auto shape = [&](const DeviceBuffer &p) { return nt_attention_shape{c.B, T, c.H, c.G, c.D, KV, KV, 0, scale, c.window, i32(p)}; };
+                           " G=" + std::to_string(c.G) + " D=" + std::to_string(c.D) + (c.window ? " window=" + std::to_string(c.window) : "") +
+                           (c.q0 ? " q0=" + std::to_string(c.q0) + " S=" + std::to_string(S) : "");
+  auto shape = [&](const DeviceBuffer &p) { return nt_attention_shape{c.B, T, c.H, c.G, c.D, S, KV, c.q0, scale, c.window, i32(p)}; };
   r.run("attention_apply_backward " + name, kAttention, [&](const BE &be, bool) {
-    DeviceBuffer pb = up(be, pattern), vb = up(be, v), g = up(be, dz), p = up_raw(be, c.pad), dp = zeros(be, rows * KV), dv = zeros(be, v.size());
+    DeviceBuffer pb = up(be, pattern), vb = up(be, v), g = up(be, dz), p = up_raw(be, c.pad), dp = zeros(be, rows * KV), dv = up(be, std::vector<float>(v.size(), 7.0f));
     const nt_attention_shape s = shape(p);
     be->check(be->api().attention_apply_backward(be->ctx(), &s, pb.f32(), vb.f32(), g.f32(), dp.f32(), dv.f32()), "attention_apply_backward");
     return Outputs{{"dpattern", download(be, dp)}, {"dv", download(be, dv)}};
@@ -228,6 +231,8 @@ void attention_backward_cases(Runner &r) {
   attention_backward_case(r, {"gemma2 window", 2, 37, 8, 4, 256, 12, {3, 0}, false}, seed += 6);
   // An edited pattern: weight on masked and padding keys flows into dv.
   attention_backward_case(r, {"edited pattern", 2, 21, 8, 2, 64, 0, {0, 4}, true}, seed += 6);
+  // A chunk of 5 queries after 27 cached keys in a 40-row cache, a window of 8, padding past it.
+  attention_backward_case(r, {"chunk after cache", 2, 5, 8, 2, 64, 8, {0, 30}, false, 27, 40}, seed += 6);
 }
 
 }  // namespace
