@@ -150,6 +150,15 @@ step_backend_ops() {
   NEUROTAP_BACKEND_DIR="$BUILD_DIR/Release" "$TB/test-backend-ops"
 }
 
+step_backward_ops() {
+  # bench/gpu/backward-ops.cc: the backward ops at seq 1024 next to the forward ops they mirror.
+  mkdir -p "$TB"
+  local eng; eng="$(find "$BUILD_DIR" -maxdepth 3 -name libneurotap_engine.a | head -1)"
+  local srcs=("$eng"); [[ -n "$eng" ]] || srcs=(native/engine/*.cc native/io/*.cc native/ops/*.cc)
+  g++ -std=c++17 -O2 -I native bench/gpu/backward-ops.cc "${srcs[@]}" -o "$TB/backward-ops" -lpthread -ldl || return 1
+  NEUROTAP_BACKEND_DIR="$BUILD_DIR/Release" "$TB/backward-ops"
+}
+
 step_parity() {
   [[ "$DRY_RUN" == 1 ]] && export NEUROTAP_GPU_TEST_DEVICE=cpu NEUROTAP_TEST_THREADS=2
   # In groups, one process each: a crash (a kernel fault taking the process down) loses one group only.
@@ -376,6 +385,7 @@ run_step d1_hf 120
 run_step d1 120
 # Extras, while time lasts.
 run_step d1_hf_sdpa 90
+run_step backward_ops 60
 run_step e1_f32 60
 run_step e1_hf_f32 60
 run_step vitest 120
