@@ -231,6 +231,8 @@ void attention_backward_cases(Runner &r) {
   attention_backward_case(r, {"gemma2 window", 2, 37, 8, 4, 256, 12, {3, 0}, false}, seed += 6);
   // An edited pattern: weight on masked and padding keys flows into dv.
   attention_backward_case(r, {"edited pattern", 2, 21, 8, 2, 64, 0, {0, 4}, true}, seed += 6);
+  // 300 positions: five row tiles, most of the causal stages skipped, past the CPU's 256-query copies.
+  attention_backward_case(r, {"long", 1, 300, 4, 2, 64, 0, {7}, false}, seed += 6);
   // A chunk of 5 queries after 27 cached keys in a 40-row cache, a window of 8, padding past it.
   attention_backward_case(r, {"chunk after cache", 2, 5, 8, 2, 64, 8, {0, 30}, false, 27, 40}, seed += 6);
 }
