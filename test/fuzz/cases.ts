@@ -14,9 +14,11 @@ import { Rng } from './rng.js';
 import { mutateSafetensors } from './safetensors-mutate.js';
 
 export const KINDS = ['config', 'weights', 'shards', 'tokenizer', 'folder', 'gguf', 'sae-cfg', 'sae-weights', 'npz', 'call'] as const;
+/** Kinds outside the default round-robin, run in their own bounded share (test/fuzz.test.ts). */
+export const EXTRA_KINDS = ['backward'] as const;
 /** Cases that misbehave on purpose (`selftest:hang`), to check the supervisor's bounds. */
 export const SELFTESTS = ['hang', 'alloc', 'crash', 'uncoded'] as const;
-export type Kind = (typeof KINDS)[number] | 'selftest';
+export type Kind = (typeof KINDS)[number] | (typeof EXTRA_KINDS)[number] | 'selftest';
 
 /** What the worker calls for a case. */
 export type Target =
@@ -24,6 +26,8 @@ export type Target =
   | { api: 'sae'; path: string; hook?: string; model: string }
   | { api: 'gguf'; path: string; controlVector: boolean }
   | { api: 'call'; call: Call; model: string }
+  /** A backward pass planned against the loaded model (test/fuzz/backward-calls.ts) from the case id. */
+  | { api: 'backward'; model: string }
   | { api: 'selftest'; behaviour: (typeof SELFTESTS)[number] };
 
 export interface BuiltCase {
@@ -68,7 +72,8 @@ export function parseCaseId(id: string): { kind: Kind; n: number } {
   const self = /^selftest:([a-z]+)$/.exec(id);
   if (self && (SELFTESTS as readonly string[]).includes(self[1]!)) return { kind: 'selftest', n: 0 };
   const m = /^([a-z-]+):(\d+)$/.exec(id);
-  if (!m || !(KINDS as readonly string[]).includes(m[1]!)) throw new Error(`bad case id '${id}' (expected <kind>:<n>, kinds ${KINDS.join(', ')})`);
+  const kinds: readonly string[] = [...KINDS, ...EXTRA_KINDS];
+  if (!m || !kinds.includes(m[1]!)) throw new Error(`bad case id '${id}' (expected <kind>:<n>, kinds ${kinds.join(', ')})`);
   return { kind: m[1] as Kind, n: Number(m[2]) };
 }
 
@@ -178,6 +183,10 @@ export function buildCase(id: string, fixtures: string, work: string): BuiltCase
       const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { vocab_size: number; n_layer: number };
       const call = buildCall(rng, cfg.vocab_size, cfg.n_layer);
       return { id, kind, target: { api: 'call', call, model: dir }, what: `gpt2: ${call.what} (must ${call.expect === 'coded' ? 'fail with a coded error' : call.expect === 'thrown' ? 'reject with the thrown value' : 'succeed or fail coded'})` };
+    }
+    case 'backward': {
+      const base = rng.pick(MODELS);
+      return { id, kind, target: { api: 'backward', model: join(models, base) }, what: `${base}: backward options planned on the loaded model` };
     }
     case 'gguf': {
       const base = rng.weighted([['control-vector.gguf', 3], ['kv-types.gguf', 1]] as const);

@@ -7,7 +7,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 
-import { buildCase, KINDS, parseCaseId, type Kind } from './cases.js';
+import { buildCase, EXTRA_KINDS, KINDS, parseCaseId, type Kind } from './cases.js';
 import { FIXTURES, targetRoot } from './protocol.js';
 import { caseIds, failures, label, summarize } from './summary.js';
 import { runFuzz } from './supervisor.js';
@@ -48,7 +48,8 @@ if (args.has('keep')) {
 }
 
 const kinds = (args.get('kinds')?.at(-1)?.split(',') ?? [...KINDS]) as Kind[];
-for (const k of kinds) if (!(KINDS as readonly string[]).includes(k)) throw new Error(`unknown kind '${k}' (${KINDS.join(', ')})`);
+const allKinds: readonly string[] = [...KINDS, ...EXTRA_KINDS];
+for (const k of kinds) if (!allKinds.includes(k)) throw new Error(`unknown kind '${k}' (${allKinds.join(', ')})`);
 const ids = explicit.length ? explicit : caseIds(num('cases', Number(process.env.NEUROTAP_FUZZ_CASES ?? 900)), num('from', 0), kinds);
 console.log(`fuzzing ${targetRoot()} with ${ids.length} case(s)`);
 const t0 = performance.now();

@@ -6,9 +6,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
+import { planBackward } from './backward-calls.js';
 import type { Call } from './calls.js';
 import { buildCase, type BuiltCase } from './cases.js';
 import { FIXTURES, targetRoot, type CaseOutcome, type ToWorker } from './protocol.js';
+import { Rng } from './rng.js';
 
 type Api = typeof import('../../src/index.js');
 type Model = Awaited<ReturnType<Api['loadModel']>>;
@@ -136,6 +138,54 @@ async function runCall(call: Call, modelDir: string): Promise<CaseOutcome> {
   return outcome;
 }
 
+/** The first non-finite entry of `t`, as `name[i] = v`, or null. */
+function nonFinite(name: string, data: ArrayLike<number>): string | null {
+  for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i]!)) return `${name}[${i}] = ${data[i]}`;
+  return null;
+}
+
+/** A good backward pass: the model must still run one after a failed call. */
+async function goodBackward(model: Model): Promise<string | null> {
+  const r = await model.backward([[1, 2, 3]], { metric: { logit: { token: 1 } }, grads: ['blocks.0.hook_resid_pre'] });
+  return nonFinite('metric', [r.metric ?? NaN]) ?? nonFinite('grad', r.grads.get('blocks.0.hook_resid_pre').data);
+}
+
+/**
+ * A backward call planned against the fixture model (its description replaces the case's once
+ * planned); then a good backward pass and a run on the same model must succeed.
+ */
+async function runBackwardCase(id: string, modelDir: string, describeAs: (what: string) => void): Promise<CaseOutcome> {
+  const model = await cachedModel(modelDir);
+  const call = planBackward(new Rng(`${id}/plan`), api, model);
+  describeAs(call.what);
+  let outcome: CaseOutcome;
+  try {
+    const r = await call.run();
+    if (call.expect !== 'any') return { status: 'failure', outcome: 'accepted-invalid', message: call.expect === 'thrown' ? 'resolved although a hook threw' : 'resolved although an argument is invalid' };
+    if (call.finite) {
+      const bad = r.numbers.map(([n, v]) => (v === null ? null : nonFinite(n, [v]))).find((x) => x) ?? r.tensors.map(([n, t]) => nonFinite(n, t.data)).find((x) => x);
+      if (bad) return { status: 'failure', outcome: 'non-finite', message: `finite inputs gave ${bad}` };
+    }
+    outcome = { status: 'ok' };
+  } catch (err) {
+    if (call.expect === 'thrown') {
+      if (!Object.is(err, call.thrown)) return { status: 'failure', outcome: 'wrong-rejection', message: `rejected with ${describe(err)} instead of the thrown value` };
+      outcome = { status: 'ok' };
+    } else {
+      const code = codeOf(err);
+      if (code === null) throw err;
+      if (DEFECT_CODES[code]) return { status: 'failure', outcome: code, message: `${DEFECT_CODES[code]}: ${describe(err)}` };
+      outcome = { status: 'coded', code, message: (err as Error).message.slice(0, 300) };
+    }
+  }
+  const after = await coded(() => goodBackward(model));
+  if (isCoded(after)) return { status: 'failure', outcome: 'unusable-after-error', message: `a good backward pass fails: ${after.code} ${after.message}` };
+  if (after !== null) return { status: 'failure', outcome: 'unusable-after-error', message: `a good backward pass gives ${after}` };
+  const run = await coded(() => model.run([[1, 2, 3]]));
+  if (isCoded(run)) return { status: 'failure', outcome: 'unusable-after-error', message: `the model no longer runs: ${run.code} ${run.message}` };
+  return outcome;
+}
+
 /** The supervisor's own checks: a case that hangs, grows without bound, aborts or throws uncoded. */
 async function misbehave(behaviour: string): Promise<CaseOutcome> {
   if (behaviour === 'hang') await new Promise(() => setInterval(() => {}, 1000));
@@ -150,9 +200,10 @@ async function misbehave(behaviour: string): Promise<CaseOutcome> {
   throw new TypeError('an uncoded error');
 }
 
-async function runCase(c: BuiltCase): Promise<CaseOutcome> {
+async function runCase(c: BuiltCase, describeAs: (what: string) => void): Promise<CaseOutcome> {
   const t = c.target;
   if (t.api === 'selftest') return misbehave(t.behaviour);
+  if (t.api === 'backward') return runBackwardCase(c.id, t.model, describeAs);
   if (t.api === 'call') return runCall(t.call, t.model);
   const o = t.api === 'model' ? await runModel(t.dir) : t.api === 'sae' ? await runSae(t.path, t.hook, t.model) : await runGguf(t.path, t.controlVector);
   if (o.status === 'coded' && DEFECT_CODES[o.code]) return { status: 'failure', outcome: o.code, message: `${DEFECT_CODES[o.code]}: ${o.message}` };
@@ -170,7 +221,10 @@ process.on('message', (msg: ToWorker) => {
       const c = buildCase(msg.id, FIXTURES, work);
       what = c.what;
       process.send!({ type: 'started', id: msg.id, what });
-      outcome = await runCase(c);
+      outcome = await runCase(c, (w) => {
+        what = `${c.what}: ${w}`;
+        process.send!({ type: 'started', id: msg.id, what });
+      });
     } catch (err) {
       outcome = what ? { status: 'failure', outcome: 'uncoded', message: describe(err) } : { status: 'failure', outcome: 'harness', message: describe(err) };
     }
