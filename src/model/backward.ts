@@ -252,6 +252,9 @@ export async function runBackward<F extends Family>(model: Model<F>, input: Mode
           throw new InvalidInputError('ERR_HOOK_RETURN', 'a custom metric function must return { value: number, grad: Tensor }');
         if (r.grad.shape.join() !== logits.shape.join())
           throw new InvalidInputError('ERR_HOOK_RETURN', `the custom metric's grad has shape [${r.grad.shape.join(', ')}], the logits [${logits.shape.join(', ')}]`);
+        // As a custom Tensor: a non-finite value or grad would make every gradient NaN.
+        if (!Number.isFinite(r.value) || !r.grad.data.every(Number.isFinite))
+          throw new InvalidInputError('ERR_HOOK_RETURN', `the custom metric function returned a non-finite ${Number.isFinite(r.value) ? 'grad' : 'value'}`);
         logits.data.set(r.grad.data);
         fnValue = r.value;
       },
