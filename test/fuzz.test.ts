@@ -3,6 +3,8 @@
 // process under a time and memory bound (harness: test/fuzz/, command line: test/fuzz/main.ts).
 // NEUROTAP_FUZZ_CASES=N runs N cases instead of the default; NEUROTAP_FUZZ_FROM=K starts the
 // case numbers at K (other cases); NEUROTAP_FUZZ_ROOT=DIR fuzzes another built checkout.
+// Backward passes (Model.backward, attributionPatching, integratedGradients on the fixture models)
+// run as their own share: NEUROTAP_FUZZ_BACKWARD_CASES=N (default 400, about 10-15 s on 2 cores).
 import { createHash } from 'node:crypto';
 import { lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,13 +12,18 @@ import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
+import { loadModel } from '../src/index.js';
+import * as api from '../src/index.js';
+import { planBackward } from './fuzz/backward-calls.js';
 import { buildCase } from './fuzz/cases.js';
 import { FIXTURES } from './fuzz/protocol.js';
+import { Rng } from './fuzz/rng.js';
 import { caseIds, failures, label, reproducer, summarize } from './fuzz/summary.js';
 import { runFuzz } from './fuzz/supervisor.js';
 
 const CASES = Number(process.env.NEUROTAP_FUZZ_CASES ?? 3000);
 const FROM = Number(process.env.NEUROTAP_FUZZ_FROM ?? 0);
+const BACKWARD_CASES = Number(process.env.NEUROTAP_FUZZ_BACKWARD_CASES ?? 400);
 const WORKERS = Number(process.env.NEUROTAP_FUZZ_WORKERS ?? 2);
 const TIMEOUT_MS = 5000;
 
@@ -51,6 +58,19 @@ describe('API fuzzing', () => {
     }
   });
 
+  it('a backward case id always plans the same call on the same model', async () => {
+    const model = await loadModel(join(FIXTURES, 'models', 'gpt2'), { threads: 1 });
+    try {
+      for (const id of caseIds(30, 1000, ['backward'])) {
+        const a = planBackward(new Rng(`${id}/plan`), api, model);
+        const b = planBackward(new Rng(`${id}/plan`), api, model);
+        expect([a.what, a.expect, a.finite]).toEqual([b.what, b.expect, b.finite]);
+      }
+    } finally {
+      model.dispose();
+    }
+  });
+
   it('charges a hang, a memory blow-up, a crash and an uncoded error each to its own case', async () => {
     const ids = ['config:0', 'selftest:hang', 'gguf:0', 'selftest:alloc', 'config:1', 'selftest:crash', 'gguf:1', 'selftest:uncoded', 'npz:0'];
     const results = await runFuzz(ids, { workers: 1, timeoutMs: 2000, memoryBytes: 256 * 2 ** 20 });
@@ -80,5 +100,18 @@ describe('API fuzzing', () => {
     },
     // Headroom for cases that run into the time bound (each costs the bound plus a worker restart).
     Math.max(600_000, CASES * 400),
+  );
+
+  it(
+    `${BACKWARD_CASES} random and mutated backward passes each succeed (finite gradients from finite inputs) or fail coded, and the model stays usable`,
+    async () => {
+      const t0 = performance.now();
+      const results = await runFuzz(caseIds(BACKWARD_CASES, FROM, ['backward']), { workers: WORKERS, timeoutMs: TIMEOUT_MS });
+      console.log(summarize(results, (performance.now() - t0) / 1000));
+      expect(results).toHaveLength(BACKWARD_CASES);
+      const bad = failures(results).map((r) => `${r.id} ${label(r)}: ${'message' in r.outcome ? r.outcome.message : ''} [${r.what}] -> ${reproducer(r.id)}`);
+      expect(bad).toEqual([]);
+    },
+    Math.max(300_000, BACKWARD_CASES * 400),
   );
 });

@@ -23,7 +23,7 @@ export interface BackwardCall {
 const show = (v: unknown): string => {
   if (typeof v === 'string') return JSON.stringify(v);
   if (typeof v === 'function') return 'a function';
-  if (Array.isArray(v)) return `[${v.map(show).join(', ')}]`;
+  if (Array.isArray(v)) return v.length > 6 ? `[${v.length} values: ${v.slice(0, 3).map(show).join(', ')}, ...]` : `[${v.map(show).join(', ')}]`;
   if (v && typeof v === 'object' && 'shape' in v) return `Tensor[${(v as Tensor).shape.join(', ')}]`;
   if (v && typeof v === 'object') return `{${Object.entries(v).map(([k, x]) => `${k}: ${show(x)}`).join(', ')}}`;
   return String(v);
@@ -69,6 +69,13 @@ export function planBackward(rng: Rng, api: Api, model: Model): BackwardCall {
     return () => {
       throw thrown;
     };
+  };
+  /** With seeds, hooks after the seeds get no gradient (their gradient hooks never run): a JS gradient hook that must run needs a metric. */
+  const metricInsteadOfSeeds = () => {
+    if (!opts.seeds) return;
+    delete opts.seeds, delete opts.stopAtLayer;
+    opts.metric = { logProb: { token: rng.int(V), position: 'all' } };
+    notes.push(`metric ${show(opts.metric)} instead of seeds`);
   };
   const unfinite = (what: string) => {
     notes.push(what);
@@ -193,8 +200,8 @@ export function planBackward(rng: Rng, api: Api, model: Model): BackwardCall {
       invalid(`a seed at ${n} ${what}`);
     },
     () => {
-      const [a, b] = [rng.pick(usable), rng.pick(usable)];
-      if (a === b) return void invalid(`two seeds at ${a} (one key, no mismatch)`);
+      const a = rng.pick(usable);
+      const b = rng.pick(usable.filter((n) => n !== a));
       opts.seeds = { [a]: tensor([2, ...shapeOf(a, B, T)]), [b]: tensor(rng.chance(0.5) ? [3, ...shapeOf(b, B, T)] : shapeOf(b, B, T)) };
       delete opts.metric;
       invalid(`seeds at ${a} and ${b} with different S`);
@@ -231,16 +238,12 @@ export function planBackward(rng: Rng, api: Api, model: Model): BackwardCall {
         [`${h}_grad`, { op: 'scale', factor: 'x' }, "a gradient scale 'x'"],
         [`${h}_grad_grad`, { op: 'zero' }, 'a _grad_grad hook'],
       ]);
+      if (typeof spec === 'function') metricInsteadOfSeeds();
       opts.hooks = { ...(opts.hooks as object), [k]: spec };
       invalid(`${what} (${k})`);
     },
     () => {
-      // With seeds, hooks after the seeds get no gradient (their gradient hooks never run): use a metric.
-      if (opts.seeds) {
-        delete opts.seeds, delete opts.stopAtLayer;
-        opts.metric = { logProb: { token: rng.int(V), position: 'all' } };
-        notes.push(`metric ${show(opts.metric)} instead`);
-      }
+      metricInsteadOfSeeds();
       const h = rng.pick(names.filter((n) => !n.includes('.ln1.')));
       opts.hooks = { ...(opts.hooks as object), [`${h}_grad`]: thrower(`a gradient hook at ${h}`) };
     },

@@ -1,5 +1,5 @@
 // Command line of the API fuzz harness:
-//   npx tsx test/fuzz/main.ts [--cases N] [--from N] [--kinds config,npz] [--workers N]
+//   npx tsx test/fuzz/main.ts [--cases N] [--from N] [--kinds config,npz] [--workers N]   (--kinds backward: backward passes)
 //                             [--timeout-ms N] [--memory-mb N] [--root DIR] [--json FILE]
 //   npx tsx test/fuzz/main.ts --case config:17 [--case ...]   rerun cases, print their outcome
 //   npx tsx test/fuzz/main.ts --keep DIR --case config:17      write a case's files to DIR
