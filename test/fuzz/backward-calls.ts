@@ -302,14 +302,85 @@ export function planBackward(rng: Rng, api: Api, model: Model): BackwardCall {
       invalid(`input ${show(i)}`);
     },
     () => {
+      const h = rng.pick(plain);
+      const shape = shapeOf(h, B, T);
+      const [spec, bad, what] = rng.pick<[unknown, boolean, string]>([
+        [{ op: 'zero', positions: [1000] }, true, 'a gradient zero edit at position 1000'],
+        [{ op: 'zero', positions: [-1] }, false, 'a gradient zero edit at position -1'],
+        [{ op: 'patch', source: tensor([...shape.slice(0, -1), shape.at(-1)! + 1]) }, true, 'a gradient patch one unit too wide'],
+        [{ op: 'patch', source: tensor(shape) }, false, 'a gradient patch of the right shape'],
+        [(g: Tensor) => new Tensor(g.shape, g.data.map((x) => x * 0.5)), false, 'a gradient hook returning a new Tensor'],
+        [(g: Tensor) => ({ shape: g.shape, data: Array.from(g.data) }), true, 'a gradient hook returning a plain-array tensor-like'],
+        [async () => undefined, true, 'an async gradient hook'],
+        [(g: Tensor) => {
+          const buf = g.data.buffer as ArrayBuffer;
+          structuredClone(buf, { transfer: [buf] });
+        }, false, 'a gradient hook that transfers the gradient buffer away'],
+      ]);
+      metricInsteadOfSeeds();
+      opts.hooks = { ...(opts.hooks as object), [`${h}_grad`]: spec };
+      if (bad) invalid(`${what} (${h}_grad)`);
+      else notes.push(`${what} (${h}_grad)`);
+    },
+    () => {
+      const [m, bad, what] = rng.pick<[unknown, boolean, string]>([
+        [{ custom: async (l: Tensor) => ({ value: 1, grad: l }) }, true, 'an async custom metric'],
+        [{ custom: (l: Tensor) => ({ value: 1, grad: { shape: l.shape, data: new Float32Array(l.data.length) } }) }, true, 'a custom metric returning a tensor-like'],
+        [{ custom: (l: Tensor) => ({ value: 2, grad: l }) }, false, 'a custom metric returning the logits as grad'],
+        [{ custom: (l: Tensor) => { l.data.fill(0); return { value: 0, grad: new Tensor(l.shape, new Float32Array(l.data.length).fill(1e-3)) }; } }, false, 'a custom metric that zeroes the logits'],
+      ]);
+      opts.metric = m;
+      delete opts.seeds, delete opts.stopAtLayer;
+      if (bad) invalid(what);
+      else notes.push(what);
+    },
+    () => {
+      const [k, v] = rng.pick<[string, unknown]>([['padId', V - 1], ['stopAtLayer', nLayers], ['returnLogits', true], ['addSpecialTokens', false]]);
+      if (k === 'stopAtLayer') delete opts.returnLogits;
+      opts[k] = v;
+      notes.push(`${k} ${show(v)}`);
+    },
+    () => {
+      // Text rows of different lengths (left-padded after tokenizing); no tokenizer is ERR_NO_TOKENIZER.
+      input = rng.pick([['Hello world, how are you', 'Hi'], 'The cat sat', ['a', 'b c d e f']]);
+      opts.metric = rng.pick<unknown>(['loss', { logProb: { token: 0, position: 'all' } }, { logit: { token: 1 % V, position: -1 } }]);
+      delete opts.seeds, delete opts.stopAtLayer, delete opts.grads, delete opts.hooks, delete opts.capture;
+      opts.grads = ['blocks.0.hook_resid_pre', 'hook_embed'];
+      if (!model.tokenizer) invalid(`text input ${show(input)} without a tokenizer`);
+      else notes.push(`text input ${show(input)}, metric ${show(opts.metric)}`);
+    },
+    () => {
       input = [[rng.int(V)]];
       opts.metric = 'loss';
       delete opts.seeds, delete opts.stopAtLayer, delete opts.grads, delete opts.hooks, delete opts.capture;
       invalid('loss on one one-token row');
     },
   ];
-  if (rng.chance(0.85)) rng.pick(mutations)();
+  const mutated = rng.chance(0.85);
+  if (mutated) rng.pick(mutations)();
   if (expect !== 'any') finite = false;
+  if (!mutated && rng.chance(0.5)) {
+    // Two backward passes and a run on one model at once: each must give what it gives alone.
+    notes.push('twice at once with a run, then alone');
+    return {
+      what: `backward: ${notes.join('; ')}`,
+      expect,
+      finite,
+      run: async () => {
+        const call = () => model.backward(input as number[][], opts as never);
+        const [a, , b] = await Promise.all([call(), model.run([rows[0]!]), call()]);
+        const alone = await call();
+        for (const [n, g] of alone.grads)
+          for (const [which, r] of [['first', a], ['second', b]] as const) {
+            const d = r.grads.get(n).data;
+            const i = g.data.findIndex((x, j) => !Object.is(x, d[j]));
+            if (i >= 0) throw new Error(`concurrent backward passes differ: the ${which}'s gradient at ${n}[${i}] is ${d[i]}, alone ${g.data[i]}`);
+          }
+        if (!Object.is(a.metric, alone.metric) || !Object.is(b.metric, alone.metric)) throw new Error(`concurrent metrics ${a.metric}, ${b.metric}; alone ${alone.metric}`);
+        return { tensors: [...alone.grads].map(([n, t]) => [`grad ${n}`, t] as [string, Tensor]), numbers: [['metric', alone.metric]] };
+      },
+    };
+  }
   return {
     what: `backward: ${notes.join('; ')}`,
     expect,
