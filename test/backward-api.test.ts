@@ -252,3 +252,22 @@ describe('metrics become engine terms as the specification says', () => {
     });
   });
 });
+
+describe('grads globs and per-head inputs', () => {
+  it("'**' takes every gradient but the per-head inputs (which would give ln1 a head axis); named, they are refused with ln1", async () => {
+    const model = await loadModel(fixtureDir('gpt2'));
+    try {
+      const r = await model.backward([[1, 2, 3, 4]], { metric: { logit: { token: 5 } }, grads: '**' } as never);
+      expect(r.grads.has('blocks.0.ln1.hook_scale')).toBe(true);
+      expect(r.grads.has('blocks.0.hook_resid_pre')).toBe(true);
+      expect(r.grads.has('blocks.0.hook_q_input')).toBe(false);
+      const split = await model.backward([[1, 2, 3, 4]], { metric: { logit: { token: 5 } }, grads: 'blocks.0.hook_*_input' } as never);
+      expect(split.grads.has('blocks.0.hook_q_input')).toBe(true);
+      await expect(
+        model.backward([[1, 2, 3, 4]], { metric: { logit: { token: 5 } }, grads: ['blocks.0.hook_q_input', 'blocks.0.ln1.*'] } as never),
+      ).rejects.toMatchObject({ code: 'ERR_INVALID_INPUT' });
+    } finally {
+      model.dispose();
+    }
+  });
+});

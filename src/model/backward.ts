@@ -76,6 +76,24 @@ export interface BackwardResult {
 const DETACH_KINDS: readonly DetachKind[] = ['pattern', 'normScale', 'mlpAct'];
 const OPTION_KEYS = new Set(['metric', 'seeds', 'grads', 'capture', 'hooks', 'detach', 'stopAtLayer', 'returnLogits', 'addSpecialTokens', 'padId']);
 
+const SPLIT_INPUT = /^blocks\.(\d+)\.hook_(attn_in|[qkv]_input)$/;
+const LN1 = /^blocks\.(\d+)\.ln1\.hook_(scale|normalized)$/;
+
+/**
+ * Gradients at a block's per-head inputs (hook_attn_in, hook_q/k/v_input) give ln1 a head axis, so
+ * they cannot be taken with ln1's in the same block. A glob that matches both (`'**'`,
+ * `'blocks.*.*'`) keeps ln1's and leaves the per-head inputs out; named explicitly they stay (and
+ * the engine refuses the pair).
+ */
+function withoutGlobbedSplitInputs(names: string[], patterns: readonly string[]): string[] {
+  const explicit = new Set(patterns.filter((p) => !/[*?[{]/.test(p)));
+  const ln1Blocks = new Set(names.map((n) => LN1.exec(n)?.[1]).filter((b) => b !== undefined));
+  return names.filter((n) => {
+    const block = SPLIT_INPUT.exec(n)?.[1];
+    return block === undefined || explicit.has(n) || !ln1Blocks.has(block);
+  });
+}
+
 /** Whether hook `name` runs when stopping before block `stop` (TransformerLens's exclusive stop). */
 function reached(model: Model, name: string, stop: number | undefined): boolean {
   if (stop === undefined || stop >= model.config.nLayers) return true;
@@ -166,7 +184,8 @@ export async function runBackward<F extends Family>(model: Model<F>, input: Mode
   };
 
   // Hooks: gradients, captures, seeds, forward and gradient hooks.
-  const gradNames = model.resolveHooks(patternList(options.grads, 'grads').map((p) => p.replace(/_grad$/, '')));
+  const gradPatterns = patternList(options.grads, 'grads').map((p) => p.replace(/_grad$/, ''));
+  const gradNames = withoutGlobbedSplitInputs(model.resolveHooks(gradPatterns), gradPatterns);
   const captureNames = model.resolveHooks(patternList(options.capture, 'capture'));
   gradNames.forEach((n) => beyond('the gradient at', n));
   captureNames.forEach((n) => beyond('the capture of', n));
