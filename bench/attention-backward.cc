@@ -1,7 +1,7 @@
 // Times the CPU attention backward ops (attention_apply_backward, softmax_rows_backward,
 // attention_scores_backward) against the instrumented forward (attention_scores, softmax_rows,
 // attention_apply) at GPT-2-small's geometry (H = 12, D = 64) and a GQA one. Build and run:
-//   g++ -std=c++17 -O3 -Inative bench/attention-backward.cc native/ops/attention*.cc native/ops/fma-tile.cc native/ops/elementwise-backward.cc native/ops/thread-pool.cc native/ops/cpu-features.cc -o /tmp/attn-bwd -lpthread && T=1 /tmp/attn-bwd
+//   g++ -std=c++17 -O3 -Inative bench/attention-backward.cc native/ops/attention*.cc native/ops/fma-tile.cc native/ops/elementwise-simd.cc native/ops/elementwise-backward.cc native/ops/thread-pool.cc native/ops/cpu-features.cc -o /tmp/attn-bwd -lpthread && T=1 /tmp/attn-bwd
 #include <algorithm>
 #include <ctime>
 #include <cstdio>
