@@ -75,8 +75,9 @@ __attribute__((target("avx2,fma"))) void act_avx2(int act, const float *gate, co
 }
 
 // Softmax of rows [r0, r1) of length n (softmax_rows_f32's semantics): the max ignores NaN
-// (as std::max does), exp(-inf) is exactly 0 (the vector exp alone would give ~4e-39), a NaN or
-// inf - inf difference stays NaN, and a row whose max is -inf becomes 0.
+// (as std::max does), exp(d) is 0 below the vector exp's range (-inf included: the clamped
+// polynomial alone would give ~4e-39, libm gives 0 or a denormal), a NaN or inf - inf
+// difference stays NaN, and a row whose max is -inf becomes 0.
 __attribute__((target("avx512f"))) void softmax_avx512(float *x, int64_t n, int64_t r0, int64_t r1) {
   const float neg_inf = -__builtin_inff();
   for (int64_t r = r0; r < r1; ++r) {
@@ -97,7 +98,7 @@ __attribute__((target("avx512f"))) void softmax_avx512(float *x, int64_t n, int6
       const __mmask16 m = n - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - j)) - 1);
       const __m512 xv = _mm512_maskz_loadu_ps(m, row + j);
       const __m512 d = _mm512_sub_ps(xv, mxv);
-      __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(xv, _mm512_set1_ps(neg_inf), _CMP_NEQ_UQ), exp512(d));
+      __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(d, _mm512_set1_ps(simd::kExpLo), _CMP_GE_OQ), exp512(d));
       e = _mm512_mask_mov_ps(e, _mm512_cmp_ps_mask(d, d, _CMP_UNORD_Q), d);
       _mm512_mask_storeu_ps(row + j, m, e);
       sv = _mm512_add_ps(sv, _mm512_maskz_mov_ps(m, e));
@@ -124,10 +125,10 @@ __attribute__((target("avx2,fma"))) inline float hsum256(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// exp(x - mx) with exp(-inf) = 0 and NaN kept.
+// exp(x - mx), 0 below the vector exp's range (-inf included), NaN kept.
 __attribute__((target("avx2,fma"))) inline __m256 softmax_exp256(__m256 x, __m256 mx) {
   const __m256 d = _mm256_sub_ps(x, mx);
-  const __m256 e = _mm256_and_ps(_mm256_cmp_ps(x, _mm256_set1_ps(-__builtin_inff()), _CMP_NEQ_UQ), exp256(d));
+  const __m256 e = _mm256_and_ps(_mm256_cmp_ps(d, _mm256_set1_ps(simd::kExpLo), _CMP_GE_OQ), exp256(d));
   return _mm256_blendv_ps(e, d, _mm256_cmp_ps(d, d, _CMP_UNORD_Q));
 }
 

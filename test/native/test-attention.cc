@@ -120,7 +120,7 @@ void attention_case(nt::ThreadPool &pool, const Case &c, std::mt19937 &rng) {
   CHECK(worst < 1e-6 * (2 + KV / 16.0), "%s: apply off by %g (relative to sum |p v|)", name.c_str(), worst);
 }
 
-// Softmax rows with -inf entries, a NaN, an all -inf row and lengths off the vector widths.
+// Softmax rows with -inf entries, a -1e30 (exactly 0 after, as with libm), a NaN, an all -inf row and lengths off the vector widths.
 void softmax_special_rows(nt::ThreadPool &pool) {
   for (int64_t n : {1, 7, 16, 21, 40}) {
     std::mt19937 rng(static_cast<uint32_t>(n));
@@ -129,6 +129,7 @@ void softmax_special_rows(nt::ThreadPool &pool) {
     for (int64_t j = 0; j < n; ++j) x[n + j] = kNegInf;             // row 1: all -inf
     x[2 * n + n / 2] = std::numeric_limits<float>::quiet_NaN();   // row 2: a NaN
     x[3 * n] = kNegInf;                                             // row 3: -inf first
+    if (n > 2) x[1] = -1e30f;                                       // row 0: a finite "mask" value
     const std::vector<float> in = x;
     nt::softmax_rows_f32(pool, x.data(), 4, n);
     for (int64_t r : {0, 3}) {
@@ -142,6 +143,7 @@ void softmax_special_rows(nt::ThreadPool &pool) {
       }
       CHECK(worst < 1e-6, "n=%ld row %ld: softmax off by %g", long(n), long(r), worst);
     }
+    if (n > 2) CHECK(x[1] == 0.0f, "n=%ld: exp(-1e30 - max) gives %g, not 0 (as libm)", long(n), x[1]);
     for (int64_t j = 0; j < n; ++j) CHECK(x[n + j] == 0.0f, "n=%ld: an all -inf row gives %g", long(n), x[n + j]);
     // A NaN spreads over its row; with no other entry the max is -inf and the row becomes 0.
     for (int64_t j = 0; j < n; ++j)
