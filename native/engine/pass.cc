@@ -45,9 +45,14 @@ DeviceEdit upload_edit(const std::shared_ptr<Backend> &be, const Edit &edit) {
 }
 
 void fire_plan_on(const std::shared_ptr<Backend> &be, const HookTable &table, HookPlan &plan, int idx, float *data,
-                  const std::vector<int64_t> &shape, const HookContext &ctx, std::map<const Edit *, DeviceEdit> &uploaded) {
-  if (be->host_memory()) {
+                  const std::vector<int64_t> &shape, const HookContext &ctx, std::map<const Edit *, DeviceEdit> &uploaded, bool edits_only) {
+  if (be->host_memory() && !edits_only) {
     plan.fire(table, idx, data, shape, ctx);
+    return;
+  }
+  if (be->host_memory()) {
+    for (const HookPlan::Action &a : plan.actions(idx))
+      if (a.edit) apply_edit(*a.edit, table.points()[static_cast<size_t>(idx)].kind, data, shape, ctx);
     return;
   }
   const nt_backend_api &api = be->api();
@@ -65,14 +70,15 @@ void fire_plan_on(const std::shared_ptr<Backend> &be, const HookTable &table, Ho
       const int64_t T = u.head_major ? shape[2] : shape[1];
       nt_edit_context ec{shape[0], T, u.heads, u.width, ctx.pos0, ctx.prompt_len, u.head_major ? 1 : 0, static_cast<const int32_t *>(pad.data())};
       be->check(api.apply_edit(bx, &it->second.e, &ec, data), "apply_edit");
-    } else {
+    } else if (!edits_only) {
       staging.resize(static_cast<size_t>(n));
       be->check(api.copy_to_host(bx, staging.data(), data, static_cast<size_t>(n) * sizeof(float)), "copy to host");
       a.callback->call(idx, staging.data(), shape, ctx);
       be->check(api.copy_to_device(bx, data, staging.data(), static_cast<size_t>(n) * sizeof(float)), "copy to device");
     }
   }
-  if (float *dest = plan.capture(idx)) be->check(api.copy_to_host(bx, dest, data, static_cast<size_t>(n) * sizeof(float)), "capture");
+  if (float *dest = plan.capture(idx); dest && !edits_only)
+    be->check(api.copy_to_host(bx, dest, data, static_cast<size_t>(n) * sizeof(float)), "capture");
 }
 
 Pass::Pass(Model &model, const ForwardRequest &req, HookPlan *plan, Mode mode)
@@ -154,9 +160,7 @@ void Pass::fire_plan(int idx, float *data) {
       be_->check(api_.copy_to_device(bx_, data, saved->second.data(), bytes), "restore hook output");
       return;
     }
-    HookPlan edits_only(m_.hooks_->points().size());
-    for (const HookPlan::Action &a : plan_->actions(idx)) edits_only.add_edit(idx, *a.edit);
-    fire_plan_on(be_, *m_.hooks_, edits_only, idx, data, shape, ctx_, uploaded_);
+    fire_plan_on(be_, *m_.hooks_, *plan_, idx, data, shape, ctx_, uploaded_, /*edits_only=*/true);
     return;
   }
   fire_plan_on(be_, *m_.hooks_, *plan_, idx, data, shape, ctx_, uploaded_);
