@@ -74,3 +74,169 @@ export class WorkerChannel {
     if (this.child.exitCode === null) this.child.stdin.end('quit\n');
   }
 }
+
+/** The machine's busy and total CPU seconds so far, from the first line of /proc/stat (null off Linux). */
+export function cpuTimes(): { busy: number; total: number } | null {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal (guest is inside user); USER_HZ is 100.
+    const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = f;
+    const busy = user + nice + system + irq + softirq + steal;
+    return { busy: busy / 100, total: (busy + idle + iowait) / 100 };
+  } catch {
+    return null;
+  }
+}
+
+/** The 1-minute load average (NaN off Linux). */
+export function loadAvg1(): number {
+  try {
+    return Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** One timed measurement: wall seconds and the CPU seconds of the worker process, if it ran there. */
+export interface Timed {
+  seconds: number;
+  workerCpu?: number;
+}
+
+/** A named thing to time once per rep. */
+export interface Variant {
+  name: string;
+  run: () => Promise<Timed>;
+}
+
+/** What one rep measured, and how busy the rest of the machine was meanwhile. */
+export interface Rep {
+  seconds: Record<string, number>;
+  /** CPU used by other processes during the rep, in cores (machine busy - this process - the worker). */
+  foreignCores: number;
+  loadBefore: number;
+  loadAfter: number;
+  busy: boolean;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * Runs every variant once per rep, alternating the order rep by rep (forward, then reversed),
+ * and checks the machine around each rep: before it, waits (up to `quietWait` seconds) for a
+ * second in which other processes use under `maxForeign` cores; during it, takes the machine's
+ * busy CPU time from /proc/stat minus this process's and the worker's own CPU time. A rep in
+ * which other processes averaged more than `maxForeign` cores is busy and does not count;
+ * reps continue until `reps` quiet ones or `maxReps` in all. Prints one line per rep.
+ */
+export async function alternatingReps(
+  variants: readonly Variant[],
+  opts: { reps: number; maxReps: number; maxForeign: number; quietWait: number; log?: (line: string) => void },
+): Promise<Rep[]> {
+  const log = opts.log ?? ((l: string) => console.log(l));
+  const out: Rep[] = [];
+  for (let i = 0; i < opts.maxReps && out.filter((r) => !r.busy).length < opts.reps; i++) {
+    const waitStart = performance.now();
+    while (performance.now() - waitStart < opts.quietWait * 1000) {
+      const a = cpuTimes();
+      const u0 = process.cpuUsage();
+      const t0 = performance.now();
+      await sleep(1000);
+      const b = cpuTimes();
+      if (!a || !b) break;
+      const u = process.cpuUsage(u0);
+      const own = (u.user + u.system) / 1e6;
+      if ((b.busy - a.busy - own) / ((performance.now() - t0) / 1000) < opts.maxForeign) break;
+    }
+    const waited = (performance.now() - waitStart) / 1000;
+    const order = i % 2 === 0 ? [...variants] : [...variants].reverse();
+    const loadBefore = loadAvg1();
+    const c0 = cpuTimes();
+    const u0 = process.cpuUsage();
+    const w0 = performance.now();
+    let workerCpu = 0;
+    const seconds: Record<string, number> = {};
+    for (const v of order) {
+      const t = await v.run();
+      seconds[v.name] = t.seconds;
+      workerCpu += t.workerCpu ?? 0;
+    }
+    const wall = (performance.now() - w0) / 1000;
+    const c1 = cpuTimes();
+    const u = process.cpuUsage(u0);
+    const loadAfter = loadAvg1();
+    const foreignCores = c0 && c1 ? Math.max(0, c1.busy - c0.busy - (u.user + u.system) / 1e6 - workerCpu) / wall : 0;
+    const busy = foreignCores > opts.maxForeign;
+    out.push({ seconds, foreignCores, loadBefore, loadAfter, busy });
+    log(
+      `rep ${i + 1} (${i % 2 === 0 ? 'forward' : 'reversed'} order, waited ${waited.toFixed(0)} s for quiet): ` +
+        variants.map((v) => `${v.name} ${seconds[v.name]!.toFixed(3)}`).join(', ') +
+        ` s; others used ${foreignCores.toFixed(2)} cores, load ${loadBefore.toFixed(2)} -> ${loadAfter.toFixed(2)}${busy ? ' BUSY, not counted' : ''}`,
+    );
+  }
+  return out;
+}
+
+/** Median seconds per variant over the quiet reps (all reps if none was quiet), and how many counted. */
+export function summarizeReps(reps: readonly Rep[], names: readonly string[]): { medians: Record<string, number>; counted: number; allBusy: boolean } {
+  const quiet = reps.filter((r) => !r.busy);
+  const use = quiet.length > 0 ? quiet : reps;
+  const medians: Record<string, number> = {};
+  for (const n of names) medians[n] = median(use.map((r) => r.seconds[n]!));
+  return { medians, counted: use.length, allBusy: quiet.length === 0 };
+}
+
+/** Median over the counted reps of the per-rep ratio a / b. */
+export function medianRatio(reps: readonly Rep[], a: string, b: string): number {
+  const quiet = reps.filter((r) => !r.busy);
+  const use = quiet.length > 0 ? quiet : reps;
+  return median(use.map((r) => r.seconds[a]! / r.seconds[b]!));
+}
+
+/** Starts a Python baseline worker on `threads` intra-op threads and waits for its `ready` line. */
+export async function startWorker(
+  python: string,
+  script: string,
+  args: readonly string[],
+  threads: number,
+  label = 'torch worker',
+): Promise<{ worker: WorkerChannel; ready: Record<string, unknown>; stop: () => void }> {
+  const { spawn } = await import('node:child_process');
+  const env = { ...process.env, OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads) };
+  const child = spawn(python, [script, ...args, '--threads', String(threads)], { stdio: ['pipe', 'pipe', 'inherit'], env });
+  const worker = new WorkerChannel(child, label);
+  const ready = await worker.next();
+  if (ready.ready !== true) throw new Error(`${label}: unexpected first reply ${JSON.stringify(ready).slice(0, 200)}`);
+  return {
+    worker,
+    ready,
+    stop: () => {
+      if (child.exitCode === null && !child.stdin.writableEnded) child.stdin.end('quit\n');
+    },
+  };
+}
+
+/** A timing command to the worker as a {@link Timed} (its `seconds` and `cpu`). */
+export async function workerTimed(worker: WorkerChannel, command: string): Promise<Timed> {
+  const msg = await worker.request(command);
+  if (typeof msg.seconds !== 'number') throw new Error(`worker: unexpected reply ${JSON.stringify(msg).slice(0, 200)}`);
+  return { seconds: msg.seconds, workerCpu: typeof msg.cpu === 'number' ? msg.cpu : undefined };
+}
+
+/** Times an async call in this process. */
+export async function timeIt(fn: () => Promise<unknown>): Promise<Timed> {
+  const s = performance.now();
+  await fn();
+  return { seconds: (performance.now() - s) / 1000 };
+}
+
+/** Writes the GPT-2-small-shaped model with bench/make-gpt2-small.py if `dir` lacks it. */
+export async function ensureGpt2Small(dir: string, python: string, here: string): Promise<void> {
+  const { existsSync } = await import('node:fs');
+  const { spawnSync } = await import('node:child_process');
+  const { join } = await import('node:path');
+  if (existsSync(join(dir, 'config.json')) && existsSync(join(dir, 'model.safetensors'))) return;
+  console.log(`writing ${dir} ...`);
+  const r = spawnSync(python, [join(here, 'make-gpt2-small.py'), dir], { stdio: 'inherit' });
+  if (r.status !== 0) throw new Error(`make-gpt2-small.py failed (status ${r.status})`);
+}
