@@ -151,7 +151,7 @@ try {
       date,
       torch: ready.torch,
       transformers: ready.transformers,
-      quiet_reps: counted,
+      quiet_reps: allBusy ? 0 : counted,
       reps: all.length,
       max_foreign_cores: maxForeign,
       load_now: loadAvg1(),
