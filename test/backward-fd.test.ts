@@ -47,6 +47,15 @@ interface Probe {
 async function checkProbe(model: Model, p: Probe, extra: Record<string, unknown> = {}): Promise<void> {
   const r = await model.backward(TOKENS, { metric: METRIC, grads: [p.hook], hooks: extra } as never);
   const g = r.grads.get(p.hook)!;
+  // Blocks recomputed from their saved inputs (not kept from the forward) give the same gradient.
+  const again = (await model.backward(TOKENS, { metric: METRIC, grads: [p.hook], hooks: extra, keepActivationBytes: 0 } as never)).grads.get(p.hook)!;
+  let big = 0;
+  let diff = 0;
+  for (let i = 0; i < g.data.length; i++) {
+    big = Math.max(big, Math.abs(g.data[i]!));
+    diff = Math.max(diff, Math.abs(g.data[i]! - again.data[i]!));
+  }
+  expect(diff, `${p.hook}: recomputed blocks`).toBeLessThanOrEqual(1e-6 * big);
   const shape = g.shape as number[];
   const width = shape[shape.length - 1]!;
   const dir = unit(width, 1234 + p.pos * 7 + (p.head ?? 0));

@@ -85,6 +85,9 @@ for (const name of models) {
           const r = await model.backward(unpadded(c), backwardOptions(c));
           expect(r.pad).toEqual(c.pad);
           expectGrads(r.grads, c.grads, fx.tolerance, c.name);
+          // The same with every block but the top one recomputed from its saved input.
+          const recomputed = await model.backward(unpadded(c), { ...backwardOptions(c), keepActivationBytes: 0 });
+          expectGrads(recomputed.grads, c.grads, fx.tolerance, `${c.name} (blocks recomputed)`);
           if (c.metricRows) {
             const scale = Math.max(...c.metricRows.map(Math.abs));
             c.metricRows.forEach((v, b) => expectValue(r.metricPerRow![b]!, v, scale, `${c.name}: metric of row ${b}`));

@@ -120,6 +120,7 @@ Napi::Value ModelWrap::backward(const Napi::CallbackInfo &info) {
     const int64_t batch = req.forward.batch, pos = req.forward.pos;
 
     if (given(o.Get("replicas"))) req.replicas = integer(env, o, "replicas", 1, INT32_MAX, "options");
+    if (given(o.Get("keepBytes"))) req.keep_bytes = integer(env, o, "keepBytes", 0, int64_t(1) << 52, "options");
     // The metric: exactly one of terms, dlogits, metricCallbackId and seeds.
     const bool has_terms = given(o.Get("terms")), has_dlogits = given(o.Get("dlogits")), has_fn = given(o.Get("metricCallbackId")),
                has_seeds = given(o.Get("seeds"));

@@ -38,6 +38,7 @@ class Backward {
   void attn_back(int L, const LayerTape &t, float *da, float *dres);
   void mlp_back(int L, const LayerTape &t, float *dm, float *dres);
   bool split_inputs(int L) const;
+  int64_t tape_floats() const;  // one block's tape
   void split_back(int L, const LayerTape &t, float *dres);
   void metric_on_host(const std::vector<float> &logits, const std::vector<int64_t> &row_of, std::vector<float> &dlogits);
 

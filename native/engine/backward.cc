@@ -160,18 +160,27 @@ void Backward::run() {
     for (const Seed &s : req_.seeds) start = std::max(start, m_.hooks_->points()[static_cast<size_t>(s.index)].layer);
   }
   if (!m_.tape_) m_.tape_ = std::make_shared<LayerTape>();
-  LayerTape &tape = *m_.tape_;  // one for every block and run: its buffers are reused
+  LayerTape &tape = *m_.tape_;  // for recomputed blocks, every run: its buffers are reused
   tape.replicas = S;
+  // Blocks whose tapes the forward keeps (the top one, and those below it that fit keep_bytes):
+  // their backward needs no recompute.
+  const int64_t per_block = static_cast<int64_t>(sizeof(float)) * tape_floats();
+  const int kept_blocks = static_cast<int>(std::min<int64_t>(start + 1, 1 + req_.keep_bytes / std::max<int64_t>(per_block, 1)));
+  std::vector<LayerTape> kept(static_cast<size_t>(std::max(kept_blocks, 0)));
+  auto kept_tape = [&](int L) -> LayerTape * {
+    const int i = start - L;
+    return i >= 0 && i < kept_blocks ? &kept[static_cast<size_t>(i)] : nullptr;
+  };
+  for (LayerTape &t : kept) t.replicas = S;
 
-  // Forward, keeping each block's input, and the top block's tape (its backward comes first,
-  // so it is not recomputed).
+  // Forward, keeping each block's input and the kept blocks' tapes.
   pass_.embed();
   // Buffers live in the model's workspace (slots 14 and up), reused across runs like the
   // forward's, so repeated backward passes allocate and page-fault nothing.
   saved_ = m_.scratch(14, (n_run_ + 1) * M * d).f32();
   for (int L = 0; L < n_run_; ++L) {
     copy(saved_at(L), pass_.x().f32(), M * d);
-    pass_.layer(L, L == start ? &tape : nullptr);
+    pass_.layer(L, kept_tape(L));
   }
   copy(saved_at(n_run_), pass_.x().f32(), M * d);
   if (n_run_ == c_.n_layers) pass_.head();
@@ -204,10 +213,13 @@ void Backward::run() {
   else
     zero(g, Ms * d);
   for (int L = start; L >= 0; --L) {
-    if (L != start) {
-      copy(pass_.x().f32(), saved_at(L), M * d);
-      pass_.layer(L, &tape);
+    if (LayerTape *k = kept_tape(L)) {
+      layer_back(L, *k, g);
+      *k = LayerTape();  // its memory goes as soon as its block is done
+      continue;
     }
+    copy(pass_.x().f32(), saved_at(L), M * d);
+    pass_.layer(L, &tape);
     layer_back(L, tape, g);
   }
   // Embeddings: x = hook_embed + hook_pos_embed, both see the gradient at resid_pre of block 0.
@@ -228,6 +240,15 @@ void Backward::run() {
   be_->check(api_.synchronize(bx_), "synchronize");
 }
 
+
+// Floats of one block's tape (Pass::layer's keep slots), replicas included.
+int64_t Backward::tape_floats() const {
+  int64_t per_row = 2 * d + dq + 2 * dkv + 6 + c_.d_mlp * (c_.gated_mlp ? 2 : 1);
+  if (c_.qk_norm) per_row += dq + dkv + H + G;
+  if (c_.sandwich_norms) per_row += 2 * d;
+  const int64_t pattern = B * H * T * T * (c_.attn_softcap > 0.0f ? 2 : 1);
+  return S * (M * per_row + pattern);
+}
 
 // The metric's rows through the head: ln_final (its hooks replayed), the logits the metric
 // reads (every position when an unembed hook or a custom metric needs them), the metric on the

@@ -56,6 +56,9 @@ struct BackwardRequest {
   std::vector<Detach> detach;      // per layer (empty: none)
   bool final_norm_scale_detached = false;
   float *metric_rows = nullptr;    // host [batch]: the metric's value per row (terms only), or null
+  // Bytes of recomputed block internals (tapes) kept from the forward, so that the top blocks
+  // that fit are not recomputed; 0 keeps the top block's only (the least memory).
+  int64_t keep_bytes = 0;
 };
 
 }  // namespace nt

@@ -135,6 +135,8 @@ export interface NativeBackwardOptions extends Omit<NativeRunOptions, 'cache' | 
   gradCaptures?: { index: number }[];
   /** Edits and JS functions on gradients, in the format of `actions`. */
   gradActions?: NativeAction[];
+  /** Bytes of block internals kept from the forward so those blocks are not recomputed (0: the top block only). */
+  keepBytes?: number;
 }
 
 /** What NativeModel.backward resolves to. */

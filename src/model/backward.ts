@@ -47,6 +47,12 @@ export interface BackwardOptions<F extends Family = Family> {
   detach?: DetachSpec;
   /** Run blocks `0 .. stopAtLayer - 1` only; needs `seeds` (the logits are not computed) and hooks in those blocks. Defaults to the whole model. */
   stopAtLayer?: number;
+  /**
+   * Bytes of block activations the forward keeps for the backward pass, so that the top blocks
+   * that fit are not recomputed (faster); below them each block is recomputed from its saved
+   * input. 0 keeps the top block's only: the least memory. Defaults to 1 GiB.
+   */
+  keepActivationBytes?: number;
   /** Return the logits `[batch, pos, vocab]`. Defaults to false. */
   returnLogits?: boolean;
   /** Add the tokenizer's special tokens when `input` is text. Defaults to true. */
@@ -74,7 +80,10 @@ export interface BackwardResult {
 }
 
 const DETACH_KINDS: readonly DetachKind[] = ['pattern', 'normScale', 'mlpAct'];
-const OPTION_KEYS = new Set(['metric', 'seeds', 'grads', 'capture', 'hooks', 'detach', 'stopAtLayer', 'returnLogits', 'addSpecialTokens', 'padId']);
+const OPTION_KEYS = new Set(['metric', 'seeds', 'grads', 'capture', 'hooks', 'detach', 'stopAtLayer', 'returnLogits', 'addSpecialTokens', 'padId', 'keepActivationBytes']);
+
+/** Default of `keepActivationBytes`. */
+export const DEFAULT_KEEP_ACTIVATION_BYTES = 2 ** 30;
 
 const SPLIT_INPUT = /^blocks\.(\d+)\.hook_(attn_in|[qkv]_input)$/;
 const LN1 = /^blocks\.(\d+)\.ln1\.hook_(scale|normalized)$/;
@@ -204,6 +213,8 @@ export async function runBackward<F extends Family>(model: Model<F>, input: Mode
     }
   }
 
+  const keepBytes = options.keepActivationBytes ?? DEFAULT_KEEP_ACTIVATION_BYTES;
+  if (!Number.isSafeInteger(keepBytes) || keepBytes < 0) invalid(`backward: keepActivationBytes must be a non-negative integer (got ${String(keepBytes)})`);
   // Memory is checked on the rows' shape, before the ids are copied and padded.
   const seedRows = seedEntries.map(([name, t]) => (t instanceof Tensor && model.hookIndex(name) !== undefined && t.shape.length === model.hookShape(name, 1, 1).length + 1 ? t.shape[0]! : 1));
   const rows = model.tokenRows(input, options.addSpecialTokens ?? true, (r) =>
@@ -216,6 +227,7 @@ export async function runBackward<F extends Family>(model: Model<F>, input: Mode
       captures: captureNames,
       grads: gradNames,
       hooks: [...Object.keys(forwardHooks), ...Object.keys(gradHooks)],
+      keepBytes,
     }),
   );
   const { tokens, pad } = leftPad(rows, options.padId);
@@ -294,6 +306,7 @@ export async function runBackward<F extends Family>(model: Model<F>, input: Mode
     ...(metric?.kind === 'dlogits' ? { dlogits: metric.dlogits.data } : {}),
     ...(metricCallbackId !== undefined ? { metricCallbackId } : {}),
     ...(seeds.length ? { seeds, replicas } : {}),
+    keepBytes,
     ...(masks ? { detach: masks.detach, finalNormScaleDetached: masks.final } : {}),
     gradCaptures: gradNames.map((n) => ({ index: model.hookIndex(n)! })),
     gradActions,

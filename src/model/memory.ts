@@ -203,6 +203,8 @@ export interface BackwardShape {
   grads: readonly string[];
   /** Hooks with edits or JS functions (forward or gradient). */
   hooks: readonly string[];
+  /** Bytes of block internals kept from the forward (keepActivationBytes); at most every block's. */
+  keepBytes: number;
 }
 
 /**
@@ -247,6 +249,7 @@ export function ensureBackwardFits(model: Model, s: BackwardShape): void {
   parts.push({ label: 'saved residual stream', bytes: b.saved });
   parts.push({ label: 'one layer recomputed', bytes: b.layer + optionalHookBytes(model.config, batch * pos, [...s.captures, ...s.grads, ...s.hooks]) });
   parts.push({ label: 'its gradients', bytes: b.gradients });
+  parts.push({ label: 'blocks kept from the forward', bytes: Math.min(s.keepBytes, model.config.nLayers * replicas * b.layer) });
   parts.push({ label: 'logits and their gradient', bytes: b.logits });
   ensureFits('this backward pass', parts, arrays, 'run smaller batches, shorter sequences or fewer seed rows, or ask for fewer gradients');
 }
