@@ -73,9 +73,13 @@ function score(name: string, clean: Tensor, corrupted: Tensor, grad: Tensor): Te
   }
   const w = grad.shape[grad.shape.length - 1]!;
   const out = new Float32Array(grad.size / w);
+  const a = clean.data, b = corrupted.data, g = grad.data;
   for (let u = 0; u < out.length; u++) {
     let s = 0;
-    for (let i = u * w; i < (u + 1) * w; i++) s += diffTimes(clean.data[i]!, corrupted.data[i]!, grad.data[i]!);
+    for (let i = u * w; i < (u + 1) * w; i++) {
+      const d = a[i]! - b[i]!;
+      s += d - d === 0 ? d * g[i]! : diffTimes(a[i]!, b[i]!, g[i]!);  // finite differences inline
+    }
     out[u] = s;
   }
   return new Tensor(grad.shape.slice(0, -1), out);
@@ -103,16 +107,21 @@ export async function attributionPatching<F extends Family>(model: Model<F>, cle
   const metric = resolveMetric(options.metric, metricContext(model, tokens, pad));
   const B = tokens.length;
   const T = tokens[0]!.length;
+  // A metric that reads the last position only needs the LM head there (a fraction of the forward).
+  const lastOnly = metric.kind === 'terms' && metric.terms.every((t) => t.pos === T - 1);
   const cleanRun = await model.forward({
     tokens: Int32Array.from(tokens.flat()),
     batch: B,
     pos: T,
     ...(pad.some((p) => p > 0) ? { pad: Int32Array.from(pad) } : {}),
     capture: names,
-    logits: 'all',
+    logits: lastOnly ? 'last' : 'all',
     maxPositions: T,
   });
-  const metricClean = metricRows(metric, cleanRun.logits!).total;
+  const metricClean =
+    metric.kind === 'terms' && lastOnly
+      ? metricRows({ ...metric, terms: metric.terms.map((t) => ({ ...t, pos: 0 })) }, new Tensor([B, 1, model.config.dVocab], cleanRun.logits!.data)).total
+      : metricRows(metric, cleanRun.logits!).total;
   const back = await model.backward(corruptedRows, { metric: options.metric, grads: names, capture: names, addSpecialTokens: special });
   const scores = new ActivationCache();
   for (const n of names) scores.set(n, score(n, cleanRun.cache.get(n), back.cache.get(n), back.grads.get(n)));
