@@ -14,61 +14,32 @@
 // forward, retain_grad() on the hooked tensors, logits_to_keep=1 in both forwards). Tokens/s =
 // batch x seq / seconds per attribution. Scores of both are compared before the reps; reps
 // alternate engines and orders and busy ones are left out (common.ts). Results: bench/RESULTS.md.
-import { dirname, join, resolve } from 'node:path';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { loadModel } from '../src/index.js';
 import {
   alternatingReps,
   cpuModel,
-  ensureGpt2Small,
+  backwardBenchSettings,
   loadAvg1,
   medianRatio,
   positiveInt,
-  startWorker,
+  startTorchBackward,
   summarizeReps,
   timeIt,
   workerTimed,
 } from './common.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const { values: flags } = parseArgs({
-  options: {
-    seq: { type: 'string', default: '128' },
-    batch: { type: 'string', default: '8' },
-    threads: { type: 'string', default: '2' },
-    reps: { type: 'string', default: '5' },
-    'max-reps': { type: 'string', default: '15' },
-    warmup: { type: 'string', default: '1' },
-    'max-foreign': { type: 'string', default: '0.3' },
-    'quiet-wait': { type: 'string', default: '60' },
-    model: { type: 'string' },
-    python: { type: 'string', default: process.env.PYTHON ?? 'python3' },
-  },
-});
-const seq = positiveInt('seq', flags.seq);
-const batch = positiveInt('batch', flags.batch);
-const threads = positiveInt('threads', flags.threads);
-const reps = positiveInt('reps', flags.reps);
-const maxReps = positiveInt('max-reps', flags['max-reps']);
-const warmup = flags.warmup === '0' ? 0 : positiveInt('warmup', flags.warmup);
-const maxForeign = Number(flags['max-foreign']);
-const quietWait = Number(flags['quiet-wait']);
-const modelDir = resolve(flags.model ?? join(here, 'out', 'gpt2-small'));
-await ensureGpt2Small(modelDir, flags.python, here);
-
-const torch = await startWorker(
-  flags.python,
-  join(here, 'torch-backward.py'),
-  [modelDir, '--mode', 'attribution', '--seq', String(seq), '--batch', String(batch)],
-  threads,
-);
+const settings = await backwardBenchSettings(here, {}, { batch: '8' });
+const { seq, threads, reps, maxReps, warmup, maxForeign, quietWait, modelDir } = settings;
+const batch = positiveInt('batch', settings.extra.batch!);
+const torch = await startTorchBackward(here, settings, 'attribution', ['--batch', String(batch)]);
 const { worker, ready } = torch;
 const clean = ready.input_ids as number[][];
 const corrupted = ready.corrupted_ids as number[][];
 const correct = ready.correct as number[];
 const wrong = ready.wrong as number[];
-console.log(`torch ${String(ready.torch)}, transformers ${String(ready.transformers)}, ${String(ready.threads)} threads, attention '${String(ready.attn_implementation)}'`);
 
 const model = await loadModel(modelDir, { threads });
 const L = model.config.nLayers;

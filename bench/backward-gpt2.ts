@@ -13,61 +13,32 @@
 // PyTorch runs in a long-lived worker (bench/torch-backward.py), so only one engine computes at
 // a time. Each rep is checked for other load (common.ts alternatingReps) and busy reps are left
 // out. Before the reps, the gradients of both engines are compared. Results: bench/RESULTS.md.
-import { dirname, join, resolve } from 'node:path';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { loadModel } from '../src/index.js';
 import {
   alternatingReps,
   cpuModel,
-  ensureGpt2Small,
+  backwardBenchSettings,
   loadAvg1,
   median,
   medianRatio,
   positiveInt,
-  startWorker,
+  startTorchBackward,
   summarizeReps,
   timeIt,
   workerTimed,
 } from './common.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const { values: flags } = parseArgs({
-  options: {
-    seq: { type: 'string', default: '128' },
-    batch: { type: 'string', default: '1' },
-    threads: { type: 'string', default: '2' },
-    reps: { type: 'string', default: '5' },
-    'max-reps': { type: 'string', default: '15' },
-    warmup: { type: 'string', default: '1' },
-    'max-foreign': { type: 'string', default: '0.3' },
-    'quiet-wait': { type: 'string', default: '60' },
-    model: { type: 'string' },
-    python: { type: 'string', default: process.env.PYTHON ?? 'python3' },
-  },
-});
-const seq = positiveInt('seq', flags.seq);
-const batch = positiveInt('batch', flags.batch);
-const threads = positiveInt('threads', flags.threads);
-const reps = positiveInt('reps', flags.reps);
-const maxReps = positiveInt('max-reps', flags['max-reps']);
-const warmup = flags.warmup === '0' ? 0 : positiveInt('warmup', flags.warmup);
-const maxForeign = Number(flags['max-foreign']);
-const quietWait = Number(flags['quiet-wait']);
-const modelDir = resolve(flags.model ?? join(here, 'out', 'gpt2-small'));
-await ensureGpt2Small(modelDir, flags.python, here);
-
-const torch = await startWorker(
-  flags.python,
-  join(here, 'torch-backward.py'),
-  [modelDir, '--mode', 'backward', '--seq', String(seq), '--batch', String(batch)],
-  threads,
-);
+const settings = await backwardBenchSettings(here, {}, { batch: '1' });
+const { seq, threads, reps, maxReps, warmup, maxForeign, quietWait, modelDir } = settings;
+const batch = positiveInt('batch', settings.extra.batch!);
+const torch = await startTorchBackward(here, settings, 'backward', ['--batch', String(batch)]);
 const { worker, ready } = torch;
 const tokens = ready.input_ids as number[][];
 const correct = ready.correct as number[];
 const wrong = ready.wrong as number[];
-console.log(`torch ${String(ready.torch)}, transformers ${String(ready.transformers)}, ${String(ready.threads)} threads, attention '${String(ready.attn_implementation)}'`);
 
 const model = await loadModel(modelDir, { threads });
 const L = model.config.nLayers;

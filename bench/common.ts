@@ -240,3 +240,77 @@ export async function ensureGpt2Small(dir: string, python: string, here: string)
   const r = spawnSync(python, [join(here, 'make-gpt2-small.py'), dir], { stdio: 'inherit' });
   if (r.status !== 0) throw new Error(`make-gpt2-small.py failed (status ${r.status})`);
 }
+
+/** The flags every backward benchmark takes (`bench/*-gpt2.ts` over `torch-backward.py`), parsed. */
+export interface BackwardBenchSettings {
+  seq: number;
+  threads: number;
+  reps: number;
+  maxReps: number;
+  warmup: number;
+  maxForeign: number;
+  quietWait: number;
+  modelDir: string;
+  python: string;
+  /** The script's own flags, as given (or their defaults). */
+  extra: Record<string, string>;
+}
+
+/**
+ * Parses the shared flags (--seq --threads --reps --max-reps --warmup --max-foreign --quiet-wait
+ * --model --python) with the script's defaults and its own string flags `extra` (name -> default),
+ * and writes the GPT-2-small model under `here`/out when --model is not given and it is missing.
+ */
+export async function backwardBenchSettings(
+  here: string,
+  defaults: { seq?: string; reps?: string; maxReps?: string },
+  extra: Record<string, string>,
+): Promise<BackwardBenchSettings> {
+  const { parseArgs } = await import('node:util');
+  const { join, resolve } = await import('node:path');
+  const own = Object.fromEntries(Object.entries(extra).map(([k, v]) => [k, { type: 'string' as const, default: v }]));
+  const { values: flags } = parseArgs({
+    options: {
+      seq: { type: 'string', default: defaults.seq ?? '128' },
+      threads: { type: 'string', default: '2' },
+      reps: { type: 'string', default: defaults.reps ?? '5' },
+      'max-reps': { type: 'string', default: defaults.maxReps ?? '15' },
+      warmup: { type: 'string', default: '1' },
+      'max-foreign': { type: 'string', default: '0.3' },
+      'quiet-wait': { type: 'string', default: '60' },
+      model: { type: 'string' },
+      python: { type: 'string', default: process.env.PYTHON ?? 'python3' },
+      ...own,
+    },
+  });
+  const f = flags as Record<string, string | undefined>;
+  const python = f.python!;
+  const modelDir = resolve(f.model ?? join(here, 'out', 'gpt2-small'));
+  await ensureGpt2Small(modelDir, python, here);
+  return {
+    seq: positiveInt('seq', f.seq!),
+    threads: positiveInt('threads', f.threads!),
+    reps: positiveInt('reps', f.reps!),
+    maxReps: positiveInt('max-reps', f['max-reps']!),
+    warmup: f.warmup === '0' ? 0 : positiveInt('warmup', f.warmup!),
+    maxForeign: Number(f['max-foreign']),
+    quietWait: Number(f['quiet-wait']),
+    modelDir,
+    python,
+    extra: Object.fromEntries(Object.keys(extra).map((k) => [k, f[k]!])),
+  };
+}
+
+/** Starts bench/torch-backward.py in `mode` (more arguments in `args`) and prints its versions line. */
+export async function startTorchBackward(
+  here: string,
+  s: BackwardBenchSettings,
+  mode: string,
+  args: readonly string[],
+): Promise<{ worker: WorkerChannel; ready: Record<string, unknown>; stop: () => void }> {
+  const { join } = await import('node:path');
+  const torch = await startWorker(s.python, join(here, 'torch-backward.py'), [s.modelDir, '--mode', mode, '--seq', String(s.seq), ...args], s.threads);
+  const r = torch.ready;
+  console.log(`torch ${String(r.torch)}, transformers ${String(r.transformers)}, ${String(r.threads)} threads, attention '${String(r.attn_implementation)}'`);
+  return torch;
+}

@@ -14,64 +14,34 @@
 // The seeds come from the worker; the gradients of seeds 0 and S-1 are compared before the
 // reps. Reps alternate and busy ones are left out (common.ts). Results: bench/RESULTS.md.
 import { readFileSync, rmSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { loadModel, Tensor } from '../src/index.js';
 import {
   alternatingReps,
   cpuModel,
-  ensureGpt2Small,
+  backwardBenchSettings,
   loadAvg1,
   medianRatio,
   positiveInt,
-  startWorker,
+  startTorchBackward,
   summarizeReps,
   timeIt,
   workerTimed,
 } from './common.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const { values: flags } = parseArgs({
-  options: {
-    seq: { type: 'string', default: '128' },
-    seeds: { type: 'string', default: '64' },
-    layer: { type: 'string', default: '6' },
-    threads: { type: 'string', default: '2' },
-    reps: { type: 'string', default: '3' },
-    'max-reps': { type: 'string', default: '10' },
-    warmup: { type: 'string', default: '1' },
-    'max-foreign': { type: 'string', default: '0.3' },
-    'quiet-wait': { type: 'string', default: '60' },
-    model: { type: 'string' },
-    python: { type: 'string', default: process.env.PYTHON ?? 'python3' },
-  },
-});
-const seq = positiveInt('seq', flags.seq);
-const S = positiveInt('seeds', flags.seeds);
-const layer = Number(flags.layer);
-const threads = positiveInt('threads', flags.threads);
-const reps = positiveInt('reps', flags.reps);
-const maxReps = positiveInt('max-reps', flags['max-reps']);
-const warmup = flags.warmup === '0' ? 0 : positiveInt('warmup', flags.warmup);
-const maxForeign = Number(flags['max-foreign']);
-const quietWait = Number(flags['quiet-wait']);
-const modelDir = resolve(flags.model ?? join(here, 'out', 'gpt2-small'));
-await ensureGpt2Small(modelDir, flags.python, here);
-
-const torch = await startWorker(
-  flags.python,
-  join(here, 'torch-backward.py'),
-  [modelDir, '--mode', 'seeds', '--seq', String(seq), '--seeds', String(S), '--layer', String(layer)],
-  threads,
-);
+const settings = await backwardBenchSettings(here, { reps: '3', maxReps: '10' }, { seeds: '64', layer: '6' });
+const { seq, threads, reps, maxReps, warmup, maxForeign, quietWait, modelDir } = settings;
+const S = positiveInt('seeds', settings.extra.seeds!);
+const layer = Number(settings.extra.layer);
+const torch = await startTorchBackward(here, settings, 'seeds', ['--seeds', String(S), '--layer', String(layer)]);
 const { worker, ready } = torch;
 const tokens = ready.input_ids as number[][];
 const seedFile = ready.seeds_file as string;
 const raw = readFileSync(seedFile);
 rmSync(seedFile);
 const seedData = new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
-console.log(`torch ${String(ready.torch)}, transformers ${String(ready.transformers)}, ${String(ready.threads)} threads, attention '${String(ready.attn_implementation)}'`);
 
 const model = await loadModel(modelDir, { threads });
 const W = model.config.dModel;
