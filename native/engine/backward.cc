@@ -94,7 +94,7 @@ void Backward::at_hook(HookKind kind, int layer, float *g, const LayerTape *tape
   if (gplan_ && gplan_->active(idx)) {
     std::vector<int64_t> shape = m_.hooks_->shape(idx, B, T, T);
     shape[0] *= S;
-    fire_plan_on(be_, *m_.hooks_, *gplan_, idx, g, shape, ctx_s_, uploaded_);
+    fire_plan_on(be_, *m_.hooks_, *gplan_, idx, g, shape, ctx_s_, uploaded_, static_cast<const int32_t *>(pad_s_buf_.data()));
     fired_[static_cast<size_t>(idx)] = 1;
   }
   if (plan_ && !plan_->actions(idx).empty()) edits_vjp(idx, g, tape);
@@ -143,10 +143,8 @@ void Backward::edits_vjp(int idx, float *g, const LayerTape *tape) {
     if (e.op == EditOp::Set || e.op == EditOp::Zero || e.op == EditOp::Patch) v.op = EditOp::Zero;
     if (e.op == EditOp::ProjectOut) v.vec = e.vec;
     one.add_edit(idx, v);
-    for (int64_t s = 0; s < S; ++s) {
-      std::map<const Edit *, DeviceEdit> uploaded;
-      fire_plan_on(be_, *m_.hooks_, one, idx, g + s * n, shape, ctx, uploaded);
-    }
+    std::map<const Edit *, DeviceEdit> uploaded;  // once for every row block
+    for (int64_t s = 0; s < S; ++s) fire_plan_on(be_, *m_.hooks_, one, idx, g + s * n, shape, ctx, uploaded, pass_.device_pad());
   }
 }
 
@@ -283,7 +281,6 @@ void Backward::head_back(float *g) {
   const nt_dtype head_dtype = m_.lm_head_.empty() ? m_.dtype_ : m_.lm_head_dtype_;
   DeviceBuffer hr;
   const float *hin = h.f32();
-  const size_t row = static_cast<size_t>(d) * sizeof(float);
   if (!full) {  // only the rows the metric reads
     hr = buf(std::max<int64_t>(R, 1) * d);
     for (int64_t r = 0; r < R; ++r) copy(hr.f32() + r * d, h.f32() + rows[static_cast<size_t>(r)] * d, d);
@@ -320,7 +317,6 @@ void Backward::head_back(float *g) {
       for (int64_t r = 0; r < R; ++r) copy(dh.f32() + rows[static_cast<size_t>(r)] * d, dhr.f32() + r * d, d);
     }
   }
-  (void)row;
   at_hook(HookKind::UnembedIn, -1, dh.f32(), &tape);
   norm_back(m_.ln_final_, saved_at(n_run_), tape.get(Slot::ScaleLn1), M, d, dh.f32(), g, HookKind::LnFinalScale, HookKind::LnFinalNormalized,
             -1, req_.final_norm_scale_detached, &tape);

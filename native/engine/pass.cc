@@ -45,7 +45,8 @@ DeviceEdit upload_edit(const std::shared_ptr<Backend> &be, const Edit &edit) {
 }
 
 void fire_plan_on(const std::shared_ptr<Backend> &be, const HookTable &table, HookPlan &plan, int idx, float *data,
-                  const std::vector<int64_t> &shape, const HookContext &ctx, std::map<const Edit *, DeviceEdit> &uploaded, bool edits_only) {
+                  const std::vector<int64_t> &shape, const HookContext &ctx, std::map<const Edit *, DeviceEdit> &uploaded, const int32_t *device_pad,
+                  bool edits_only) {
   if (be->host_memory() && !edits_only) {
     plan.fire(table, idx, data, shape, ctx);
     return;
@@ -66,9 +67,10 @@ void fire_plan_on(const std::shared_ptr<Backend> &be, const HookTable &table, Ho
     if (a.edit) {
       auto it = uploaded.find(a.edit.get());
       if (it == uploaded.end()) it = uploaded.emplace(a.edit.get(), upload_edit(be, *a.edit)).first;
-      if (ctx.pad && pad.empty()) pad = DeviceBuffer::upload(be, ctx.pad, static_cast<size_t>(ctx.batch) * sizeof(int32_t));
+      if (ctx.pad && !device_pad && pad.empty()) pad = DeviceBuffer::upload(be, ctx.pad, static_cast<size_t>(ctx.batch) * sizeof(int32_t));
       const int64_t T = u.head_major ? shape[2] : shape[1];
-      nt_edit_context ec{shape[0], T, u.heads, u.width, ctx.pos0, ctx.prompt_len, u.head_major ? 1 : 0, static_cast<const int32_t *>(pad.data())};
+      const int32_t *dpad = ctx.pad ? (device_pad ? device_pad : static_cast<const int32_t *>(pad.data())) : nullptr;
+      nt_edit_context ec{shape[0], T, u.heads, u.width, ctx.pos0, ctx.prompt_len, u.head_major ? 1 : 0, dpad};
       be->check(api.apply_edit(bx, &it->second.e, &ec, data), "apply_edit");
     } else if (!edits_only) {
       staging.resize(static_cast<size_t>(n));
@@ -160,10 +162,10 @@ void Pass::fire_plan(int idx, float *data) {
       be_->check(api_.copy_to_device(bx_, data, saved->second.data(), bytes), "restore hook output");
       return;
     }
-    fire_plan_on(be_, *m_.hooks_, *plan_, idx, data, shape, ctx_, uploaded_, /*edits_only=*/true);
+    fire_plan_on(be_, *m_.hooks_, *plan_, idx, data, shape, ctx_, uploaded_, pad_, /*edits_only=*/true);
     return;
   }
-  fire_plan_on(be_, *m_.hooks_, *plan_, idx, data, shape, ctx_, uploaded_);
+  fire_plan_on(be_, *m_.hooks_, *plan_, idx, data, shape, ctx_, uploaded_, pad_);
   if (mode_ == Mode::Save && has_callback) {
     std::vector<float> &saved = js_out[idx];
     saved.resize(static_cast<size_t>(n));

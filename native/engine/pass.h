@@ -20,11 +20,12 @@ DeviceEdit upload_edit(const std::shared_ptr<Backend> &be, const Edit &edit);
 
 // Runs `plan`'s actions and capture at hook `idx` on backend memory `data` of `shape`: on the
 // buffer itself for host-memory backends, else edits on the device (uploaded once into
-// `uploaded`, keyed by the plan's own edits, which must outlive it) and callbacks and captures
-// through host copies. `edits_only` replays the edits alone (a backward recompute).
+// `uploaded`, keyed by the plan's own edits, which must outlive it; `device_pad` is ctx.pad on
+// the backend, or null to upload it) and callbacks and captures through host copies.
+// `edits_only` replays the edits alone (a backward recompute).
 void fire_plan_on(const std::shared_ptr<Backend> &be, const HookTable &table, HookPlan &plan, int idx, float *data,
                   const std::vector<int64_t> &shape, const HookContext &ctx, std::map<const Edit *, DeviceEdit> &uploaded,
-                  bool edits_only = false);
+                  const int32_t *device_pad, bool edits_only = false);
 
 // What one block's backward reads, kept by `Pass::layer`: forward values after their hooks
 // (the values that flowed on), each `replicas` times over (one copy per backward row block).
