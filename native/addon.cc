@@ -41,6 +41,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData<nt::AddonData>(data);
   exports.Set("NativeModel", nt::ModelWrap::define(env, &data->model_ctor));
   exports.Set("NativeKvCache", nt::CacheWrap::define(env, &data->cache_ctor));
+  exports.Set("NativeTaskControl", nt::TaskWrap::define(env, &data->task_ctor));
   exports.Set("loadModel", Napi::Function::New(env, nt::load_model, "loadModel"));
   exports.Set("probeBackend", Napi::Function::New(env, nt::probe_backend, "probeBackend"));
   exports.Set("hookKinds", Napi::Function::New(env, hook_kinds, "hookKinds"));

@@ -23,7 +23,7 @@ export class UnknownHookError extends NeurotapError {
     this.suggestions = suggestions;
   }
 }
-/** Input tokens, shapes or options are invalid (empty or ragged batch, bad id, ...). */
+/** Input tokens, shapes or options are invalid (empty batch, bad id, ...). */
 export class InvalidInputError extends NeurotapError {}
 /** The model was disposed. */
 export class DisposedError extends NeurotapError {}
@@ -34,6 +34,7 @@ export class OutOfMemoryError extends NeurotapError {}
 
 const byCode: Record<string, new (code: string, message: string) => NeurotapError> = {
   ERR_FILE_NOT_FOUND: ModelLoadError,
+  ERR_MODEL_NOT_FOUND: ModelLoadError,
   ERR_FILE_READ: ModelLoadError,
   ERR_SAFETENSORS_INVALID: ModelLoadError,
   ERR_TENSOR_MISSING: ModelLoadError,

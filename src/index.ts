@@ -1,6 +1,8 @@
 // Public exports of neurotap.
 export { loadModel, Model, ActivationCache, probeDevice } from './model/Model.js';
 export type { LoadModelOptions, ModelInput, RunOptions, RunResult, HookInfo, ModelConfig, HookMap, AttachSaeOptions, AttachedSae, SparseFeatures, FeatureDensity } from './model/Model.js';
+export type { LoadProgress } from './model/task.js';
+export { resolveModelDir, hubCacheDir } from './model/hub.js';
 export type { BackwardOptions, BackwardResult, BackwardHookMap, DetachKind, DetachSpec } from './model/backward.js';
 export type { Metric, MetricToken, MetricTokens, MetricPositions, MetricFunction } from './model/metric.js';
 export { attributionPatching, integratedGradients } from './attribution.js';

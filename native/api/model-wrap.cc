@@ -18,7 +18,10 @@ AddonData *addon(Napi::Env env) { return env.GetInstanceData<AddonData>(); }
 
 class LoadWorker : public PromiseWorker {
  public:
-  LoadWorker(Napi::Env env, std::string dir, LoadOptions options) : PromiseWorker(env), dir_(std::move(dir)), options_(options) {}
+  LoadWorker(Napi::Env env, std::string dir, LoadOptions options, std::shared_ptr<TaskControl> control)
+      : PromiseWorker(env), dir_(std::move(dir)), options_(std::move(options)), control_(std::move(control)) {
+    options_.control = control_.get();
+  }
 
  protected:
   void work() override { model_ = Model::load(dir_, options_); }
@@ -32,6 +35,7 @@ class LoadWorker : public PromiseWorker {
  private:
   std::string dir_;
   LoadOptions options_;
+  std::shared_ptr<TaskControl> control_;
   std::unique_ptr<Model> model_;
 };
 
@@ -230,7 +234,7 @@ static std::vector<std::string> string_list(const Napi::Value &v) {
   return out;
 }
 
-// loadModel(dir, { threads?, device?: 'cpu' | 'cuda', dtype?: 'f32' | 'f16' | 'bf16', backendDir?, libraryDirs? })
+// loadModel(dir, { threads?, device?: 'cpu' | 'cuda', dtype?: 'f32' | 'f16' | 'bf16', backendDir?, libraryDirs?, control? })
 Napi::Value load_model(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw_coded(env, code::kInvalidInput, "loadModel(dir: string, options?: object)");
@@ -248,7 +252,9 @@ Napi::Value load_model(const Napi::CallbackInfo &info) {
     else throw_coded(env, code::kInvalidInput, "dtype must be f32, f16 or bf16");
     if (options.device != "cpu" && options.device != "cuda") throw_coded(env, code::kInvalidInput, "device must be cpu or cuda");
   }
-  auto *w = new LoadWorker(env, info[0].As<Napi::String>().Utf8Value(), options);
+  std::shared_ptr<TaskControl> control;
+  if (info.Length() > 1 && info[1].IsObject()) control = task_control(env, info[1].As<Napi::Object>().Get("control"));
+  auto *w = new LoadWorker(env, info[0].As<Napi::String>().Utf8Value(), options, control);
   Napi::Promise promise = w->promise();
   w->Queue();
   return promise;
@@ -266,6 +272,34 @@ Napi::Value probe_backend(const Napi::CallbackInfo &info) {
   o.Set("reason", reason);
   o.Set("device", device);
   return o;
+}
+
+Napi::Function TaskWrap::define(Napi::Env env, Napi::FunctionReference *ctor_out) {
+  Napi::Function ctor =
+      DefineClass(env, "NativeTaskControl", {InstanceMethod<&TaskWrap::cancel>("cancel"), InstanceMethod<&TaskWrap::progress>("progress")});
+  *ctor_out = Napi::Persistent(ctor);
+  return ctor;
+}
+
+TaskWrap::TaskWrap(const Napi::CallbackInfo &info) : Napi::ObjectWrap<TaskWrap>(info) {}
+
+Napi::Value TaskWrap::cancel(const Napi::CallbackInfo &info) {
+  control->cancelled = true;
+  return info.Env().Undefined();
+}
+
+Napi::Value TaskWrap::progress(const Napi::CallbackInfo &info) {
+  Napi::Array a = Napi::Array::New(info.Env(), 2);
+  a.Set(0u, static_cast<double>(control->done.load()));
+  a.Set(1u, static_cast<double>(control->total.load()));
+  return a;
+}
+
+std::shared_ptr<TaskControl> task_control(Napi::Env env, Napi::Value v) {
+  if (v.IsUndefined() || v.IsNull()) return nullptr;
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(addon(env)->task_ctor.Value()))
+    throw_coded(env, code::kInvalidInput, "control must be a NativeTaskControl");
+  return TaskWrap::Unwrap(v.As<Napi::Object>())->control;
 }
 
 }  // namespace nt

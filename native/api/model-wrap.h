@@ -47,10 +47,27 @@ class CacheWrap : public Napi::ObjectWrap<CacheWrap> {
   Napi::Value batch(const Napi::CallbackInfo &info);
 };
 
+// NativeTaskControl: JS's handle on a load or run in flight (cancel(), progress()).
+class TaskWrap : public Napi::ObjectWrap<TaskWrap> {
+ public:
+  static Napi::Function define(Napi::Env env, Napi::FunctionReference *ctor_out);
+  explicit TaskWrap(const Napi::CallbackInfo &info);
+
+  std::shared_ptr<TaskControl> control = std::make_shared<TaskControl>();
+
+ private:
+  Napi::Value cancel(const Napi::CallbackInfo &info);
+  Napi::Value progress(const Napi::CallbackInfo &info);  // [done, total]
+};
+
 struct AddonData {
   Napi::FunctionReference model_ctor;
   Napi::FunctionReference cache_ctor;
+  Napi::FunctionReference task_ctor;
 };
+
+// The TaskControl of a NativeTaskControl option value; null when `v` is undefined.
+std::shared_ptr<TaskControl> task_control(Napi::Env env, Napi::Value v);
 
 // loadModel(dir: string, options): Promise<NativeModel>
 Napi::Value load_model(const Napi::CallbackInfo &info);

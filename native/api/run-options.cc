@@ -133,6 +133,13 @@ void parse_run_options(Napi::Env env, Napi::Object o, Model &model, const HookTa
   req.tokens = static_cast<const int32_t *>(args.buffers.input(env, o.Get("tokens"), napi_int32_array, "tokens"));
   req.batch = batch;
   req.pos = pos;
+  args.control = task_control(env, o.Get("control"));
+  req.control = args.control.get();
+  Napi::Value right_pad = o.Get("rightPad");
+  if (!right_pad.IsUndefined() && !right_pad.IsNull()) {
+    if (static_cast<int64_t>(length_of(env, right_pad, napi_int32_array, "rightPad")) != batch) throw_coded(env, code::kInvalidInput, "rightPad must hold one entry per row");
+    req.right_pad = static_cast<const int32_t *>(args.buffers.input(env, right_pad, napi_int32_array, "rightPad"));
+  }
   Napi::Value pad = o.Get("pad");
   if (!pad.IsUndefined() && !pad.IsNull()) {
     if (static_cast<int64_t>(length_of(env, pad, napi_int32_array, "pad")) != batch) throw_coded(env, code::kInvalidInput, "pad must hold one entry per row");

@@ -24,6 +24,7 @@ struct RunArgs {
   std::shared_ptr<JsHookBridge> bridge;
   std::shared_ptr<KvCache> cache;
   Napi::ObjectReference cache_object;  // keeps the JS KV cache alive while the run is in flight
+  std::shared_ptr<TaskControl> control;  // cancellation (run options' `control`)
   std::vector<size_t> capture_slots;   // buffers outputs of the captures, in request order
   int logits_slot = -1;
 };

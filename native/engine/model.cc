@@ -70,6 +70,12 @@ void Model::validate_request(const ForwardRequest &req, HookPlan *plan) const {
                                     std::to_string(cache->capacity));
     if (req.pad && pos0 > 0) fail(code::kInvalidInput, "left padding can only be set by the first forward into a KV cache");
   }
+  if (req.right_pad) {
+    if (cache || req.pad) fail(code::kInvalidInput, "right padding is for a forward without a KV cache or left padding");
+    for (int64_t b = 0; b < req.batch; ++b)
+      if (req.right_pad[b] < 0 || req.right_pad[b] >= req.pos)
+        fail(code::kInvalidInput, "right padding of row " + std::to_string(b) + " must leave at least one real token");
+  }
   const int32_t *pad = req.pad ? req.pad : (cache ? cache->pad.data() : nullptr);
   for (int64_t b = 0; pad && b < req.batch; ++b)
     if (pad[b] < 0 || pad[b] >= std::max<int64_t>(req.pos, pos0 + req.pos))
@@ -131,7 +137,10 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
   Pass pass(*this, req, plan, Pass::Mode::Run);
   pass.embed();
   const int n_run = req.stop_at_layer >= 0 ? std::min(req.stop_at_layer, config_.n_layers) : config_.n_layers;
-  for (int L = 0; L < n_run; ++L) pass.layer(L, nullptr);
+  for (int L = 0; L < n_run; ++L) {
+    if (req.control) req.control->check("the run");
+    pass.layer(L, nullptr);
+  }
   if (n_run == config_.n_layers) pass.head();
   pass.finish();
 }

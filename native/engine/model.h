@@ -15,6 +15,7 @@
 #include "engine/edits.h"
 #include "engine/hooks.h"
 #include "engine/sae.h"
+#include "engine/task.h"
 
 namespace nt {
 
@@ -54,6 +55,7 @@ struct LoadOptions {
   nt_dtype dtype = NT_F32;        // weight matrices on the device (CPU: F32 only)
   std::string backend_dir;        // where backend libraries live (next to the addon)
   std::vector<std::string> library_dirs;  // more folders for their dependencies (cuBLAS from pip wheels)
+  TaskControl *control = nullptr;  // bytes read so far / in all, and cancellation between tensors
 };
 
 // Keys and values of every layer for `batch` sequences of up to `capacity` positions, on the
@@ -77,7 +79,9 @@ struct ForwardRequest {
   KvCache *cache = nullptr;         // appends this forward's keys and values when non-null
   float *logits = nullptr;          // host [batch, pos, vocab], or [batch, vocab] with logits_last_only; null skips the LM head
   bool logits_last_only = false;
+  const int32_t *right_pad = nullptr;  // [batch] trailing pad tokens (right-padded rows, no cache), host; the last-only logits read row b at pos - 1 - right_pad[b]
   uint64_t hooks_version = 0;       // HookTable::version the plan was built for
+  const TaskControl *control = nullptr;  // checked before each block: cancelling aborts the forward (ERR_ABORTED)
   int stop_at_layer = -1;           // run blocks [0, stop_at_layer) only (TransformerLens's exclusive stop); -1 = all
   std::vector<SaeFeatures> sae_features;  // top-k / firing counts of attached SAEs
 };

@@ -529,7 +529,7 @@ void Pass::head() {
     const size_t row = static_cast<size_t>(V) * sizeof(float);
     if (req_.logits_last_only)
       for (int64_t b = 0; b < B; ++b)
-        be_->check(api_.copy_to_host(bx_, req_.logits + b * V, all.f32() + (b * T + T - 1) * V, row), "logits to host");
+        be_->check(api_.copy_to_host(bx_, req_.logits + b * V, all.f32() + (b * T + last_index(b)) * V, row), "logits to host");
     else
       be_->check(api_.copy_to_host(bx_, req_.logits, all.data(), all.bytes()), "logits to host");
     return;
@@ -541,7 +541,11 @@ void Pass::head() {
   if (req_.logits_last_only) {  // only the last position of each row: [B, d]
     last = buf(B * d);
     const size_t row = static_cast<size_t>(d) * sizeof(float);
-    be_->check(api_.copy_2d(bx_, last.data(), row, h_.f32() + (T - 1) * d, static_cast<size_t>(T) * row, row, static_cast<size_t>(B)), "gather");
+    if (req_.right_pad)
+      for (int64_t b = 0; b < B; ++b)
+        be_->check(api_.copy_2d(bx_, last.f32() + b * d, row, h_.f32() + (b * T + last_index(b)) * d, row, row, 1), "gather");
+    else
+      be_->check(api_.copy_2d(bx_, last.data(), row, h_.f32() + (T - 1) * d, static_cast<size_t>(T) * row, row, static_cast<size_t>(B)), "gather");
     in = last.f32();
   }
   if (be_->host_memory()) {

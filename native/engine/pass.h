@@ -94,6 +94,8 @@ class Pass {
   void repeat_heads(const float *src, int64_t heads, DeviceBuffer &dst);
   void linear_per_head(const Norm &n, const Linear &l, const float *in, int64_t heads, float *o);
   void add_row_vector(float *t, int64_t rows, int64_t width, const float *vec);
+  // Row b's last real position (its last position unless right-padded).
+  int64_t last_index(int64_t b) const { return T - 1 - (req_.right_pad ? req_.right_pad[b] : 0); }
   DeviceBuffer buf(int64_t floats) const { return DeviceBuffer(be_, static_cast<size_t>(floats) * sizeof(float)); }
   // Copies n floats into the tape's slot, `replicas` times over.
   void keep(LayerTape *tape, int slot, const float *src, int64_t n);

@@ -205,6 +205,7 @@ std::unique_ptr<Model> Model::load(const std::string &dir, const LoadOptions &op
   // Headers only (the data stays mapped, unread) until the config and checkpoint agree.
   std::unique_ptr<Checkpoint> ck = Checkpoint::open(dir);
   verify_checkpoint(config, *ck);
+  ck->set_control(options.control);
   std::unique_ptr<Model> model(new Model(std::move(config)));
   int threads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
   model->threads_ = std::max(1, std::min(threads, 256));

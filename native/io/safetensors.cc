@@ -295,7 +295,16 @@ std::vector<std::string> Checkpoint::names() const {
   return out;
 }
 
+void Checkpoint::set_control(TaskControl *control) {
+  control_ = control;
+  uint64_t total = 0;
+  for (const auto &f : files_)
+    for (const TensorView &t : f->tensors()) total += t.nbytes;
+  if (control_) control_->total = total;
+}
+
 std::vector<float> Checkpoint::load_f32(const std::string &name, const std::vector<int64_t> &shape) const {
+  if (control_) control_->check("loading the model");
   const TensorView *t = find(name);
   if (!t) fail(code::kTensorMissing, "tensor '" + name + "' is missing from the checkpoint in " + dir_);
   if (t->shape != shape)
@@ -318,6 +327,7 @@ std::vector<float> Checkpoint::load_f32(const std::string &name, const std::vect
     default:
       fail(code::kSafetensorsInvalid, "tensor '" + name + "' has dtype " + dtype_name(t->dtype) + "; weights must be F32, F16, BF16 or F64");
   }
+  if (control_) control_->done += t->nbytes;
   return out;
 }
 

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/task.h"
+
 namespace nt {
 
 enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL };
@@ -63,9 +65,13 @@ class Checkpoint {
   std::vector<float> load_f32(const std::string &name, const std::vector<int64_t> &shape) const;
   std::vector<std::string> names() const;
   const std::string &dir() const { return dir_; }
+  // From now on load_f32 adds each tensor's bytes to control->done (control->total: all
+  // tensors' bytes) and throws ERR_ABORTED once control->cancelled is set.
+  void set_control(TaskControl *control);
 
  private:
   std::string dir_;
+  TaskControl *control_ = nullptr;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const TensorView *> by_name_;
 };

@@ -86,6 +86,10 @@ export interface NativeRunOptions {
   pos: number;
   /** Left padding per row. */
   pad?: Int32Array;
+  /** Trailing padding per row (no cache, no left padding): last-only logits read each row's last real position. */
+  rightPad?: Int32Array;
+  /** Cancels the forward between blocks (ERR_ABORTED). */
+  control?: NativeTaskControl;
   cache?: NativeKvCache;
   /** Hooks to capture: into `buffer` when given (filled when the run settles), else into a new array. */
   captures?: { index: number; buffer?: Float32Array }[];
@@ -169,9 +173,18 @@ export interface NativeLoadOptions {
   backendDir: string;
   /** More folders for their dependencies (libcublasLt.so.13), tried after the loader's search and before the CUDA toolkit. */
   libraryDirs?: string[];
+  /** Cancels the load between tensors (ERR_ABORTED); its progress is the bytes read. */
+  control?: NativeTaskControl;
+}
+
+/** A load or run in flight, seen from JS: cancel it, or read its progress `[done, total]`. */
+export interface NativeTaskControl {
+  cancel(): void;
+  progress(): [number, number];
 }
 
 export interface NativeAddon {
+  NativeTaskControl: new () => NativeTaskControl;
   loadModel(dir: string, options: NativeLoadOptions): Promise<NativeModel>;
   probeBackend(name: string, dir: string, libraryDirs?: string[]): { available: boolean; reason: string; device: string };
   cpuFeatures(): { avx2: boolean; avx512f: boolean };

@@ -14,10 +14,12 @@ import { Tensor } from '../tensor.js';
 import { Tokenizer } from '../tokenizer.js';
 import { extractBatches, type ExtractBatch, type ExtractOptions } from '../extract/extract.js';
 import type { Document, SourceSpec } from '../extract/sources.js';
+import { resolveModelDir } from './hub.js';
+import { abortable, checkCallback, type LoadProgress } from './task.js';
 import { checkGenerateOptions, generateSteps, type GenerateOptions, type GenerateResult, type GenerateStep } from '../generate/generate.js';
 import { runBackward, type BackwardOptions, type BackwardResult } from './backward.js';
 import { ensureForwardFits, ensureGenerateFits } from './memory.js';
-import { checkBoolean, checkExtractOptions, checkTokenId, checkInteger, checkObject, checkRunOptions, invalid, isObject, patternList, tokenRow } from './validate.js';
+import { checkBoolean, checkExtractOptions, checkTokenId, checkInteger, checkObject, checkRunOptions, checkSignal, invalid, isObject, patternList, tokenRow } from './validate.js';
 
 /** Options for {@link loadModel}. */
 export interface LoadModelOptions<F extends Family = Family> {
@@ -29,6 +31,10 @@ export interface LoadModelOptions<F extends Family = Family> {
   threads?: number;
   /** Expected family: types the model's hook names and is checked against config.json. Defaults to any family. */
   family?: F;
+  /** Aborts the load between tensors; it then rejects with the signal's reason. */
+  signal?: AbortSignal;
+  /** Called as the weights are read (every 50 ms or so while bytes arrive, and once at the end with `loadedBytes === totalBytes`). Whatever it throws aborts the load and becomes the rejection. */
+  onProgress?: (progress: LoadProgress) => void;
 }
 
 /** Model input: token ids (`number[][]`, one array per sequence) or text. */
@@ -55,6 +61,12 @@ export interface RunOptions<F extends Family = Family> {
   stopAtLayer?: number;
   /** Sparse SAE features: the `k` largest `hook_sae_acts_post` values per token of each attached SAE (or of the SAEs at `hooks`), in `result.features`. Defaults to none. */
   saeFeatures?: { k: number; hooks?: readonly string[] };
+  /** Where rows shorter than the longest are padded: `'left'` (masked out, positions count from each row's first real token, as `generate`) or `'right'` (after the last real token, which causal attention never reads). Defaults to `'left'`. */
+  padding?: 'left' | 'right';
+  /** The token id that pads shorter rows. Defaults to 0. */
+  padId?: number;
+  /** Aborts the run between blocks; it then rejects with the signal's reason and the model stays usable. */
+  signal?: AbortSignal;
 }
 
 /** The k largest SAE feature activations per token, `[batch, pos, k]`, largest first (ties: lower index). */
@@ -91,8 +103,10 @@ export interface RunResult {
   logits: Tensor | null;
   /** Captured activations by hook name. */
   cache: ActivationCache;
-  /** The token ids that were run, `[batch][pos]`. */
+  /** The token ids that were run, `[batch][pos]`, shorter rows padded with `padId`. */
   tokens: number[][];
+  /** Pad tokens in each row: `tokens[b]` holds them first (`padding: 'left'`) or last (`'right'`). Activations and logits at padded positions are those of the pad token and mean nothing. */
+  pad: number[];
   /** Sparse SAE features by SAE hook (with `saeFeatures`); empty otherwise. */
   features: Map<string, SparseFeatures>;
 }
@@ -132,6 +146,10 @@ export interface ForwardRequest {
   fitsChecked?: boolean;
   /** Run blocks [0, stopAtLayer) only. */
   stopAtLayer?: number;
+  /** Trailing pad tokens per row (right-padded rows, no cache or left padding). */
+  rightPad?: Int32Array;
+  /** Aborts the forward between blocks (rejecting with the signal's reason). */
+  signal?: AbortSignal;
   /** Top-k (k >= 1) and/or firing counts (`counts`, over the rows with `rows[r] != 0`) of attached SAEs. */
   saeFeatures?: { k?: number; hooks?: readonly string[]; counts?: boolean; rows?: Uint8Array };
 }
@@ -281,7 +299,8 @@ export class Model<F extends Family = Family> {
 
   /**
    * Runs a forward pass off the JS thread, applying `hooks` (edits and JS functions) and
-   * capturing `capture`. Throws InvalidInputError for an empty or ragged batch, a bad token id,
+   * capturing `capture`. Rows of different lengths are padded (`padding`, `padId`); each row's
+   * real positions come out as if it ran alone. Throws InvalidInputError for an empty batch, a bad token id,
    * option or edit, UnknownHookError for a hook name that does not exist, OutOfMemoryError for a
    * batch that cannot fit (before allocating), DisposedError after dispose(); a JS hook that
    * throws rejects the run with what it threw.
@@ -299,16 +318,31 @@ export class Model<F extends Family = Family> {
       ...(options.saeFeatures ? { saeFeatures: options.saeFeatures } : {}),
     };
     // Shapes and memory are checked before the ids are copied or flattened.
-    const tokens = this.tokenRows(input, options.addSpecialTokens ?? true, (rows) => {
-      const ragged = rows.findIndex((r) => r.length !== rows[0]!.length);
-      if (ragged >= 0)
-        invalid(`ragged batch: sequence 0 has ${rows[0]!.length} tokens but sequence ${ragged} has ${rows[ragged]!.length}; all sequences must have the same length`);
-      ensureForwardFits(this, 'this run', { ...request, batch: rows.length, pos: rows[0]!.length });
+    const rows = this.tokenRows(input, options.addSpecialTokens ?? true, (rows) => {
+      ensureForwardFits(this, 'this run', { ...request, batch: rows.length, pos: rows.reduce((m, r) => Math.max(m, r.length), 0) });
     });
-    const batch = tokens.length;
-    const pos = tokens[0]!.length;
-    const { logits, cache, features } = await this.forward({ ...request, tokens: Int32Array.from(tokens.flat()), batch, pos, maxPositions: pos, fitsChecked: true });
-    return { logits, cache, tokens, features };
+    const padId = options.padId ?? 0;
+    checkInteger(options.padId, 'padId', 0, this.config.dVocab - 1);
+    const right = options.padding === 'right';
+    const batch = rows.length;
+    const pos = rows.reduce((m, r) => Math.max(m, r.length), 0);
+    const pad = rows.map((r) => pos - r.length);
+    const padded = pad.some((p) => p > 0);
+    if (padded && right) refuseLastEdits(options.hooks);
+    const fill = (n: number) => Array<number>(n).fill(padId);
+    const tokens = rows.map((r, b) => (right ? [...r, ...fill(pad[b]!)] : [...fill(pad[b]!), ...r]));
+    const side = padded ? (right ? { rightPad: Int32Array.from(pad) } : { pad: Int32Array.from(pad) }) : {};
+    const { logits, cache, features } = await this.forward({
+      ...request,
+      ...side,
+      ...(options.signal ? { signal: options.signal } : {}),
+      tokens: Int32Array.from(tokens.flat()),
+      batch,
+      pos,
+      maxPositions: pos,
+      fitsChecked: true,
+    });
+    return { logits, cache, tokens, pad, features };
   }
 
   /**
@@ -446,12 +480,15 @@ export class Model<F extends Family = Family> {
     }
     const V = this.config.dVocab;
     let result: NativeRunResult;
+    const task = abortable(req.signal);
     try {
       result = await handle.run({
         tokens: req.tokens,
         batch,
         pos,
         ...(req.pad ? { pad: req.pad } : {}),
+        ...(req.rightPad ? { rightPad: req.rightPad } : {}),
+        ...(task.control ? { control: task.control } : {}),
         ...(req.cache ? { cache: req.cache } : {}),
         captures: names.map((n) => ({ index: this.table.index.get(n)!, ...(req.outputs?.[n] ? { buffer: req.outputs[n] } : {}) })),
         logits: req.logits === 'none' ? null : (req.logitsOutput ?? true),
@@ -462,7 +499,9 @@ export class Model<F extends Family = Family> {
         ...(fns.length ? { dispatcher: makeDispatcher(fns) } : {}),
       });
     } catch (err) {
-      throw wrapError(err);
+      throw task.error(err);
+    } finally {
+      task.done();
     }
     const cache = new ActivationCache();
     names.forEach((name, i) => cache.set(name, new Tensor(this.hookShape(name, batch, pos, keyPos), result.captures[i]!)));
@@ -552,7 +591,9 @@ export class Model<F extends Family = Family> {
 
 /**
  * Loads a Hugging Face model directory (config.json, safetensors weights, optional
- * tokenizer.json). Loading runs off the JS thread. Pass `family` to type hook names.
+ * tokenizer.json), or a hub id (`ORG/NAME`, `ORG/NAME@REVISION`) found in the local Hugging Face
+ * cache (offline; README "Model folders"). Loading runs off the JS thread. Pass `family` to type
+ * hook names.
  */
 export async function loadModel<F extends Family = Family>(dir: string, options: LoadModelOptions<F> = {}): Promise<Model<F>> {
   if (typeof dir !== 'string' || dir === '') invalid(`loadModel takes a model directory path, got ${typeof dir === 'string' ? "''" : String(dir)}`);
@@ -566,9 +607,12 @@ export async function loadModel<F extends Family = Family>(dir: string, options:
   if (device === 'cpu' && dtype === 'f16') throw new DeviceError('ERR_UNSUPPORTED_DTYPE', "dtype 'f16' is not supported on the CPU; use 'f32' or 'bf16'");
   const threads = options.threads ?? availableParallelism();
   if (!Number.isInteger(threads) || threads < 1) throw new InvalidInputError('ERR_INVALID_INPUT', `threads must be a positive integer, got ${threads}`);
-  const abs = resolve(dir);
+  checkSignal(options.signal, 'signal');
+  checkCallback(options.onProgress, 'onProgress');
+  const abs = resolveModelDir(dir);
   const tokenizer = Tokenizer.fromDir(abs);
   let handle: NativeModel;
+  const task = abortable(options.signal, options.onProgress);
   try {
     handle = await native().loadModel(abs, {
       threads,
@@ -576,9 +620,17 @@ export async function loadModel<F extends Family = Family>(dir: string, options:
       dtype,
       backendDir: backendDir(),
       ...(device === 'cpu' ? {} : { libraryDirs: processCudaLibraryDirs() }),
+      ...(task.control ? { control: task.control } : {}),
     });
   } catch (err) {
-    throw wrapError(err);
+    task.done();
+    throw task.error(err);
+  }
+  try {
+    task.done(true);
+  } catch (err) {
+    handle.dispose();
+    throw err;
   }
   const model = new Model<F>(abs, handle, tokenizer);
   if (options.family && model.config.family !== options.family) {
@@ -586,6 +638,14 @@ export async function loadModel<F extends Family = Family>(dir: string, options:
     throw new UnsupportedModelError('ERR_FAMILY_MISMATCH', `${abs} is a ${model.config.family} model, not ${options.family}`);
   }
   return model;
+}
+
+/** Right padding moves each row's last real token off the last position, which `positions: 'last'` edits name. */
+function refuseLastEdits(hooks: Partial<Record<string, HookSpec>> | undefined): void {
+  for (const [name, spec] of Object.entries(hooks ?? {}))
+    for (const item of Array.isArray(spec) ? spec : [spec])
+      if (item && typeof item === 'object' && (item as Edit).positions === 'last')
+        invalid(`hooks['${name}']: positions 'last' names the last padded position, not each row's last token, with padding 'right'; use padding 'left' or list the positions`);
 }
 
 /** `docs` with every pre-tokenized document's ids checked against the vocabulary. */

@@ -85,6 +85,8 @@ export function checkRunOptions(o: unknown, nLayers: number): void {
   checkInteger(o.stopAtLayer, 'stopAtLayer', 0, nLayers);
   checkObject(o.saeFeatures, 'saeFeatures');
   if (isObject(o.saeFeatures) && o.saeFeatures.hooks !== undefined) patternList(o.saeFeatures.hooks, 'saeFeatures.hooks');
+  if (o.padding !== undefined && o.padding !== 'left' && o.padding !== 'right') invalid(`padding must be 'left' or 'right', got ${describe(o.padding)}`);
+  checkSignal(o.signal, 'signal');
 }
 
 /** Options of Model.extract and featureDensity that extraction itself does not check. */
