@@ -1,6 +1,6 @@
 // Normalized model configuration parsed from an HF config.json, for every supported family.
 // Both rope conventions are accepted: classic rope_theta/rope_scaling and transformers-5
-// rope_parameters. Reference: HF transformers configuration_*.py; tests in test/config.test.ts.
+// rope_parameters. Reference: HF transformers configuration_*.py; tests in test/families.test.ts, test/load-robustness.test.ts, test/errors.test.ts and test/native/test-io.cc.
 #pragma once
 
 #include <cstdint>
