@@ -42,6 +42,8 @@ export { meanDifference, firstPrincipalComponent } from './steering/train-math.j
 export { readGguf, writeGguf } from './steering/gguf.js';
 export type { ExtractOptions, ExtractBatch } from './extract/extract.js';
 export type { SourceSpec, Document } from './extract/sources.js';
+export { toTokens, toStrTokens } from './analysis/tokens.js';
+export type { ToTokensOptions } from './analysis/tokens.js';
 export { accumulatedResid, logitLens, decomposeResid, stackHeadResults, applyLnToStack } from './analysis/resid.js';
 export type { AccumulatedResidOptions, LogitLensOptions, DecomposeResidOptions, StackHeadResultsOptions, ApplyLnOptions } from './analysis/resid.js';
 export type { PosSlice, ResidStack } from './analysis/stack.js';

@@ -44,10 +44,10 @@ export class Tokenizer {
     return this.hf.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
   }
 
-  /** Text of `ids`, as HF decodes it (no space clean-up unless tokenizer_config.json asks). */
-  decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
+  /** Text of `ids`, as HF decodes it (no space clean-up unless tokenizer_config.json asks or `cleanUpTokenizationSpaces` says). */
+  decode(ids: readonly number[], options: { skipSpecialTokens?: boolean; cleanUpTokenizationSpaces?: boolean } = {}): string {
     if (ids.length === 0) return '';
-    return this.hf.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false, clean_up_tokenization_spaces: this.cleanUpSpaces });
+    return this.hf.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false, clean_up_tokenization_spaces: options.cleanUpTokenizationSpaces ?? this.cleanUpSpaces });
   }
 
   /** The token string of one id (e.g. "Ġthe"), or undefined. */
