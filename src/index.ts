@@ -44,6 +44,8 @@ export type { ExtractOptions, ExtractBatch } from './extract/extract.js';
 export type { SourceSpec, Document } from './extract/sources.js';
 export { toTokens, toStrTokens } from './analysis/tokens.js';
 export type { ToTokensOptions } from './analysis/tokens.js';
+export { tokenLogProbs, lossPerToken, loss, topKTokens } from './analysis/logprobs.js';
+export type { LogitsAndTokens, LossOptions, TopKOptions, TopKTokens } from './analysis/logprobs.js';
 export { accumulatedResid, logitLens, decomposeResid, stackHeadResults, applyLnToStack } from './analysis/resid.js';
 export type { AccumulatedResidOptions, LogitLensOptions, DecomposeResidOptions, StackHeadResultsOptions, ApplyLnOptions } from './analysis/resid.js';
 export type { PosSlice, ResidStack } from './analysis/stack.js';
