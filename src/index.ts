@@ -49,3 +49,5 @@ export type { LogitsAndTokens, LossOptions, TopKOptions, TopKTokens } from './an
 export { accumulatedResid, logitLens, decomposeResid, stackHeadResults, applyLnToStack } from './analysis/resid.js';
 export type { AccumulatedResidOptions, LogitLensOptions, DecomposeResidOptions, StackHeadResultsOptions, ApplyLnOptions } from './analysis/resid.js';
 export type { PosSlice, ResidStack } from './analysis/stack.js';
+export { applyChatTemplate } from './analysis/chat.js';
+export type { ChatMessage, ChatTemplateOptions } from './analysis/chat.js';
