@@ -29,11 +29,11 @@ function bosModelDir(): string {
 for (const name of ['gpt2', 'tokenizer-bos']) {
   describe(`toStrTokens: ${name}`, () => {
     const ref = REF[name]!;
-    let model: Model;
+    let model: Model<'gpt2'>;
     let dir: string | null = null;
     beforeAll(async () => {
       if (name !== 'gpt2') dir = bosModelDir();
-      model = await loadModel(dir ?? fixtureDir('gpt2'), { threads: 1 });
+      model = await loadModel(dir ?? fixtureDir('gpt2'), { threads: 1, family: 'gpt2' });
     });
     afterAll(() => {
       model.dispose();
