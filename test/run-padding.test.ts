@@ -3,7 +3,7 @@
 // on families with learned positions, rotary (full and partial), sliding windows and soft-capping.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { edits, InvalidInputError, loadModel, type Model, type Tensor } from '../src/index.js';
+import { edits, InvalidInputError, loadModel, loss, lossPerToken, type Model, type Tensor } from '../src/index.js';
 import { compare, fixtureDir } from './helpers.js';
 
 // Rows run alone and rows run in a padded batch differ only in the GEMMs' row blocking.
@@ -105,6 +105,24 @@ describe('run() padding: options and errors', () => {
     model = await loadModel(fixtureDir('gpt2'), { threads: 1 });
   });
   afterAll(() => model.dispose());
+
+  it.each(['left', 'right'] as const)('loss helpers read the padding of a %s-padded result', async (padding) => {
+    const rows = [[5, 9, 2, 7, 1, 3], [8, 4], [6, 6, 1, 2]];
+    const r = await model.run(rows, { padding });
+    expect(r.padding).toBe(padding);
+    const per = lossPerToken(r);
+    const T = r.tokens[0]!.length;
+    let sum = 0;
+    let n = 0;
+    for (let b = 0; b < rows.length; b++) {
+      const alone = lossPerToken(await model.run([rows[b]!])).data;
+      const from = padding === 'left' ? r.pad[b]! : 0;
+      expectClose(per.data.subarray(b * (T - 1) + from, b * (T - 1) + from + alone.length), alone, `row ${b}`);
+      for (const v of alone) sum += v;
+      n += alone.length;
+    }
+    expect(Math.abs(loss(r) - sum / n)).toBeLessThanOrEqual(1e-5 * (sum / n));
+  });
 
   it('equal rows are not padded', async () => {
     const r = await model.run([[1, 2, 3], [4, 5, 6]]);

@@ -107,6 +107,8 @@ export interface RunResult {
   tokens: number[][];
   /** Pad tokens in each row: `tokens[b]` holds them first (`padding: 'left'`) or last (`'right'`). Activations and logits at padded positions are those of the pad token and mean nothing. */
   pad: number[];
+  /** The side `pad` counts: the `padding` option, `'left'` by default. */
+  padding: 'left' | 'right';
   /** Sparse SAE features by SAE hook (with `saeFeatures`); empty otherwise. */
   features: Map<string, SparseFeatures>;
 }
@@ -342,7 +344,7 @@ export class Model<F extends Family = Family> {
       maxPositions: pos,
       fitsChecked: true,
     });
-    return { logits, cache, tokens, pad, features };
+    return { logits, cache, tokens, pad, padding: right ? 'right' : 'left', features };
   }
 
   /**
