@@ -31,6 +31,8 @@ export class DisposedError extends NeurotapError {}
 export class DeviceError extends NeurotapError {}
 /** A run, cache or load needs more memory than there is (or than one JS typed array holds); refused before allocating. */
 export class OutOfMemoryError extends NeurotapError {}
+/** The compiled addon is missing or does not load here: no prebuilt binary for this platform and no source build. */
+export class NativeAddonError extends NeurotapError {}
 
 const byCode: Record<string, new (code: string, message: string) => NeurotapError> = {
   ERR_FILE_NOT_FOUND: ModelLoadError,
@@ -65,6 +67,7 @@ const byCode: Record<string, new (code: string, message: string) => NeurotapErro
   ERR_CUDA_BUILD_FAILED: DeviceError,
   ERR_BACKEND: DeviceError,
   ERR_OUT_OF_MEMORY: OutOfMemoryError,
+  ERR_NATIVE_ADDON_MISSING: NativeAddonError,
 };
 
 /** Converts an error from the addon into the NeurotapError subclass for its code. */

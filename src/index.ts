@@ -32,6 +32,7 @@ export {
   DisposedError,
   DeviceError,
   OutOfMemoryError,
+  NativeAddonError,
 } from './errors.js';
 export { readSafetensors, writeSafetensors } from './io/safetensors.js';
 export { trainSteeringVector, steeringHooks, mergeHooks } from './steering/steer.js';

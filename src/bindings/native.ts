@@ -1,9 +1,10 @@
-// Loads the compiled addon (prebuilds/ or build/) with node-gyp-build and types its surface
-// (native/addon.cc, native/api/model-wrap.cc).
+// Loads the compiled addon (build/ or prebuilds/, found by node-gyp-build; missing: ERR_NATIVE_ADDON_MISSING)
+// and types its surface (native/addon.cc, native/api/model-wrap.cc).
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { NativeAddonError } from '../errors.js';
 import type { NativeAction } from '../hooks/edits.js';
 
 /** Shape entries: a number, or 'batch' / 'pos' / 'key_pos' for the run's dimensions. */
@@ -194,19 +195,54 @@ export interface NativeAddon {
 // The package root is two levels above this file in both src/ (tsx, vitest) and dist/.
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const require = createRequire(import.meta.url);
-const load = require('node-gyp-build') as (dir: string) => unknown;
+const gypBuild = require('node-gyp-build') as { path(dir: string): string };
+
+/** Where prebuilt binaries ship (prebuilds/, made by `npm run prebuildify` when the package is packed). */
+const PREBUILT_PLATFORMS = 'linux-x64 (glibc 2.34+, libstdc++ of GCC 12+)';
+
+/** This process's platform as prebuilds are matched: e.g. `linux-x64 (glibc 2.36)`, Node version and N-API version. */
+function platformName(): string {
+  const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
+  const libc = process.platform !== 'linux' ? '' : header?.glibcVersionRuntime ? ` (glibc ${header.glibcVersionRuntime})` : ' (not glibc)';
+  return `${process.platform}-${process.arch}${libc}, Node ${process.versions.node} (N-API ${process.versions.napi})`;
+}
+
+function addonMissing(what: string, cause?: unknown): NativeAddonError {
+  return new NativeAddonError(
+    'ERR_NATIVE_ADDON_MISSING',
+    `${what}. Prebuilt binaries ship for ${PREBUILT_PLATFORMS}; elsewhere the addon is compiled when the package ` +
+      'installs, which needs python3, make and a C++17 compiler (g++ or clang++): install them and run ' +
+      '`npm rebuild neurotap` (an install with --ignore-scripts skips that step)',
+    { cause },
+  );
+}
+
+/** The addon file node-gyp-build picks: build/Release (a source build) first, then the matching prebuild. */
+function addonFile(): string {
+  try {
+    return gypBuild.path(root);
+  } catch (err) {
+    throw addonMissing(`neurotap's native addon is not installed for ${platformName()}: no build/Release/ and no matching prebuilds/ in ${root}`, err);
+  }
+}
 
 let addon: NativeAddon | undefined;
 
-/** The addon, loaded on first use. */
+/** The addon, loaded on first use; a missing or unloadable binary is ERR_NATIVE_ADDON_MISSING. */
 export function native(): NativeAddon {
-  addon ??= load(root) as NativeAddon;
+  if (addon) return addon;
+  const file = addonFile();
+  try {
+    addon = require(file) as NativeAddon;
+  } catch (err) {
+    throw addonMissing(`neurotap's native addon ${file} does not load on ${platformName()}: ${err instanceof Error ? err.message : String(err)}`, err);
+  }
   return addon;
 }
 
-/** The folder holding the loaded addon, where backend libraries are looked up first. */
+/** The folder holding the addon, where backend libraries are looked up first. */
 export function addonDir(): string {
-  return dirname((load as unknown as { path(dir: string): string }).path(root));
+  return dirname(addonFile());
 }
 
 /** Where backend libraries (libneurotap_cuda.so) are loaded from: NEUROTAP_BACKEND_DIR, else the addon's folder. */
