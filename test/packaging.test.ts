@@ -15,7 +15,8 @@ import { Tokenizer } from '../src/tokenizer.js';
 import { compare, fixtureDir, ROOT } from './helpers.js';
 
 const GPT2 = fixtureDir('gpt2');
-const PREBUILD = join('prebuilds', 'linux-x64', 'neurotap.napi.glibc.node');
+// As prebuildify --napi --tag-libc names it: the package name, then the libc tag.
+const PREBUILD = join('prebuilds', 'linux-x64', 'neurotap.glibc.node');
 const glibc = (process.report.getReport() as { header?: { glibcVersionRuntime?: string } }).header?.glibcVersionRuntime;
 const unsupported =
   process.platform !== 'linux' || process.arch !== 'x64' || !glibc
@@ -302,7 +303,7 @@ describe.skipIf(unsupported !== null)('the packed package, installed offline wit
 
   it.skipIf(!prebuildify)('npm pack builds the prebuilt binary itself (prepack runs prebuildify), and the tarball installs with no compiler', () => {
     // A copy of the checkout (its packed files, sources and tsconfig), so the recompile leaves build/ alone.
-    const src = join(tmp, 'release');
+    const src = join(tmp, 'release-src');
     cpSync(join(tmp, 'stage', 'package'), src, { recursive: true });
     rmSync(join(src, 'prebuilds'), { recursive: true, force: true });
     for (const f of ['src', 'tsconfig.json', 'tsconfig.build.json']) cpSync(join(ROOT, f), join(src, f), { recursive: true });
