@@ -34,9 +34,10 @@ describe('neurotap build-cuda', () => {
     expect(r.stderr).toContain(join(tmp, 'inc'));
   });
 
-  it('refuses a malformed --arch', () => {
+  it('refuses a malformed --arch as a usage error (exit 2) quoting it', () => {
     const r = cli(['--arch', 'sm_90']);
-    expect(r.stderr).toMatch(/\[ERR_INVALID_INPUT\]: --arch takes compute capabilities/);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^neurotap: --arch takes compute capabilities like 90,80, got 'sm_90'\n/);
   });
 
   const cache = join(homedir(), '.cache', 'neurotap');

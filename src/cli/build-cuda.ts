@@ -10,17 +10,9 @@ import { spawnSync } from 'node:child_process';
 import { NeurotapError } from '../errors.js';
 import { addonDir, native } from '../bindings/native.js';
 import { processCudaLibraryDirs } from '../bindings/cuda-libs.js';
-import { one, parseArgs, type FlagSpec } from './args.js';
+import { one, UsageError, type ParsedArgs } from './args.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-
-export const BUILD_CUDA_FLAGS: Record<string, FlagSpec> = {
-  arch: { value: true },
-  out: { value: true },
-  nvcc: { value: true },
-  'cublas-include': { value: true },
-  'cublas-lib': { value: true },
-};
 
 interface Step {
   ok: boolean;
@@ -50,11 +42,10 @@ function fail(code: string, message: string): never {
 }
 
 /** Runs `neurotap build-cuda [flags]`; logs progress to stderr. */
-export async function runBuildCuda(rest: string[]): Promise<void> {
-  const args = parseArgs(rest, BUILD_CUDA_FLAGS);
-  const tc = (await import(pathToFileURL(join(ROOT, 'cuda', 'toolchain.mjs')).href)) as Toolchain;
+export async function runBuildCuda(args: ParsedArgs): Promise<void> {
   const archs = (one(args, 'arch') ?? '').split(/[,;\s]+/).filter(Boolean);
-  if (archs.some((a) => !/^\d{2,3}$/.test(a))) fail('ERR_INVALID_INPUT', `--arch takes compute capabilities like 90,80 (got '${one(args, 'arch')}')`);
+  if (archs.some((a) => !/^\d{2,3}$/.test(a))) throw new UsageError(`--arch takes compute capabilities like 90,80, got '${one(args, 'arch')}'`);
+  const tc = (await import(pathToFileURL(join(ROOT, 'cuda', 'toolchain.mjs')).href)) as Toolchain;
   const outDir = resolve(one(args, 'out') ?? addonDir());
   const env = { ...process.env };
   const nvccFlag = one(args, 'nvcc');

@@ -15,20 +15,12 @@ import { ShardWriter, shardFileName } from '../extract/shards.js';
 import { checkShards } from '../extract/verify.js';
 import type { SourceSpec } from '../extract/sources.js';
 import type { Model } from '../model/Model.js';
-import { one, required, UsageError, type ParsedArgs } from './args.js';
+import { num, one, required, UsageError, type ParsedArgs } from './args.js';
 import { readInputFile } from './io.js';
 import { Progress } from './progress.js';
 
 /** Shard files aim at about this many bytes when --shard-size is not given. */
 const TARGET_SHARD_BYTES = 256 * 2 ** 20;
-
-function intFlag(args: ParsedArgs, name: string, min: number): number | undefined {
-  const v = one(args, name);
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}, got '${v}'`);
-  return n;
-}
 
 /** "4GB", "512MiB", "1e9" -> bytes. */
 export function parseBytes(spec: string): number {
@@ -55,28 +47,45 @@ function sourceFromArgs(args: ParsedArgs): SourceSpec {
   return { kind: 'text', files: input!, wholeFile: args.flags.has('whole-file') };
 }
 
+/** --shard I/N, a usage error when malformed. */
+function shardFlag(args: ParsedArgs): { index: number; count: number } | null {
+  const spec = one(args, 'shard');
+  if (spec === undefined) return null;
+  try {
+    return parseShard(spec);
+  } catch {
+    throw new UsageError(`--shard expects I/N with 0 <= I < N (e.g. 0/4), got '${spec}'`);
+  }
+}
+
+/** Usage errors before the model loads: the input flags, --shard, --max-memory. */
+export function checkExtractFlags(args: ParsedArgs): void {
+  sourceFromArgs(args);
+  shardFlag(args);
+  if (args.flags.has('batch-size') && args.flags.has('max-memory')) throw new UsageError('give --batch-size or --max-memory, not both');
+  const maxMemory = one(args, 'max-memory');
+  if (maxMemory !== undefined) parseBytes(maxMemory);
+}
+
 export async function runExtract(model: Model, args: ParsedArgs): Promise<void> {
   const t0 = performance.now();
   const out = resolve(required(args, 'out'));
-  const seqLen = intFlag(args, 'seq-len', 1);
-  if (seqLen === undefined) throw new UsageError('--seq-len is required');
-  const hookPatterns = args.flags.get('hooks') ?? [];
-  if (hookPatterns.length === 0) throw new UsageError('--hooks is required');
-  const hooks = model.resolveHooks(hookPatterns);
-  const outDtype = (one(args, 'out-dtype') ?? 'f32') as OutDtype;
+  const seqLen = num(args, 'seq-len')!;
+  const hooks = model.resolveHooks(args.flags.get('hooks') ?? []);
+  const outDtype = one(args, 'out-dtype') as OutDtype;
   if (!isOutDtype(outDtype)) throw new UsageError(`--out-dtype must be f32, f16 or bf16, got '${outDtype}'`);
   const source = sourceFromArgs(args);
   const pack = !args.flags.has('no-pack');
   const padLast = args.flags.has('pad-last');
-  const shard = one(args, 'shard') !== undefined ? parseShard(one(args, 'shard')!) : null;
-  const stopAtLayer = intFlag(args, 'stop-at-layer', 0);
-  const maxTokens = intFlag(args, 'max-tokens', 1);
+  const shard = shardFlag(args);
+  const stopAtLayer = num(args, 'stop-at-layer');
+  const maxTokens = num(args, 'max-tokens');
   if (args.flags.has('batch-size') && args.flags.has('max-memory')) throw new UsageError('give --batch-size or --max-memory, not both');
   const maxMemory = one(args, 'max-memory') !== undefined ? parseBytes(one(args, 'max-memory')!) : undefined;
-  const batchSize = intFlag(args, 'batch-size', 1) ?? (maxMemory ? deriveBatchSize(model, hooks, seqLen, maxMemory) : 8);
+  const batchSize = num(args, 'batch-size') ?? (maxMemory ? deriveBatchSize(model, hooks, seqLen, maxMemory) : 8);
   const shapes = hooks.map((name) => ({ name, shapePerSeq: model.hookShape(name, 1, seqLen).slice(1) }));
   const bytesPerSeq = seqLen * 4 + shapes.reduce((a, h) => a + h.shapePerSeq.reduce((x, y) => x * y, 1) * (outDtype === 'f32' ? 4 : 2), 0);
-  const perShard = intFlag(args, 'shard-size', 1) ?? Math.max(batchSize, Math.floor(TARGET_SHARD_BYTES / bytesPerSeq / batchSize) * batchSize);
+  const perShard = num(args, 'shard-size') ?? Math.max(batchSize, Math.floor(TARGET_SHARD_BYTES / bytesPerSeq / batchSize) * batchSize);
   const packing = { ...describePacking({ seqLen, pack, padLast, padId: 0 }, source), maxTokens: maxTokens ?? null, stopAtLayer: stopAtLayer ?? null };
   const config = readInputFile(join(model.dir, 'config.json'), 'model config');
 

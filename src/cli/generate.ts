@@ -3,49 +3,43 @@ import { InvalidInputError } from '../errors.js';
 import type { HookMap, Model } from '../model/Model.js';
 import { trainSteeringVector, type ContrastivePair } from '../steering/steer.js';
 import { saveControlVector, saveSteeringSafetensors } from '../steering/vectors.js';
-import { one, required, UsageError, type ParsedArgs } from './args.js';
-import { readInputFile, writeOutputFile } from './io.js';
+import { num, one, quote, required, UsageError, type ParsedArgs } from './args.js';
+import { checkOutputFile, readInputFile, writeOutputFile } from './io.js';
 import { steeringFromFlags } from './steering-flags.js';
 import { saeFromFlags } from './sae-flags.js';
 import { mergeHooks } from '../steering/steer.js';
 
-function numberFlag(args: ParsedArgs, name: string, check: (n: number) => boolean, what: string): number | undefined {
-  const v = one(args, name);
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n) || !check(n)) throw new UsageError(`--${name} must be ${what}, got '${v}'`);
-  return n;
-}
-
-/** Token rows from --tokens (one array or an array of arrays; rows may differ in length). */
-export function parseTokenRows(spec: string): number[][] {
-  const text = spec.startsWith('@') ? readInputFile(spec.slice(1), '--tokens file') : spec;
+/** Token rows from --tokens (one array or an array of arrays; rows may differ in length), or from `@FILE`. */
+export function parseTokenRows(spec: string, flag = '--tokens'): number[][] {
+  const text = spec.startsWith('@') ? readInputFile(spec.slice(1), `${flag} file`) : spec;
+  const given = spec.startsWith('@') ? `${spec.slice(1)} holds ${quote(text)}` : `got ${quote(spec)}`;
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch (err) {
-    throw new UsageError(`--tokens is not valid JSON: ${(err as Error).message}`);
+    throw new UsageError(`${flag} is not valid JSON (${given}): ${(err as Error).message}`);
   }
   if (Array.isArray(value) && value.every((x) => typeof x === 'number')) return [value as number[]];
   if (Array.isArray(value) && value.every((r) => Array.isArray(r) && r.every((x) => typeof x === 'number'))) return value as number[][];
-  throw new UsageError('--tokens must be a JSON array of token ids or an array of such arrays');
+  throw new UsageError(`${flag} must be a JSON array of token ids or an array of such arrays, ${given}`);
+}
+
+/** Usage errors before the model loads: one input. Numbers were checked by the parser. */
+export function checkGenerateFlags(args: ParsedArgs): void {
+  const tokens = one(args, 'tokens');
+  if ((tokens === undefined) === (one(args, 'text') === undefined)) throw new UsageError('give exactly one of --tokens and --text');
+  if (tokens !== undefined) parseTokenRows(tokens);
 }
 
 export async function runGenerate(model: Model, args: ParsedArgs): Promise<void> {
   const tokensSpec = one(args, 'tokens');
   const text = one(args, 'text');
-  if ((tokensSpec === undefined) === (text === undefined)) throw new UsageError('give exactly one of --tokens and --text');
-  const maxNewTokens = numberFlag(args, 'max-new-tokens', (n) => Number.isInteger(n) && n >= 1, 'a positive integer');
-  if (maxNewTokens === undefined) throw new UsageError('--max-new-tokens is required');
-  const temperature = numberFlag(args, 'temperature', (n) => n >= 0, 'a number >= 0');
-  const topK = numberFlag(args, 'top-k', (n) => Number.isInteger(n) && n >= 0, 'a non-negative integer');
-  const topP = numberFlag(args, 'top-p', (n) => n > 0 && n <= 1, 'in (0, 1]');
-  const seed = numberFlag(args, 'seed', (n) => Number.isInteger(n) && n >= 0, 'a non-negative integer');
-  const stopTokens = (args.flags.get('stop-token') ?? []).map((s) => {
-    const n = Number(s);
-    if (!Number.isInteger(n)) throw new UsageError(`--stop-token must be a token id, got '${s}'`);
-    return n;
-  });
+  const maxNewTokens = num(args, 'max-new-tokens')!;
+  const temperature = num(args, 'temperature');
+  const topK = num(args, 'top-k');
+  const topP = num(args, 'top-p');
+  const seed = num(args, 'seed');
+  const stopTokens = (args.flags.get('stop-token') ?? []).map(Number);
   const features = await saeFromFlags(model, args.flags);
   const hooks = mergeHooks(features as HookMap, steeringFromFlags(model, args.flags.get('steer') ?? [], args.flags.get('control-vector') ?? []));
   const input = tokensSpec !== undefined ? parseTokenRows(tokensSpec) : text!;
@@ -76,7 +70,7 @@ export async function runGenerate(model: Model, args: ParsedArgs): Promise<void>
   }
 }
 
-/** Parses `A-B`, `A,B,C` or `A`. */
+/** Parses `A-B`, `A,B,C` or `A` (a layer at or past `nLayers` is a coded error). */
 export function parseLayers(spec: string, nLayers: number): number[] {
   const out: number[] = [];
   for (const part of spec.split(',')) {
@@ -84,19 +78,25 @@ export function parseLayers(spec: string, nLayers: number): number[] {
     if (!m) throw new UsageError(`--layers expects A-B, A,B,C or A, got '${spec}'`);
     const a = Number(m[1]);
     const b = m[2] === undefined ? a : Number(m[2]);
-    if (b < a) throw new UsageError(`--layers range ${part} is empty`);
+    if (b < a) throw new UsageError(`--layers range '${part}' is empty (in '${spec}')`);
     for (let l = a; l <= b; l++) out.push(l);
   }
   for (const l of out) if (l >= nLayers) throw new InvalidInputError('ERR_INVALID_INPUT', `--layers: layer ${l} is outside [0, ${nLayers})`);
   return out;
 }
 
+/** Before the model loads: the --out extension and folder, the --layers syntax. */
+export function checkSteerTrainFlags(args: ParsedArgs): void {
+  const out = required(args, 'out');
+  if (!/\.(safetensors|gguf)$/.test(out)) throw new UsageError(`--out must end in .safetensors or .gguf, got '${out}'`);
+  checkOutputFile(out);
+  parseLayers(required(args, 'layers'), Infinity);
+}
+
 export async function runSteerTrain(model: Model, args: ParsedArgs): Promise<void> {
   const pairsPath = required(args, 'pairs');
   const out = required(args, 'out');
-  const method = one(args, 'method') ?? 'mean';
-  if (method !== 'mean' && method !== 'pca') throw new UsageError(`--method must be mean or pca, got '${method}'`);
-  if (!/\.(safetensors|gguf)$/.test(out)) throw new UsageError('--out must end in .safetensors or .gguf');
+  const method = one(args, 'method') as 'mean' | 'pca';
   const layers = parseLayers(required(args, 'layers'), model.config.nLayers);
   const pairs: ContrastivePair[] = [];
   readInputFile(pairsPath, '--pairs file')

@@ -6,31 +6,9 @@ import { writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import type { Metric, MetricPositions } from '../model/metric.js';
 import type { Model, ModelInput } from '../model/Model.js';
 import { Tensor } from '../tensor.js';
-import { one, required, UsageError, type FlagSpec, type ParsedArgs } from './args.js';
+import { one, required, UsageError, type ParsedArgs } from './args.js';
 import { parseTokenRows } from './generate.js';
 import { checkOutputFile, writeOutputFile } from './io.js';
-
-/** Flags of `grad` (besides the model flags). */
-export const GRAD_FLAGS: Record<string, FlagSpec> = {
-  text: { value: true },
-  tokens: { value: true },
-  metric: { value: true },
-  position: { value: true },
-  hooks: { value: true, multi: true, repeat: true },
-  out: { value: true },
-};
-
-/** Flags of `attribute` (besides the model flags). */
-export const ATTRIBUTE_FLAGS: Record<string, FlagSpec> = {
-  clean: { value: true },
-  corrupted: { value: true },
-  'clean-tokens': { value: true },
-  'corrupted-tokens': { value: true },
-  metric: { value: true },
-  position: { value: true },
-  hooks: { value: true, multi: true, repeat: true },
-  out: { value: true },
-};
 
 function tokenId(s: string, what: string): number {
   const n = Number(s);
@@ -69,7 +47,7 @@ function inputFrom(args: ParsedArgs, textFlag: string, tokensFlag: string): Mode
   const text = one(args, textFlag);
   const tokens = one(args, tokensFlag);
   if ((text === undefined) === (tokens === undefined)) throw new UsageError(`give exactly one of --${textFlag} and --${tokensFlag}`);
-  return tokens !== undefined ? parseTokenRows(tokens) : text!;
+  return tokens !== undefined ? parseTokenRows(tokens, `--${tokensFlag}`) : text!;
 }
 
 function hooksFrom(args: ParsedArgs): string[] {
@@ -83,9 +61,20 @@ function scalar(v: number | null): TensorToWrite {
   return new Tensor([1], Float32Array.of(v));
 }
 
+/** Before the model loads: a writable --out, then the metric's syntax and the inputs. */
+export function checkGradFlags(args: ParsedArgs): void {
+  checkOutputFile(required(args, 'out'));
+  metricFromFlags(args);
+  if (args.command?.name === 'attribute') {
+    inputFrom(args, 'clean', 'clean-tokens');
+    inputFrom(args, 'corrupted', 'corrupted-tokens');
+  } else {
+    inputFrom(args, 'text', 'tokens');
+  }
+}
+
 export async function runGrad(model: Model, args: ParsedArgs): Promise<void> {
   const out = required(args, 'out');
-  checkOutputFile(out);
   const metric = metricFromFlags(args);
   const hooks = hooksFrom(args);
   const result = await model.backward(inputFrom(args, 'text', 'tokens'), { metric, grads: hooks });
@@ -98,7 +87,6 @@ export async function runGrad(model: Model, args: ParsedArgs): Promise<void> {
 
 export async function runAttribute(model: Model, args: ParsedArgs): Promise<void> {
   const out = required(args, 'out');
-  checkOutputFile(out);
   const metric = metricFromFlags(args);
   const hooks = hooksFrom(args);
   const clean = inputFrom(args, 'clean', 'clean-tokens');

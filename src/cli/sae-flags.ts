@@ -4,17 +4,7 @@
 import type { Model } from '../model/Model.js';
 import { featureHooks } from '../sae/features.js';
 import { loadSae } from '../sae/Sae.js';
-import type { FlagSpec } from './args.js';
 import { UsageError } from './args.js';
-
-export const SAE_FLAGS: Record<string, FlagSpec> = {
-  sae: { value: true },
-  'sae-hook': { value: true },
-  'sae-error-term': { value: false },
-  'feature-clamp': { value: true, repeat: true },
-  'feature-steer': { value: true, repeat: true },
-  'feature-zero': { value: true, repeat: true },
-};
 
 function pairs(specs: readonly string[], flag: string): Map<number, number> {
   const out = new Map<number, number>();
