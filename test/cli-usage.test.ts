@@ -110,6 +110,7 @@ describe('neurotap usage errors', () => {
       [['extract', '--model', NO_MODEL, '--input', 'c.txt', '--hooks', 'hook_embed', '--seq-len', '8', '--out', 'o', '--shard', '3/2'], /--shard expects I\/N .*got '3\/2'/],
       [['extract', '--model', NO_MODEL, '--input', 'c.txt', '--hooks', 'hook_embed', '--seq-len', '8', '--out', 'o', '--max-memory', 'lots'], /--max-memory expects a size .*got 'lots'/],
       [['grad', '--model', NO_MODEL, '--text', 'a', '--metric', 'logit:x', '--hooks', 'hook_embed', '--out', 'g.safetensors'], /'x' is not a token id/],
+      [['run', '--model', NO_MODEL, '--text', 'a', '--steer', 'no-equals-sign'], /--steer expects HOOK=FILE.*got 'no-equals-sign'/],
       [['build-cuda', '--arch', 'sm_90'], /--arch takes compute capabilities like 90,80, got 'sm_90'/],
     ];
     for (const [args, message] of cases) expectUsageError(args, message);

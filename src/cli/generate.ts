@@ -5,7 +5,7 @@ import { trainSteeringVector, type ContrastivePair } from '../steering/steer.js'
 import { saveControlVector, saveSteeringSafetensors } from '../steering/vectors.js';
 import { num, one, quote, required, UsageError, type ParsedArgs } from './args.js';
 import { checkOutputFile, readInputFile, writeOutputFile } from './io.js';
-import { steeringFromFlags } from './steering-flags.js';
+import { parseSteerSpec, steeringFromFlags } from './steering-flags.js';
 import { saeFromFlags } from './sae-flags.js';
 import { mergeHooks } from '../steering/steer.js';
 
@@ -24,11 +24,12 @@ export function parseTokenRows(spec: string, flag = '--tokens'): number[][] {
   throw new UsageError(`${flag} must be a JSON array of token ids or an array of such arrays, ${given}`);
 }
 
-/** Usage errors before the model loads: one input. Numbers were checked by the parser. */
+/** Usage errors before the model loads: one input, --steer values. Numbers were checked by the parser. */
 export function checkGenerateFlags(args: ParsedArgs): void {
   const tokens = one(args, 'tokens');
   if ((tokens === undefined) === (one(args, 'text') === undefined)) throw new UsageError('give exactly one of --tokens and --text');
   if (tokens !== undefined) parseTokenRows(tokens);
+  for (const s of args.flags.get('steer') ?? []) parseSteerSpec(s);
 }
 
 export async function runGenerate(model: Model, args: ParsedArgs): Promise<void> {

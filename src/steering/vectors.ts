@@ -79,14 +79,26 @@ export function loadSteeringSafetensors(path: string): SteeringVector {
 }
 
 /**
- * Reads the single vector of a safetensors file, for the CLI's `--steer HOOK=FILE.safetensors[:SCALE]`.
- * The file must hold exactly one non-empty 1-D float tensor (any name); otherwise throws
- * ModelLoadError ERR_STEERING_FILE_INVALID.
+ * Reads one vector of a safetensors file, for the CLI's `--steer HOOK=FILE.safetensors[#TENSOR][:SCALE]`:
+ * the tensor named `tensor`, or without it the file's only tensor (any name). Every tensor must be
+ * a non-empty 1-D float vector; otherwise, or when the file holds several tensors and none is
+ * named, throws ModelLoadError ERR_STEERING_FILE_INVALID; a `tensor` the file lacks is
+ * InvalidInputError ERR_INVALID_INPUT naming those it holds.
  */
-export function loadSingleVector(path: string): Float32Array {
+export function loadSingleVector(path: string, tensor?: string): Float32Array {
   const { tensors } = readSteeringTensors(path);
+  const names = [...tensors.keys()].join(', ');
+  if (tensor !== undefined) {
+    const v = tensors.get(tensor);
+    if (!v) throw badArg(`steering file ${path} holds no tensor '${tensor}' (it holds ${names})`);
+    return v;
+  }
   if (tensors.size !== 1) {
-    throw badFile(path, `holds ${tensors.size} tensors (${[...tensors.keys()].join(', ')}); --steer HOOK=FILE needs exactly one 1-D tensor`);
+    throw badFile(
+      path,
+      `holds ${tensors.size} tensors (${names}); --steer HOOK=FILE needs exactly one 1-D tensor: pick one with --steer HOOK=FILE#TENSOR, ` +
+        'or give --steer FILE (no HOOK=) to add each tensor at the hook it is named after',
+    );
   }
   return [...tensors.values()][0]!;
 }
