@@ -17,7 +17,7 @@ import type { SourceSpec } from '../extract/sources.js';
 import type { Model } from '../model/Model.js';
 import { num, one, required, UsageError, type ParsedArgs } from './args.js';
 import { readInputFile } from './io.js';
-import { Progress } from './progress.js';
+import { InputMeter, Progress, type ProgressSnapshot } from './progress.js';
 
 /** Shard files aim at about this many bytes when --shard-size is not given. */
 const TARGET_SHARD_BYTES = 256 * 2 ** 20;
@@ -67,7 +67,13 @@ export function checkExtractFlags(args: ParsedArgs): void {
   if (maxMemory !== undefined) parseBytes(maxMemory);
 }
 
-export async function runExtract(model: Model, args: ParsedArgs): Promise<void> {
+/** Options of {@link runExtract} for tests and embedding. */
+export interface RunExtractOptions {
+  /** Called with the progress numbers after every batch written. */
+  onProgress?: (s: ProgressSnapshot) => void;
+}
+
+export async function runExtract(model: Model, args: ParsedArgs, opts: RunExtractOptions = {}): Promise<void> {
   const t0 = performance.now();
   const out = resolve(required(args, 'out'));
   const seqLen = num(args, 'seq-len')!;
@@ -135,10 +141,18 @@ export async function runExtract(model: Model, args: ParsedArgs): Promise<void> 
   manifest.totals = manifestTotals(seqLen, manifest.shards);
   if (!existing || redo.size > 0) await writeManifest(out, manifest);
 
+  if (maxTokens !== undefined && maxTokens % seqLen !== 0)
+    say(`--max-tokens ${maxTokens} is rounded up to whole sequences: at most ${maxSequences} of ${seqLen} tokens (${maxSequences * seqLen} tokens)`);
   const sizes = await Promise.all(source.files.map((f) => stat(f).then((s) => s.size, () => 0)));
-  const totalBytes = sizes.reduce((a, b) => a + b, 0);
-  const progress = new Progress(quiet ? 'quiet' : process.stderr.isTTY ? 'tty' : 'lines');
-  let readUnits = 0;
+  const meter = new InputMeter(source, sizes);
+  const progress = new Progress(quiet ? 'quiet' : process.stderr.isTTY ? 'tty' : 'lines', {
+    seqLen,
+    maxSequences,
+    meter,
+    ...(opts.onProgress ? { onUpdate: opts.onProgress } : {}),
+  });
+  // Sequences in the shards this run keeps, then every one it writes: tokens written, for progress.
+  let sequencesWritten = manifest.shards.reduce((a, sh, i) => a + (redo.has(i) ? 0 : sh.sequences), 0);
   let tokensDone = 0;
   let bytesWritten = 0;
   let writer: ShardWriter | null = null;
@@ -154,7 +168,8 @@ export async function runExtract(model: Model, args: ParsedArgs): Promise<void> 
       ...(stopAtLayer !== undefined ? { stopAtLayer } : {}),
       ...(maxTokens !== undefined ? { maxTokens } : {}),
       ...(shard ? { shard } : {}),
-      onRead: (u) => (readUnits = u),
+      onRead: (_, doc) => meter.read(doc),
+      onPacked: (n, ended) => progress.packedSequences(n, ended),
     });
     for await (const batch of batches) {
       if (!writer) {
@@ -166,6 +181,7 @@ export async function runExtract(model: Model, args: ParsedArgs): Promise<void> 
       for (const [name, t] of batch.activations) acts.set(name, t.data);
       await writer.append({ tokens: batch.tokens, activations: acts });
       tokensDone += batch.windows.length * seqLen;
+      sequencesWritten += batch.windows.length;
       if (writer.sequences === writer.layout.nSeq) {
         const done = await writer.finish();
         const index = writer.shardIndex;
@@ -182,9 +198,7 @@ export async function runExtract(model: Model, args: ParsedArgs): Promise<void> 
         manifest.totals = manifestTotals(seqLen, manifest.shards);
         await writeManifest(out, manifest);
       }
-      // Characters read over input bytes: an estimate of the fraction done (for the ETA).
-      const fraction = maxTokens ? tokensDone / maxTokens : totalBytes > 0 ? readUnits / totalBytes : NaN;
-      progress.update(manifest.totals.tokens + (writer ? writer.sequences * seqLen : 0), fraction);
+      progress.update(sequencesWritten * seqLen, tokensDone);
     }
   } catch (err) {
     await writer?.abort().catch(() => undefined);

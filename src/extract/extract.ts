@@ -44,8 +44,10 @@ export interface ExtractOptions {
   queueCapacity?: number;
   /** Add the tokenizer's special tokens (BOS) per document. Defaults to true. */
   addSpecialTokens?: boolean;
-  /** Called with the number of characters or ids read so far, for progress. */
-  onRead?: (units: number) => void;
+  /** Called with the number of characters or ids read so far and the document just read, for progress. */
+  onRead?: (units: number, doc: Document) => void;
+  /** Called with the number of sequences read ahead so far (skipped ones included) and, once more with `ended`, when there are no more (the input or `maxTokens` is exhausted), for progress. */
+  onPacked?: (sequences: number, ended: boolean) => void;
   /** Stops between batches; the iterator rejects with the signal's reason. */
   signal?: AbortSignal;
 }
@@ -118,7 +120,7 @@ export async function* extractBatches<F extends Family>(
     const counted = (async function* () {
       for await (const d of docs) {
         read += d.text?.length ?? d.tokens?.length ?? 0;
-        opts.onRead?.(read);
+        opts.onRead?.(read, d);
         yield d;
       }
     })();
@@ -147,6 +149,7 @@ export async function* extractBatches<F extends Family>(
     for await (const w of windows) {
       if (n >= maxSequences) break;
       n++;
+      opts.onPacked?.(n, false);
       if (n <= skip) continue;
       // Groups are flushed at their boundaries, so nothing is held when a skipped group starts.
       if (opts.skipGroup?.(Math.floor((n - 1) / groupSize))) {
@@ -156,6 +159,7 @@ export async function* extractBatches<F extends Family>(
       held.push(w);
       if ((start + held.length) % groupSize === 0 && !(await flush())) return;
     }
+    opts.onPacked?.(n, true);
     await flush();
   };
   const producing = produce().then(
