@@ -112,6 +112,9 @@ describe('neurotap usage errors', () => {
       [['grad', '--model', NO_MODEL, '--text', 'a', '--metric', 'logit:x', '--hooks', 'hook_embed', '--out', 'g.safetensors'], /'x' is not a token id/],
       [['run', '--model', NO_MODEL, '--text', 'a', '--steer', 'no-equals-sign'], /--steer expects HOOK=FILE.*got 'no-equals-sign'/],
       [['build-cuda', '--arch', 'sm_90'], /--arch takes compute capabilities like 90,80, got 'sm_90'/],
+      [['run', '--model', NO_MODEL, '--text', 'a', '--sae', 'sae-dir', '--feature-clamp', 'x=1'], /--feature-clamp expects FEATURE=NUMBER, got 'x=1'/],
+      [['generate', '--model', NO_MODEL, '--text', 'a', '--max-new-tokens', '2', '--feature-zero', '3'], /need --sae DIR/],
+      [['run', '--model', NO_MODEL, '--text', 'a', '--control-vector', 'v.gguf:1e999'], /--control-vector: scale '1e999' is not a finite number/],
     ];
     for (const [args, message] of cases) expectUsageError(args, message);
   });

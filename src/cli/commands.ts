@@ -170,7 +170,8 @@ export const COMMANDS: readonly CommandDef[] = [
       '{model} ({input} [{whole-file} | {text-field}] | {tokens})',
       '{hooks} {seq-len} {out} [{batch-size} | {max-memory}]',
       '[{stop-at-layer}] [{max-tokens}] [{out-dtype}] [{pad-last}] [{no-pack}]',
-      '[{shard}] [{shard-size}] [{overwrite}] [{quiet}] [{device}] [{dtype}]',
+      '[{shard}] [{shard-size}] [{overwrite}] [{quiet}]',
+      '[{device}] [{dtype}] [{threads}]',
     ],
     flags: [
       ...MODEL,

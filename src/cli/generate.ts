@@ -5,8 +5,8 @@ import { trainSteeringVector, type ContrastivePair } from '../steering/steer.js'
 import { saveControlVector, saveSteeringSafetensors } from '../steering/vectors.js';
 import { num, one, quote, required, UsageError, type ParsedArgs } from './args.js';
 import { checkOutputFile, readInputFile, writeOutputFile } from './io.js';
-import { parseSteerSpec, steeringFromFlags } from './steering-flags.js';
-import { saeFromFlags } from './sae-flags.js';
+import { checkSteeringFlags, steeringFromFlags } from './steering-flags.js';
+import { featureEditsFromFlags, saeFromFlags } from './sae-flags.js';
 import { mergeHooks } from '../steering/steer.js';
 
 /** Token rows from --tokens (one array or an array of arrays; rows may differ in length), or from `@FILE`. */
@@ -24,12 +24,13 @@ export function parseTokenRows(spec: string, flag = '--tokens'): number[][] {
   throw new UsageError(`${flag} must be a JSON array of token ids or an array of such arrays, ${given}`);
 }
 
-/** Usage errors before the model loads: one input, --steer values. Numbers were checked by the parser. */
+/** Usage errors before the model loads: one input, --steer, --control-vector and SAE feature values. Numbers were checked by the parser. */
 export function checkGenerateFlags(args: ParsedArgs): void {
   const tokens = one(args, 'tokens');
   if ((tokens === undefined) === (one(args, 'text') === undefined)) throw new UsageError('give exactly one of --tokens and --text');
   if (tokens !== undefined) parseTokenRows(tokens);
-  for (const s of args.flags.get('steer') ?? []) parseSteerSpec(s);
+  checkSteeringFlags(args.flags.get('steer') ?? [], args.flags.get('control-vector') ?? []);
+  featureEditsFromFlags(args.flags);
 }
 
 export async function runGenerate(model: Model, args: ParsedArgs): Promise<void> {

@@ -6,19 +6,20 @@ import { mergeHooks } from '../steering/steer.js';
 import { one, UsageError, type ParsedArgs } from './args.js';
 import { parseTokenRows } from './generate.js';
 import { checkOutputFile, writeOutputFile } from './io.js';
-import { saeFromFlags } from './sae-flags.js';
-import { parseSteerSpec, steeringFromFlags } from './steering-flags.js';
+import { featureEditsFromFlags, saeFromFlags } from './sae-flags.js';
+import { checkSteeringFlags, steeringFromFlags } from './steering-flags.js';
 
 function fmtShape(shape: readonly number[]): string {
   return `[${shape.join(', ')}]`;
 }
 
-/** Checks what can be checked before the model loads: one input, --steer values, a writable --out. */
+/** Checks what can be checked before the model loads: one input, --steer, --control-vector and SAE feature values, a writable --out. */
 export function checkRunFlags(args: ParsedArgs): void {
   const tokens = one(args, 'tokens');
   if ((tokens === undefined) === (one(args, 'text') === undefined)) throw new UsageError('give exactly one of --tokens and --text');
   if (tokens !== undefined) parseTokenRows(tokens);
-  for (const s of args.flags.get('steer') ?? []) parseSteerSpec(s);
+  checkSteeringFlags(args.flags.get('steer') ?? [], args.flags.get('control-vector') ?? []);
+  featureEditsFromFlags(args.flags);
   const out = one(args, 'out');
   if (out) checkOutputFile(out);
 }

@@ -17,9 +17,8 @@ function pairs(specs: readonly string[], flag: string): Map<number, number> {
   return out;
 }
 
-/** Attaches the --sae SAE (if any) and returns the feature edits as a hook map. */
-export async function saeFromFlags(model: Model, flags: ReadonlyMap<string, string[]>): Promise<Record<string, unknown[]>> {
-  const dir = flags.get('sae')?.[0];
+/** The feature edits of the flags; usage errors for malformed ones or feature flags without --sae. */
+export function featureEditsFromFlags(flags: ReadonlyMap<string, string[]>): { clamp: Map<number, number>; steer: Map<number, number>; zero: number[] } {
   const clamp = pairs(flags.get('feature-clamp') ?? [], '--feature-clamp');
   const steer = pairs(flags.get('feature-steer') ?? [], '--feature-steer');
   const zero = (flags.get('feature-zero') ?? []).map((s) => {
@@ -27,11 +26,16 @@ export async function saeFromFlags(model: Model, flags: ReadonlyMap<string, stri
     if (!Number.isInteger(i) || i < 0) throw new UsageError(`--feature-zero expects a feature index, got '${s}'`);
     return i;
   });
-  if (!dir) {
-    if (clamp.size || steer.size || zero.length || flags.has('sae-error-term') || flags.has('sae-hook'))
-      throw new UsageError('--feature-clamp, --feature-steer, --feature-zero, --sae-hook and --sae-error-term need --sae DIR');
-    return {};
-  }
+  if (!flags.has('sae') && (clamp.size || steer.size || zero.length || flags.has('sae-error-term') || flags.has('sae-hook')))
+    throw new UsageError('--feature-clamp, --feature-steer, --feature-zero, --sae-hook and --sae-error-term need --sae DIR');
+  return { clamp, steer, zero };
+}
+
+/** Attaches the --sae SAE (if any) and returns the feature edits as a hook map. */
+export async function saeFromFlags(model: Model, flags: ReadonlyMap<string, string[]>): Promise<Record<string, unknown[]>> {
+  const dir = flags.get('sae')?.[0];
+  const { clamp, steer, zero } = featureEditsFromFlags(flags);
+  if (!dir) return {};
   const hook = flags.get('sae-hook')?.[0];
   const sae = await loadSae(dir, hook ? { hook } : {});
   const attached = await model.attachSae(sae, { ...(hook ? { hook } : {}), useErrorTerm: flags.has('sae-error-term') });

@@ -66,6 +66,12 @@ function checkTensorHook(model: Model, name: string, file: string): void {
   }
 }
 
+/** Usage errors in --steer and --control-vector values, before the model loads. */
+export function checkSteeringFlags(steer: readonly string[], controlVectors: readonly string[]): void {
+  for (const s of steer) parseSteerSpec(s);
+  for (const c of controlVectors) splitScale(c, '--control-vector');
+}
+
 /** Hook edits for every --steer and --control-vector flag, in the order given. */
 export function steeringFromFlags(model: Model, steer: readonly string[], controlVectors: readonly string[]): HookMap {
   const maps: HookMap[] = [];
