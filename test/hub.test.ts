@@ -1,6 +1,7 @@
 // Hub ids and cache folders: a Hugging Face cache laid out as huggingface_hub writes it (blobs,
 // snapshots of symlinks, refs) resolves offline to the snapshot folder; a missing model or
 // revision is ERR_MODEL_NOT_FOUND with where it looked.
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,7 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { hubCacheDir, loadModel, ModelLoadError, resolveModelDir } from '../src/index.js';
-import { fixtureDir } from './helpers.js';
+import { fixtureDir, ROOT } from './helpers.js';
 
 const COMMIT = '0123456789abcdef0123456789abcdef01234567';
 const OLD = 'fedcba9876543210fedcba9876543210fedcba98';
@@ -98,6 +99,20 @@ describe('resolveModelDir / loadModel with hub ids', () => {
       if (saved === undefined) delete process.env.HF_HUB_CACHE;
       else process.env.HF_HUB_CACHE = saved;
     }
+  });
+
+  it('the CLI takes a hub id for --model (dist/ built by pretest)', () => {
+    const run = (id: string) =>
+      spawnSync(process.execPath, [join(ROOT, 'bin', 'neurotap.js'), 'run', '--model', id, '--tokens', '[1,2,3]'], {
+        encoding: 'utf8',
+        env: { ...process.env, HF_HUB_CACHE: join(cache, 'hub') },
+      });
+    const ok = run('test-org/tiny-gpt2@v1');
+    expect(ok.stderr).toBe('');
+    expect(ok.status).toBe(0);
+    const missing = run('test-org/nothing-here');
+    expect(missing.status).toBe(1);
+    expect(missing.stderr).toMatch(/error \[ERR_MODEL_NOT_FOUND\]/);
   });
 
   it('leaves paths that are not hub ids to the loader', async () => {

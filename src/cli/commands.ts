@@ -40,7 +40,7 @@ export interface CommandDef {
 }
 
 const MODEL: FlagDef[] = [
-  { name: 'model', type: 'string', arg: 'DIR', required: true, help: 'model folder (config.json, *.safetensors, tokenizer.json)' },
+  { name: 'model', type: 'string', arg: 'DIR', required: true, help: 'model folder (config.json, *.safetensors, tokenizer.json) or hub id ORG/NAME[@REV] in the local Hugging Face cache' },
   { name: 'dtype', type: 'string', choices: ['f32', 'f16', 'bf16'], default: 'f32', help: "weight dtype ('f16' is CUDA only)" },
   { name: 'device', type: 'string', choices: ['cpu', 'cuda', 'auto'], default: 'cpu', help: "compute device ('auto': the GPU when it works, else the CPU)" },
   { name: 'threads', type: 'int', min: 1, arg: 'N', help: 'worker threads for the forward pass (default: every core)' },

@@ -116,5 +116,6 @@ export function checkExtractOptions(o: unknown, nLayers: number): void {
     if (o.featureCounts.hooks !== undefined) patternList(o.featureCounts.hooks, 'featureCounts.hooks');
   }
   if (o.onRead !== undefined && typeof o.onRead !== 'function') invalid('onRead must be a function');
+  if (o.onPacked !== undefined && typeof o.onPacked !== 'function') invalid('onPacked must be a function');
   checkSignal(o.signal, 'signal');
 }
