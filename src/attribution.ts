@@ -3,7 +3,7 @@
 // (one backward over all interpolation steps, batched). Semantics: README "Gradients"; tests:
 // test/backward.test.ts (against the same computation in torch autograd).
 import { edits } from './hooks/edits.js';
-import type { Family, HookNameFor, HookPattern } from './hooks/names.js';
+import type { Family, HookKeyFor, HookPatternFor } from './hooks/names.js';
 import { leftPad, metricContext } from './model/backward.js';
 import { metricRows, resolveMetric, type Metric } from './model/metric.js';
 import { ActivationCache, type Model, type ModelInput } from './model/Model.js';
@@ -11,23 +11,23 @@ import { checkBoolean, checkInteger, invalid, isObject, patternList } from './mo
 import { Tensor } from './tensor.js';
 
 /** Options for {@link attributionPatching}. */
-export interface AttributionPatchingOptions {
+export interface AttributionPatchingOptions<F extends Family = Family> {
   /** What to attribute ({@link Metric}); evaluated on the clean input too. */
   metric: Metric;
   /** Hook names or globs to score. */
-  hooks: readonly HookPattern[] | HookPattern;
+  hooks: readonly HookPatternFor<F>[] | HookPatternFor<F>;
   /** Add the tokenizer's special tokens when inputs are text. Defaults to true. */
   addSpecialTokens?: boolean;
 }
 
 /** What {@link attributionPatching} resolves to. */
-export interface AttributionPatchingResult {
+export interface AttributionPatchingResult<F extends Family = Family> {
   /**
    * Per hook, (clean - corrupted) . d metric / d activation at the corrupted input, summed over
    * the last axis: `[batch, pos]` for `[batch, pos, width]` hooks, `[batch, pos, head]` for
    * per-head hooks; elementwise `[batch, head, pos, key_pos]` for hook_attn_scores / hook_pattern.
    */
-  scores: ActivationCache;
+  scores: ActivationCache<F>;
   /** The metric summed over rows at the clean and at the corrupted input. */
   metricClean: number;
   metricCorrupted: number;
@@ -36,7 +36,7 @@ export interface AttributionPatchingResult {
 /** Options for {@link integratedGradients}. */
 export interface IntegratedGradientsOptions<F extends Family = Family> {
   /** The hook whose activation is attributed (an exact name). */
-  hook: HookNameFor<F> | (string & {});
+  hook: HookKeyFor<F>;
   /** What to attribute ({@link Metric}). */
   metric: Metric;
   /** The activation to integrate from, the hook's shape. Defaults to zeros. */
@@ -91,7 +91,12 @@ function score(name: string, clean: Tensor, corrupted: Tensor, grad: Tensor): Te
  * first-order estimate of what patching the clean activation in would change. `clean` and
  * `corrupted` need the same number of rows and row lengths.
  */
-export async function attributionPatching<F extends Family>(model: Model<F>, clean: ModelInput, corrupted: ModelInput, options: AttributionPatchingOptions): Promise<AttributionPatchingResult> {
+export async function attributionPatching<F extends Family>(
+  model: Model<F>,
+  clean: ModelInput,
+  corrupted: ModelInput,
+  options: AttributionPatchingOptions<NoInfer<F>>,
+): Promise<AttributionPatchingResult<F>> {
   if (!isObject(options)) invalid('attributionPatching options must be an object');
   checkBoolean(options.addSpecialTokens, 'addSpecialTokens');
   const special = options.addSpecialTokens ?? true;
@@ -123,7 +128,7 @@ export async function attributionPatching<F extends Family>(model: Model<F>, cle
       ? metricRows({ ...metric, terms: metric.terms.map((t) => ({ ...t, pos: 0 })) }, new Tensor([B, 1, model.config.dVocab], cleanRun.logits!.data)).total
       : metricRows(metric, cleanRun.logits!).total;
   const back = await model.backward(corruptedRows, { metric: options.metric, grads: names, capture: names, addSpecialTokens: special });
-  const scores = new ActivationCache();
+  const scores = new ActivationCache<F>();
   for (const n of names) scores.set(n, score(n, cleanRun.cache.get(n), back.cache.get(n), back.grads.get(n)));
   return { scores, metricClean, metricCorrupted: back.metric! };
 }
@@ -150,7 +155,7 @@ function replicateMetric(metric: Metric, batch: number, steps: number): Metric {
  * alpha_k = (k + 0.5) / steps; attribution = (x - baseline) * the mean gradient. Also returns the
  * metric at x and at the baseline (completeness: the attributions sum to about their difference).
  */
-export async function integratedGradients<F extends Family>(model: Model<F>, input: ModelInput, options: IntegratedGradientsOptions<F>): Promise<IntegratedGradientsResult> {
+export async function integratedGradients<F extends Family>(model: Model<F>, input: ModelInput, options: IntegratedGradientsOptions<NoInfer<F>>): Promise<IntegratedGradientsResult> {
   if (!isObject(options)) invalid('integratedGradients options must be an object');
   checkInteger(options.steps, 'steps', 1);
   checkBoolean(options.addSpecialTokens, 'addSpecialTokens');

@@ -23,6 +23,7 @@ export { Tokenizer } from './tokenizer.js';
 export type { EncodeOptions } from './tokenizer.js';
 export { BLOCK_HOOKS, MODEL_HOOKS, SAE_HOOKS, blockHook, resolveHooks } from './hooks/names.js';
 export type { HookName, HookPattern, BlockHookSuffix, ModelHookName, SaeHookSuffix, Family, HookNameFor, BlockHookSuffixFor, ModelHookNameFor } from './hooks/names.js';
+export type { HookKeyFor, HookPatternFor, HookGlob, HookRecord, CompletedHookRecord, CompletedLayer } from './hooks/names.js';
 export {
   NeurotapError,
   ModelLoadError,

@@ -54,7 +54,7 @@ describe('steering', () => {
     const pca = await trainSteeringVector(model, pairs, { layers, method: 'pca' });
     const d = model.config.dModel;
     for (const l of layers) {
-      const hook = `blocks.${l}.hook_resid_post`;
+      const hook = `blocks.${l}.hook_resid_post` as const;
       const diffs: Float32Array[] = [];
       for (const p of pairs) {
         const last = async (text: string) => {

@@ -4,18 +4,18 @@
 // consumer's work. The CLI's `extract` writes these batches to shards (src/cli/extract.ts).
 // Tests: test/extract.test.ts.
 import { InvalidInputError } from '../errors.js';
-import type { Family, HookPattern } from '../hooks/names.js';
+import type { Family, HookKeyFor, HookPatternFor } from '../hooks/names.js';
 import type { ActivationCache, Model } from '../model/Model.js';
 import { packWindows, shardFilter, type Window } from './packing.js';
 import { BoundedQueue } from './queue.js';
 import { readDocuments, type Document, type SourceSpec } from './sources.js';
 
 /** Options for {@link Model.extract}. */
-export interface ExtractOptions {
+export interface ExtractOptions<F extends Family = Family> {
   /** Hook names or globs to capture (may be empty with `featureCounts`). */
-  hooks: readonly HookPattern[];
+  hooks: readonly HookPatternFor<F>[];
   /** Count, per feature of each attached SAE (or of the SAEs at `hooks`), the real (unpadded) tokens where it fires (acts_post > 0), in `batch.featureCounts`: feature density over a corpus. Defaults to none. */
-  featureCounts?: boolean | { hooks?: readonly string[] };
+  featureCounts?: boolean | { hooks?: readonly HookKeyFor<F>[] };
   /** Tokens per sequence. */
   seqLen: number;
   /** Pack documents into consecutive windows (false: one sequence per document, truncated or right-padded). Defaults to true. */
@@ -53,7 +53,7 @@ export interface ExtractOptions {
 }
 
 /** One batch of extracted activations. */
-export interface ExtractBatch {
+export interface ExtractBatch<F extends Family = Family> {
   /** Position of the first sequence in this run's (sharded, resumed) stream. */
   sequenceStart: number;
   /** With `groupSize`: how many sequences the batch's group holds (less than groupSize only for the last). */
@@ -65,7 +65,7 @@ export interface ExtractBatch {
   /** Real (unpadded) tokens per sequence. */
   lengths: Int32Array;
   /** Captured activations, `[batch, seqLen, ...]` per hook. */
-  activations: ActivationCache;
+  activations: ActivationCache<F>;
   /** With `featureCounts`: per SAE hook, how many of this batch's real tokens each feature fired on. */
   featureCounts?: Map<string, Uint32Array>;
 }
@@ -89,8 +89,8 @@ export function deriveBatchSize<F extends Family>(model: Model<F>, hooks: readon
 export async function* extractBatches<F extends Family>(
   model: Model<F>,
   source: SourceSpec | AsyncIterable<Document>,
-  opts: ExtractOptions,
-): AsyncGenerator<ExtractBatch> {
+  opts: ExtractOptions<F>,
+): AsyncGenerator<ExtractBatch<F>> {
   const seqLen = opts.seqLen;
   if (!Number.isInteger(seqLen) || seqLen < 1) throw new InvalidInputError('ERR_INVALID_INPUT', `seqLen must be a positive integer, got ${seqLen}`);
   if (model.config.positionalEmbedding === 'standard' && seqLen > model.config.nCtx)
@@ -168,7 +168,7 @@ export async function* extractBatches<F extends Family>(
   );
 
   // Stage 2: forwards, the next one started before the current batch is handed out.
-  const run = async (b: PendingBatch): Promise<ExtractBatch> => {
+  const run = async (b: PendingBatch): Promise<ExtractBatch<F>> => {
     const B = b.windows.length;
     const tokens = new Int32Array(B * seqLen);
     b.windows.forEach((w, i) => tokens.set(w.tokens, i * seqLen));
@@ -190,7 +190,7 @@ export async function* extractBatches<F extends Family>(
       ...(counted.length ? { featureCounts } : {}),
     };
   };
-  let pending: Promise<ExtractBatch> | undefined;
+  let pending: Promise<ExtractBatch<F>> | undefined;
   try {
     const first = await queue.pull();
     pending = first ? run(first) : undefined;

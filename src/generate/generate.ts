@@ -2,7 +2,7 @@
 // captures at every step, sampling in JS with a seeded RNG. Reference: HF `generate`
 // (test/generate.test.ts compares greedy outputs with and without steering).
 import { InvalidInputError } from '../errors.js';
-import type { HookPattern, Family } from '../hooks/names.js';
+import type { HookPatternFor, Family } from '../hooks/names.js';
 import type { ActivationCache, HookMap, Model } from '../model/Model.js';
 import { checkBoolean, checkInteger, checkObject, checkSignal, checkTokenId, invalid, isObject, patternList } from '../model/validate.js';
 import { Rng, sampleToken, type SamplingOptions } from './sampling.js';
@@ -16,7 +16,7 @@ export interface GenerateOptions<F extends Family = Family> extends SamplingOpti
   /** Edits and JS hook functions, applied in every forward (prompt and each step). Defaults to none. */
   hooks?: HookMap<F>;
   /** Hooks to capture at every forward (one string is one pattern); step i's captures are those of the forward that produced token i. Defaults to none. */
-  capture?: readonly HookPattern[] | HookPattern;
+  capture?: readonly HookPatternFor<F>[] | HookPatternFor<F>;
   /** Aborts between steps; the generation rejects with the signal's reason. Defaults to none. */
   signal?: AbortSignal;
   /** Add the tokenizer's special tokens when the input is text. Defaults to true. */

@@ -80,6 +80,40 @@ type OwnHookNameFor<F extends Family> = ModelHookNameFor<F> | `blocks.${number}.
 /** Hook names of a family, e.g. `HookNameFor<'llama'>` includes `blocks.0.attn.hook_rot_q`, and the hooks of SAEs attached to them (`blocks.0.hook_resid_post.hook_sae_acts_post`). */
 export type HookNameFor<F extends Family> = OwnHookNameFor<F> | `${OwnHookNameFor<F>}.${SaeHookSuffix}`;
 
+/**
+ * Layers whose block hook names are also spelled out as literals, so that editors complete
+ * `blocks.0.` to the family's hooks (`${number}` offers nothing to complete); deeper layers
+ * type-check the same, without completion. 24 layers x 34 suffixes keeps the literal union
+ * under a thousand names.
+ */
+export type CompletedLayer = 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 | 10 | 11 | 12 | 13 | 14 | 15 | 16 | 17 | 18 | 19 | 20 | 21 | 22 | 23;
+/** The names of a family spelled out for completion: model hooks and the block hooks of the first layers. */
+type ListedHookNameFor<F extends Family> = ModelHookNameFor<F> | `blocks.${CompletedLayer}.${BlockHookSuffixFor<F>}`;
+/** The rest of a family's names, as templates (`blocks.${number}.…`, SAE hooks). */
+type PatternHookNameFor<F extends Family> = `blocks.${number}.${BlockHookSuffixFor<F>}` | `${OwnHookNameFor<F>}.${SaeHookSuffix}`;
+/**
+ * `T` kept apart in a union: TypeScript drops a string literal from a union that also holds a
+ * template matching it ('blocks.0.hook_z' next to `blocks.${number}.hook_z`), and with it the
+ * completion. A template intersected with `Object` accepts the same strings and is not reduced.
+ */
+type Unreduced<T> = T & Object;
+/** `F` is a known family (not the `Family` union of a model loaded without one). */
+type Known<F extends Family> = [Family] extends [F] ? false : true;
+
+/**
+ * A hook name as parameters take it: one of family F's names (editors complete those of the
+ * first {@link CompletedLayer}s); for an unknown family (`Model<Family>`), any string.
+ */
+export type HookKeyFor<F extends Family> = ListedHookNameFor<F> | (Known<F> extends true ? Unreduced<PatternHookNameFor<F>> : string & {});
+/** A glob over hook names: `*` matches within one dot-separated part, `**` across parts, `?` one character. */
+export type HookGlob = `${string}*${string}` | `${string}?${string}`;
+/** A hook name of family F or a glob, as `capture` and `grads` take them; for an unknown family, any string. */
+export type HookPatternFor<F extends Family> = HookKeyFor<F> | HookGlob;
+/** An object keyed by family F's hook names (with `Suffix` appended, e.g. `'_grad'`), each value optional: a misspelled key does not compile, even for an unknown family. */
+export type HookRecord<F extends Family, V, Suffix extends string = ''> = { [K in `${HookNameFor<F>}${Suffix}`]?: V };
+/** {@link HookRecord} whose keys editors also complete (the names of the first {@link CompletedLayer}s spelled out). */
+export type CompletedHookRecord<F extends Family, V> = { [K in ListedHookNameFor<F>]?: V } & HookRecord<F, V>;
+
 /** Builds a hook name from its layer and suffix: `blockHook(3, 'attn.hook_z')`. */
 export function blockHook(layer: number, suffix: BlockHookSuffix): HookName {
   return `blocks.${layer}.${suffix}`;

@@ -8,7 +8,7 @@ import { backendDir, native, type NativeConfig, type NativeHookInfo, type Native
 import { processCudaLibraryDirs } from '../bindings/cuda-libs.js';
 import { DeviceError, DisposedError, InvalidInputError, UnsupportedModelError, wrapError } from '../errors.js';
 import { editToAction, makeDispatcher, type Edit, type HookFunction, type HookGeometry, type HookSpec, type NativeAction } from '../hooks/edits.js';
-import { resolveHooks, SAE_HOOKS, type Family, type HookNameFor, type HookPattern, type SaeHookSuffix } from '../hooks/names.js';
+import { resolveHooks, SAE_HOOKS, type Family, type CompletedHookRecord, type HookKeyFor, type HookNameFor, type HookPatternFor, type HookRecord, type SaeHookSuffix } from '../hooks/names.js';
 import type { Sae } from '../sae/Sae.js';
 import { Tensor } from '../tensor.js';
 import { Tokenizer } from '../tokenizer.js';
@@ -41,16 +41,16 @@ export interface LoadModelOptions<F extends Family = Family> {
 export type ModelInput = readonly (readonly number[])[] | string | readonly string[];
 
 /** Edits and JS functions by hook name; a misspelled name does not compile. */
-export type HookMap<F extends Family = Family> = { [K in HookNameFor<F>]?: HookSpec };
+export type HookMap<F extends Family = Family> = CompletedHookRecord<F, HookSpec>;
 
 /** Options for {@link Model.run}. */
 export interface RunOptions<F extends Family = Family> {
   /** Hook names or globs to capture, e.g. `['blocks.*.hook_resid_post']` (one string is one pattern). Captures see activations after any edits at the same hook. Defaults to none. */
-  capture?: readonly HookPattern[] | HookPattern;
+  capture?: readonly HookPatternFor<F>[] | HookPatternFor<F>;
   /** Edits and JS hook functions by hook name, applied in the order given. Defaults to none. */
   hooks?: HookMap<F>;
   /** Preallocated Float32Arrays to capture into, keyed by hook name (each must have the hook's exact size); these hooks are captured even if `capture` omits them. Defaults to fresh arrays. */
-  outputs?: Partial<Record<HookNameFor<F> | (string & {}), Float32Array>>;
+  outputs?: HookRecord<F, Float32Array>;
   /** Compute logits: `true` for every position, `'last'` for the last position only (`[batch, vocab]`; the LM head runs on one row per sequence), `false` to skip the LM head. Defaults to true. */
   returnLogits?: boolean | 'last';
   /** Preallocated Float32Array for logits, `batch * pos * vocab` long (`batch * vocab` with `'last'`). Defaults to a fresh array. */
@@ -60,7 +60,7 @@ export interface RunOptions<F extends Family = Family> {
   /** Run only blocks `0 .. stopAtLayer - 1` (exclusive, as TransformerLens): no logits, no later hooks. Defaults to running the whole model. */
   stopAtLayer?: number;
   /** Sparse SAE features: the `k` largest `hook_sae_acts_post` values per token of each attached SAE (or of the SAEs at `hooks`), in `result.features`. Defaults to none. */
-  saeFeatures?: { k: number; hooks?: readonly string[] };
+  saeFeatures?: { k: number; hooks?: readonly HookKeyFor<F>[] };
   /** Where rows shorter than the longest are padded: `'left'` (masked out, positions count from each row's first real token, as `generate`) or `'right'` (after the last real token, which causal attention never reads). Defaults to `'left'`. */
   padding?: 'left' | 'right';
   /** The token id that pads shorter rows. Defaults to 0. */
@@ -87,10 +87,10 @@ export interface FeatureDensity {
   density: Float64Array;
 }
 
-/** Activations captured by a run, keyed by hook name. */
-export class ActivationCache extends Map<string, Tensor> {
+/** Activations captured by a run, keyed by hook name (typed by the model's family). */
+export class ActivationCache<F extends Family = Family> extends Map<string, Tensor> {
   /** The activation captured at `name`; throws if it was not captured. */
-  override get(name: string): Tensor {
+  override get(name: HookKeyFor<F>): Tensor {
     const t = super.get(name);
     if (!t) throw new InvalidInputError('ERR_INVALID_INPUT', `'${name}' was not captured in this run (captured: ${[...this.keys()].join(', ') || 'none'})`);
     return t;
@@ -98,11 +98,11 @@ export class ActivationCache extends Map<string, Tensor> {
 }
 
 /** What {@link Model.run} resolves to. */
-export interface RunResult {
+export interface RunResult<F extends Family = Family> {
   /** `[batch, pos, vocab]` (`[batch, vocab]` with `returnLogits: 'last'`), or null when `returnLogits` was false. */
   logits: Tensor | null;
   /** Captured activations by hook name. */
-  cache: ActivationCache;
+  cache: ActivationCache<F>;
   /** The token ids that were run, `[batch][pos]`, shorter rows padded with `padId`. */
   tokens: number[][];
   /** Pad tokens in each row: `tokens[b]` holds them first (`padding: 'left'`) or last (`'right'`). Activations and logits at padded positions are those of the pad token and mean nothing. */
@@ -157,20 +157,20 @@ export interface ForwardRequest {
 }
 
 /** Options for {@link Model.attachSae}. */
-export interface AttachSaeOptions {
+export interface AttachSaeOptions<F extends Family = Family> {
   /** Hook to attach at. Defaults to the SAE's hook_name. */
-  hook?: string;
+  hook?: HookKeyFor<F>;
   /** Keep SAELens's error term (x - reconstruction) so only feature edits change the model. Defaults to false. */
   useErrorTerm?: boolean;
 }
 
 /** An SAE attached to a model. */
-export interface AttachedSae {
-  hook: string;
+export interface AttachedSae<F extends Family = Family> {
+  hook: HookNameFor<F>;
   sae: Sae;
   useErrorTerm: boolean;
   /** Its hook names: `hooks.hook_sae_acts_post` is `<hook>.hook_sae_acts_post`. */
-  hooks: Record<SaeHookSuffix, string>;
+  hooks: Record<SaeHookSuffix, HookNameFor<F>>;
 }
 
 /** A loaded model. Dispose it (or `await using`) to free its weights. */
@@ -194,7 +194,7 @@ export class Model<F extends Family = Family> {
   readonly dtype: 'f32' | 'f16' | 'bf16';
   private handle: NativeModel | null;
   private table: { hooks: readonly HookInfo[]; names: readonly HookNameFor<F>[]; index: Map<string, number> };
-  private readonly attached = new Map<string, AttachedSae>();
+  private readonly attached = new Map<string, AttachedSae<F>>();
 
   /** @internal Use {@link loadModel}. */
   constructor(
@@ -231,7 +231,7 @@ export class Model<F extends Family = Family> {
    * (SAELens's error term); without it the activation is replaced by the reconstruction.
    * Throws InvalidInputError ERR_SAE_MISMATCH when d_in is not the hook's width.
    */
-  async attachSae(sae: Sae, options: AttachSaeOptions = {}): Promise<AttachedSae> {
+  async attachSae(sae: Sae, options: AttachSaeOptions<F> = {}): Promise<AttachedSae<F>> {
     const handle = this.live();
     checkObject(options, 'attachSae options');
     if (options.hook !== undefined && typeof options.hook !== 'string') invalid('attachSae: hook must be a hook name');
@@ -255,14 +255,14 @@ export class Model<F extends Family = Family> {
       throw wrapError(err);
     }
     this.table = Model.readTable<F>(handle);
-    const names = Object.fromEntries(SAE_HOOKS.map((s) => [s, `${hook}.${s}`])) as Record<SaeHookSuffix, string>;
-    const a: AttachedSae = { hook, sae, useErrorTerm, hooks: names };
+    const names = Object.fromEntries(SAE_HOOKS.map((s) => [s, `${hook}.${s}`])) as Record<SaeHookSuffix, HookNameFor<F>>;
+    const a: AttachedSae<F> = { hook: hook as HookNameFor<F>, sae, useErrorTerm, hooks: names };
     this.attached.set(hook, a);
     return a;
   }
 
   /** Detaches the SAE at `hook` (its hooks disappear). */
-  async detachSae(hook: string): Promise<void> {
+  async detachSae(hook: HookKeyFor<F>): Promise<void> {
     const handle = this.live();
     const index = this.table.index.get(hook);
     if (index === undefined || !this.attached.has(hook)) throw new InvalidInputError('ERR_INVALID_INPUT', `no SAE is attached at '${hook}'`);
@@ -276,7 +276,7 @@ export class Model<F extends Family = Family> {
   }
 
   /** The attached SAEs by hook. */
-  get saes(): ReadonlyMap<string, AttachedSae> {
+  get saes(): ReadonlyMap<string, AttachedSae<F>> {
     return this.attached;
   }
 
@@ -307,7 +307,7 @@ export class Model<F extends Family = Family> {
    * batch that cannot fit (before allocating), DisposedError after dispose(); a JS hook that
    * throws rejects the run with what it threw.
    */
-  async run(input: ModelInput, options: RunOptions<F> = {}): Promise<RunResult> {
+  async run(input: ModelInput, options: RunOptions<F> = {}): Promise<RunResult<F>> {
     checkRunOptions(options, this.config.nLayers);
     const want = options.returnLogits ?? (options.stopAtLayer === undefined || options.stopAtLayer >= this.config.nLayers);
     const request: Omit<ForwardRequest, 'tokens' | 'batch' | 'pos' | 'maxPositions'> = {
@@ -354,7 +354,7 @@ export class Model<F extends Family = Family> {
    * InvalidInputError (bad metric token or position, seed shape, hook past stopAtLayer),
    * UnknownHookError, OutOfMemoryError (before allocating); the model stays usable.
    */
-  async backward(input: ModelInput, options: BackwardOptions<F>): Promise<BackwardResult> {
+  async backward(input: ModelInput, options: BackwardOptions<F>): Promise<BackwardResult<F>> {
     return runBackward(this, input, options);
   }
 
@@ -383,7 +383,7 @@ export class Model<F extends Family = Family> {
    * `seqLen` windows ahead of the forward (bounded), batched, run, and yielded with their
    * tokens. Iterating slowly applies backpressure; breaking out stops the pipeline.
    */
-  async *extract(source: SourceSpec | AsyncIterable<Document>, options: ExtractOptions): AsyncGenerator<ExtractBatch> {
+  async *extract(source: SourceSpec | AsyncIterable<Document>, options: ExtractOptions<F>): AsyncGenerator<ExtractBatch<F>> {
     checkExtractOptions(options, this.config.nLayers);
     const hooks = patternList(options.hooks, 'hooks');
     if (isObject(source) && Symbol.asyncIterator in source) source = checkedDocuments(source as AsyncIterable<Document>, this.config.dVocab);
@@ -397,7 +397,7 @@ export class Model<F extends Family = Family> {
    */
   async featureDensity(
     source: SourceSpec | AsyncIterable<Document>,
-    options: Omit<ExtractOptions, 'hooks' | 'featureCounts'> & { hooks?: readonly string[] },
+    options: Omit<ExtractOptions<F>, 'hooks' | 'featureCounts'> & { hooks?: readonly HookKeyFor<F>[] },
   ): Promise<Map<string, FeatureDensity>> {
     const { hooks, ...rest } = options;
     const out = new Map<string, FeatureDensity>();
@@ -439,7 +439,7 @@ export class Model<F extends Family = Family> {
    * an SAE attached without its error term (naming it explicitly is a coded error at run time).
    * Throws UnknownHookError (ERR_UNKNOWN_HOOK) for an unknown name or a glob matching nothing.
    */
-  resolveHooks(patterns: readonly HookPattern[]): HookNameFor<F>[] {
+  resolveHooks(patterns: readonly HookPatternFor<F>[]): HookNameFor<F>[] {
     const absent = new Set([...this.attached.values()].filter((a) => !a.useErrorTerm).map((a) => a.hooks.hook_sae_error));
     const globNames = absent.size === 0 ? this.hookNames : this.hookNames.filter((h) => !absent.has(h));
     return resolveHooks(patterns, this.hookNames, globNames) as HookNameFor<F>[];

@@ -6,11 +6,11 @@
 import type { NativeBackwardOptions, NativeBackwardResult } from '../bindings/native.js';
 import { InvalidInputError, UnknownHookError, wrapError } from '../errors.js';
 import { makeDispatcher, type HookFunction, type HookSpec, type NativeAction } from '../hooks/edits.js';
-import { suggestHooks, type Family, type HookNameFor, type HookPattern } from '../hooks/names.js';
+import { suggestHooks, type Family, type HookPatternFor, type HookRecord } from '../hooks/names.js';
 import { Tensor } from '../tensor.js';
 import { ensureBackwardFits } from './memory.js';
 import { resolveMetric, type Metric, type MetricContext, type ResolvedMetric } from './metric.js';
-import { ActivationCache, type Model, type ModelInput } from './Model.js';
+import { ActivationCache, type HookMap, type Model, type ModelInput } from './Model.js';
 import { checkBoolean, checkInteger, checkObject, invalid, isObject, patternList } from './validate.js';
 
 /** What `detach` freezes: attention patterns, norm scales (ln_final's included) and MLP nonlinearities. */
@@ -20,7 +20,7 @@ export type DetachKind = 'pattern' | 'normScale' | 'mlpAct';
 export type DetachSpec = readonly DetachKind[] | { pattern?: readonly number[]; normScale?: readonly number[]; mlpAct?: readonly number[] };
 
 /** Forward hooks by name, and gradient hooks by the hook's name with `_grad` appended. */
-export type BackwardHookMap<F extends Family = Family> = { [K in HookNameFor<F> | `${HookNameFor<F>}_grad`]?: HookSpec };
+export type BackwardHookMap<F extends Family = Family> = HookMap<F> & HookRecord<F, HookSpec, '_grad'>;
 
 /** Options for {@link Model.backward}. */
 export interface BackwardOptions<F extends Family = Family> {
@@ -32,11 +32,11 @@ export interface BackwardOptions<F extends Family = Family> {
    * forward (every seed then has the same S, and every gradient comes back as `[S, ...shape]`).
    * Seeds at several hooks add up. Exactly one of `metric` and `seeds`.
    */
-  seeds?: Partial<Record<HookNameFor<F> | (string & {}), Tensor>>;
+  seeds?: HookRecord<F, Tensor>;
   /** Hook names or globs whose gradient d metric / d activation to return in `grads`. Defaults to none. */
-  grads?: readonly HookPattern[] | HookPattern;
+  grads?: readonly HookPatternFor<F>[] | HookPatternFor<F>;
   /** Hook names or globs whose (forward) activations to return in `cache`, as in run(). Defaults to none. */
-  capture?: readonly HookPattern[] | HookPattern;
+  capture?: readonly HookPatternFor<F>[] | HookPatternFor<F>;
   /**
    * Forward edits and JS functions by hook name (as in run(); a JS function is the identity in
    * the backward pass), and gradient hooks by `<hook>_grad`: edits and JS functions applied to the
@@ -62,15 +62,15 @@ export interface BackwardOptions<F extends Family = Family> {
 }
 
 /** What {@link Model.backward} resolves to. */
-export interface BackwardResult {
+export interface BackwardResult<F extends Family = Family> {
   /** The metric summed over rows; null with seeds. */
   metric: number | null;
   /** The metric per batch row; null with seeds and with a custom metric function. */
   metricPerRow: Float32Array | null;
   /** d metric / d activation by hook name, the activation's shape (`[S, ...shape]` with S-row seeds). */
-  grads: ActivationCache;
+  grads: ActivationCache<F>;
   /** Forward activations captured by `capture`. */
-  cache: ActivationCache;
+  cache: ActivationCache<F>;
   /** `[batch, pos, vocab]` with `returnLogits`, else null. */
   logits: Tensor | null;
   /** The token rows, left-padded to one length. */
@@ -169,7 +169,7 @@ export function metricContext(model: Model, tokens: number[][], pad: number[]): 
 }
 
 /** @internal Model.backward's implementation. */
-export async function runBackward<F extends Family>(model: Model<F>, input: ModelInput, opts: BackwardOptions<F>): Promise<BackwardResult> {
+export async function runBackward<F extends Family>(model: Model<F>, input: ModelInput, opts: BackwardOptions<F>): Promise<BackwardResult<F>> {
   if (!isObject(opts)) invalid('backward options must be an object');
   const options = opts as BackwardOptions<F>;
   for (const k of Object.keys(options)) if (!OPTION_KEYS.has(k)) invalid(`backward: unknown option '${k}' (${[...OPTION_KEYS].join(', ')})`);
@@ -319,9 +319,9 @@ export async function runBackward<F extends Family>(model: Model<F>, input: Mode
     throw wrapError(err);
   }
 
-  const cache = new ActivationCache();
+  const cache = new ActivationCache<F>();
   captureNames.forEach((n, i) => cache.set(n, new Tensor(model.hookShape(n, B, T), result.captures[i]!)));
-  const grads = new ActivationCache();
+  const grads = new ActivationCache<F>();
   gradNames.forEach((n, i) => {
     const shape = model.hookShape(n, B, T);
     grads.set(n, new Tensor(leading ? [replicas, ...shape] : shape, result.grads[i]!));

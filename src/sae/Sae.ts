@@ -6,6 +6,7 @@ import { join } from 'node:path';
 
 import type { NativeSae } from '../bindings/native.js';
 import { InvalidInputError, ModelLoadError } from '../errors.js';
+import type { Family, HookKeyFor } from '../hooks/names.js';
 import { readRegularFile } from '../io/files.js';
 import { parseJsonStrict } from '../io/json.js';
 import { readNpz } from '../io/npz.js';
@@ -17,7 +18,7 @@ export type { SaeArchitecture, SaeConfig, SaeNormalization } from './config.js';
 /** Options for {@link loadSae}. */
 export interface LoadSaeOptions {
   /** Hook name when the files do not give one (Gemma Scope). Defaults to the SAE's own hook_name. */
-  hook?: string;
+  hook?: HookKeyFor<Family>;
 }
 
 /** A loaded SAE: its config and float32 weights in SAELens's layout. */
