@@ -1,6 +1,9 @@
 // TransformerLens hook names, typed. The suffix list mirrors the native hook table
 // (native/engine/hooks.cc); test/hooks.test.ts checks the two agree.
 import { UnknownHookError } from '../errors.js';
+import { suggestGlobs, suggestHooks } from './suggest.js';
+
+export { suggestHooks } from './suggest.js';
 
 /** Hooks that exist once per model. */
 export const MODEL_HOOKS = ['hook_embed', 'hook_pos_embed', 'ln_final.hook_scale', 'ln_final.hook_normalized', 'unembed.hook_in', 'unembed.hook_out'] as const;
@@ -139,34 +142,12 @@ function globToRegExp(glob: string): RegExp {
   return new RegExp(`^${re}$`);
 }
 
-function editDistance(a: string, b: string): number {
-  const prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let diag = prev[0]!;
-    prev[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const up = prev[j]!;
-      prev[j] = Math.min(up + 1, prev[j - 1]! + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
-      diag = up;
-    }
-  }
-  return prev[b.length]!;
-}
-
-/** Up to `n` hook names closest to `name` by edit distance. */
-export function suggestHooks(name: string, names: readonly string[], n = 3): string[] {
-  return names
-    .map((h) => ({ h, d: editDistance(name, h) }))
-    .sort((a, b) => a.d - b.d || a.h.localeCompare(b.h))
-    .slice(0, n)
-    .map((x) => x.h);
-}
-
 /**
- * Resolves names and globs to hook names in model order. A plain name that does not exist,
- * or a glob that matches nothing, throws UnknownHookError (code ERR_UNKNOWN_HOOK) with close
- * matches in its message. Globs match only `globNames` (the hooks that exist in the current
- * configuration, e.g. no `hook_sae_error` of an SAE without its error term); defaults to `names`.
+ * Resolves names and globs to hook names in model order. A plain name that does not exist
+ * throws UnknownHookError (code ERR_UNKNOWN_HOOK) with the closest names in its message and
+ * `suggestions`; a glob that matches nothing, with the closest globs that match. Globs match
+ * only `globNames` (the hooks that exist in the current configuration, e.g. no `hook_sae_error`
+ * of an SAE without its error term); defaults to `names`.
  */
 export function resolveHooks(patterns: readonly string[], names: readonly string[], globNames: readonly string[] = names): string[] {
   const chosen = new Set<string>();
@@ -174,7 +155,11 @@ export function resolveHooks(patterns: readonly string[], names: readonly string
     if (/[*?]/.test(p)) {
       const re = globToRegExp(p);
       const hits = globNames.filter((h) => re.test(h));
-      if (hits.length === 0) throw new UnknownHookError('ERR_UNKNOWN_HOOK', `hook pattern '${p}' matches no hook of this model`);
+      if (hits.length === 0) {
+        const close = suggestGlobs(p, globNames);
+        const hint = close.length ? `; did you mean ${close.map((c) => `'${c}'`).join(', ')}?` : '';
+        throw new UnknownHookError('ERR_UNKNOWN_HOOK', `hook pattern '${p}' matches no hook of this model${hint}`, close);
+      }
       hits.forEach((h) => chosen.add(h));
     } else if (names.includes(p)) {
       chosen.add(p);
