@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel } from '../src/index.js';
 import { fixtureDir, ROOT } from './helpers.js';
 
-const PRELUDE = `import { attributionPatching, edits, integratedGradients, Tensor, type Model, type Sae } from '../src/index.js';
+const PRELUDE = `import { attributionPatching, edits, featureHooks, integratedGradients, mergeHooks, steeringHooks, Tensor, type AttachedSae, type Model, type Sae, type SteeringVector } from '../src/index.js';
 declare const gpt2: Model<'gpt2'>;
 declare const llama: Model<'llama'>;
 declare const untyped: Model;
@@ -20,6 +20,8 @@ declare const name: string;
 declare const layer: number;
 declare const t: Tensor;
 declare const sae: Sae;
+declare const sv: SteeringVector;
+declare const attached: AttachedSae<'gpt2'>;
 const src = { kind: 'text' as const, files: ['a.txt'] };
 export async function uses(): Promise<void> {
 `;
@@ -95,6 +97,10 @@ const CASES: [code: string, error?: string][] = [
   ["void untyped.run(ids, { capture: [name, 'blocks.0.anything', 'blocks.*.x'], outputs: { [name]: new Float32Array(1) } });"],
   ["(await untyped.run(ids)).cache.get(name);"],
   ["void untyped.run(ids, { hooks: { [name]: edits.zero(), 'blocks.0.attn.hook_rot_q': edits.zero() } });"],
+  ["void untyped.run(ids, { outputs: { 'blocks.0.hook_resid_pr': new Float32Array(1) } });", "TS2353: Object literal may only specify known properties, and ''blocks.0.hook_resid_pr'' does not exist in type 'HookRecord<Family, Float32Array<ArrayBufferLike>>'."],
+  ["void gpt2.run(ids, { hooks: { [name]: edits.zero() } });"],
+  ['const z = `blocks.${layer}.attn.hook_z` as const; void gpt2.run(ids, { capture: z, hooks: { [z]: edits.zero() } });'],
+  ['const w = `blocks.${layer}.attn.hook_z`; void gpt2.run(ids, { capture: w });', "TS2322: Type 'string' is not assignable to type 'HookPatternFor<\"gpt2\"> | readonly HookPatternFor<\"gpt2\">[] | undefined'."],
   ["void untyped.run(ids, { hooks: { 'blocks.0.attn.hook_patern': edits.zero() } });", "TS2353: Object literal may only specify known properties, and ''blocks.0.attn.hook_patern'' does not exist in type 'HookMap<Family>'."],
   // misspelled, or another family's, names
   ["void gpt2.run(ids, { capture: ['blocks.0.attn.hook_patern'] });", "TS2820: Type '\"blocks.0.attn.hook_patern\"' is not assignable to type 'HookPatternFor<\"gpt2\">'. Did you mean '\"blocks.0.attn.hook_pattern\"'?"],
@@ -105,6 +111,10 @@ const CASES: [code: string, error?: string][] = [
   ["void gpt2.run(ids, { outputs: { 'blocks.0.hook_resid_pr': new Float32Array(4) } });", "TS2353: Object literal may only specify known properties, and ''blocks.0.hook_resid_pr'' does not exist in type 'HookRecord<\"gpt2\", Float32Array<ArrayBufferLike>>'."],
   ["(await gpt2.run(ids)).cache.get('blocks.0.hook_resid_pr');", "TS2345: Argument of type '\"blocks.0.hook_resid_pr\"' is not assignable to parameter of type 'HookKeyFor<\"gpt2\">'."],
   ["void gpt2.generate(ids, { maxNewTokens: 1, capture: ['blocks.0.hook_residpost'] });", "TS2820: Type '\"blocks.0.hook_residpost\"' is not assignable to type 'HookPatternFor<\"gpt2\">'. Did you mean '\"blocks.0.hook_resid_post\"'?"],
+  // hook maps built by helpers (README examples)
+  ["void llama.generate(ids, { maxNewTokens: 1, hooks: { ...steeringHooks(sv, 4), 'blocks.5.attn.hook_z': edits.zero({ heads: [3] }) } });"],
+  ["void gpt2.run(ids, { hooks: mergeHooks(featureHooks(attached, { zero: [1] }), steeringHooks(sv), { 'blocks.0.attn.hook_z': edits.zero() }) });"],
+  ["void gpt2.run(ids, { hooks: { ...featureHooks(attached, { zero: [1] }), 'blocks.0.attn.hook_z': edits.zero() } });"],
   // backward
   ["void gpt2.backward(ids, { metric: 'loss', grads: ['blocks.*.hook_resid_pre', 'blocks.1.attn.hook_z'], capture: 'blocks.0.hook_resid_post', hooks: { 'blocks.1.hook_resid_pre_grad': edits.zero(), 'blocks.0.attn.hook_pattern': edits.zero() } });"],
   ["void gpt2.backward(ids, { seeds: { 'blocks.1.hook_resid_post': t }, grads: 'blocks.0.hook_resid_pre' });"],
