@@ -1,5 +1,5 @@
 // TransformerLens hook names, typed. The suffix list mirrors the native hook table
-// (native/engine/hooks.cc); test/hooks.test.ts checks the two agree.
+// (native/engine/hooks.cc); test/hooks.test.ts checks the two agree, test/hook-types.test.ts the types.
 import { UnknownHookError } from '../errors.js';
 import { suggestGlobs, suggestHooks } from './suggest.js';
 
