@@ -21,6 +21,7 @@
         "native/engine/model-sae.cc",
         "native/engine/pass.cc",
         "native/engine/sae.cc",
+        "native/engine/sampling.cc",
         "native/engine/weights.cc",
         "native/io/json.cc",
         "native/io/safetensors.cc",

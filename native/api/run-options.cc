@@ -81,6 +81,40 @@ Edit parse_edit(Napi::Env env, Napi::Object a, RunArgs &args) {
   return e;
 }
 
+// A number option of `o`, `fallback` when absent; anything else is ERR_INVALID_INPUT.
+double sample_number(Napi::Env env, Napi::Object o, const char *key, double fallback) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsNumber()) throw_coded(env, code::kInvalidInput, std::string("sample.") + key + " must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+// sample: {temperature?, topK?, topP?, rng?, rows?} (engine/sampling.h; ranges checked by the engine).
+void parse_sample(Napi::Env env, Napi::Value v, int64_t batch, ForwardRequest &req, RunArgs &args) {
+  if (!v.IsObject()) throw_coded(env, code::kInvalidInput, "sample must be an object");
+  Napi::Object o = v.As<Napi::Object>();
+  SampleRequest &s = req.sampling;
+  s.temperature = sample_number(env, o, "temperature", 0.0);
+  const double k = sample_number(env, o, "topK", 0.0);
+  if (!(k >= 0 && k <= 9007199254740991.0) || k != std::floor(k)) throw_coded(env, code::kInvalidInput, "sample.topK must be an integer >= 0");
+  s.top_k = static_cast<int64_t>(k);
+  s.top_p = sample_number(env, o, "topP", 1.0);
+  Napi::Value rng = o.Get("rng");
+  if (!rng.IsUndefined()) {
+    if (length_of(env, rng, napi_uint32_array, "sample.rng") != 4) throw_coded(env, code::kBufferSize, "sample.rng must hold 4 words");
+    s.rng = static_cast<uint32_t *>(args.buffers.output(env, "the random state", napi_uint32_array, 4, rng, /*copy_in=*/true));
+  }
+  Napi::Value rows = o.Get("rows");
+  if (!rows.IsUndefined()) {
+    if (static_cast<int64_t>(length_of(env, rows, napi_uint8_array, "sample.rows")) != batch)
+      throw_coded(env, code::kBufferSize, "sample.rows must hold one entry per row");
+    s.rows = static_cast<const uint8_t *>(args.buffers.input(env, rows, napi_uint8_array, "sample.rows"));
+  }
+  args.sampled_slot = static_cast<int>(args.buffers.outputs());
+  s.tokens = static_cast<int32_t *>(args.buffers.output(env, "the sampled tokens", napi_int32_array, static_cast<size_t>(batch), env.Undefined()));
+  req.sample = true;
+}
+
 }  // namespace
 
 JsHookBridge &bridge_of(Napi::Env env, Napi::Object o, RunArgs &args) {
@@ -119,6 +153,7 @@ Napi::Object run_result(Napi::Env env, const RunArgs &args, const std::vector<Na
   for (size_t i = 0; i < args.capture_slots.size(); ++i) captures.Set(static_cast<uint32_t>(i), out[args.capture_slots[i]]);
   result.Set("captures", captures);
   result.Set("logits", args.logits_slot >= 0 ? out[static_cast<size_t>(args.logits_slot)] : env.Null());
+  result.Set("sampled", args.sampled_slot >= 0 ? out[static_cast<size_t>(args.sampled_slot)] : env.Null());
   return result;
 }
 
@@ -225,6 +260,11 @@ void parse_run_options(Napi::Env env, Napi::Object o, Model &model, const HookTa
     args.logits_slot = static_cast<int>(args.buffers.outputs());
     req.logits = static_cast<float *>(
         args.buffers.output(env, "the logits buffer", napi_float32_array, static_cast<size_t>(need), logits.IsBoolean() ? env.Undefined() : logits));
+  }
+  Napi::Value sample = o.Get("sample");
+  if (!sample.IsUndefined() && !sample.IsNull()) {
+    if (!allow_cache) throw_coded(env, code::kInvalidInput, "a backward pass does not sample");
+    parse_sample(env, sample, batch, req, args);
   }
   parse_actions(env, o, o.Get("actions"), n_hooks, args.plan, args);
 }

@@ -27,6 +27,7 @@ struct RunArgs {
   std::shared_ptr<TaskControl> control;  // cancellation (run options' `control`)
   std::vector<size_t> capture_slots;   // buffers outputs of the captures, in request order
   int logits_slot = -1;
+  int sampled_slot = -1;               // buffers output of the sampled token ids, or -1
 };
 
 [[noreturn]] void throw_coded(Napi::Env env, const char *code, const std::string &message);
@@ -39,11 +40,14 @@ size_t length_of(Napi::Env env, Napi::Value v, napi_typedarray_type type, const 
 JsHookBridge &bridge_of(Napi::Env env, Napi::Object o, RunArgs &args);
 
 // Parses run()'s options `o` ({tokens, batch, pos, pad?, cache?, captures?, saeFeatures?,
-// logitsLastOnly?, stopAtLayer?, logits?, actions?, dispatcher?}) into `req` and `args`.
+// logitsLastOnly?, stopAtLayer?, logits?, sample?, actions?, dispatcher?}) into `req` and `args`.
+// sample: {temperature?, topK?, topP?, rng?: Uint32Array(4) (advanced in place when the run
+// settles), rows?: Uint8Array(batch)}; the tokens come back as the result's `sampled`.
 // `allow_cache`: false refuses a KV cache (backward passes). Throws coded errors.
 void parse_run_options(Napi::Env env, Napi::Object o, Model &model, const HookTable &table, ForwardRequest &req, RunArgs &args, bool allow_cache);
 
-// {captures: Float32Array[] (request order), logits: Float32Array | null} from the delivered outputs.
+// {captures: Float32Array[] (request order), logits: Float32Array | null, sampled: Int32Array |
+// null} from the delivered outputs.
 Napi::Object run_result(Napi::Env env, const RunArgs &args, const std::vector<Napi::Value> &out);
 
 // Parses an array of hook actions ({index, kind: 'edit' | 'callback', ...}) into `plan`.

@@ -24,6 +24,11 @@ DeviceBuffer &Model::scratch(size_t slot, int64_t floats) {
   return b;
 }
 
+float *Model::sample_logits(int64_t floats) {
+  if (sample_logits_.size() < static_cast<size_t>(floats)) sample_logits_.resize(static_cast<size_t>(floats));
+  return sample_logits_.data();
+}
+
 std::unique_ptr<KvCache> Model::create_cache(int64_t batch, int64_t capacity) const {
   const ModelConfig &c = config_;
   if (batch < 1 || capacity < 1) fail(code::kInvalidInput, "a KV cache needs batch >= 1 and capacity >= 1");
@@ -94,6 +99,11 @@ void Model::validate_request(const ForwardRequest &req, HookPlan *plan) const {
     fail(code::kInvalidInput, "stopAtLayer must be in [0, " + std::to_string(c.n_layers) + "]");
   if (stopping && req.logits) fail(code::kInvalidInput, "logits are not computed when stopping at layer " + std::to_string(req.stop_at_layer));
   if (stopping && cache) fail(code::kInvalidInput, "stopAtLayer cannot be used with a KV cache");
+  if (req.sample) {
+    if (!req.logits_last_only) fail(code::kInvalidInput, "sampling reads the last position's logits (logitsLastOnly)");
+    if (stopping) fail(code::kInvalidInput, "sampling needs the logits, which are not computed when stopping at layer " + std::to_string(req.stop_at_layer));
+    check_sample_request(req.sampling);
+  }
   if (plan) {
     for (size_t i = 0; i < hooks_->points().size(); ++i) {
       const int idx = static_cast<int>(i);
@@ -143,6 +153,7 @@ void Model::forward_locked(const ForwardRequest &req, HookPlan *plan) {
   }
   if (n_run == config_.n_layers) pass.head();
   pass.finish();
+  if (req.sample) sample_rows(pass.logits(), req.batch, config_.d_vocab, req.sampling, sample_scratch_);
 }
 
 }  // namespace nt

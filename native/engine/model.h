@@ -15,6 +15,7 @@
 #include "engine/edits.h"
 #include "engine/hooks.h"
 #include "engine/sae.h"
+#include "engine/sampling.h"
 #include "engine/task.h"
 
 namespace nt {
@@ -84,6 +85,10 @@ struct ForwardRequest {
   const TaskControl *control = nullptr;  // checked before each block: cancelling aborts the forward (ERR_ABORTED)
   int stop_at_layer = -1;           // run blocks [0, stop_at_layer) only (TransformerLens's exclusive stop); -1 = all
   std::vector<SaeFeatures> sae_features;  // top-k / firing counts of attached SAEs
+  // Picks the next token of each row from the last-position logits once the head and its hooks
+  // have run (needs logits_last_only; `logits` may be null: they then stay in the model).
+  bool sample = false;
+  SampleRequest sampling;
 };
 
 class Model {
@@ -128,6 +133,8 @@ class Model {
   void validate_request(const ForwardRequest &req, HookPlan *plan) const;
   // Workspace buffer `slot` with room for at least `floats` (grown, never shrunk).
   DeviceBuffer &scratch(size_t slot, int64_t floats);
+  // Host memory for logits that are sampled but not returned (grown, never shrunk).
+  float *sample_logits(int64_t floats);
 
   ModelConfig config_;
   std::shared_ptr<const HookTable> hooks_;  // replaced (atomically, under run_mutex_) by attach/detach
@@ -147,6 +154,8 @@ class Model {
   DeviceBuffer embed_scale_;     // [d_model] filled with config.embed_scale (Gemma), else empty
   std::array<DeviceBuffer, 32> workspace_;  // activations (0-13 forward, 14-30 backward), reused across runs (see scratch)
   std::shared_ptr<LayerTape> tape_;          // the backward's recomputed block, reused across runs
+  std::vector<float> sample_logits_;         // [batch, vocab] logits a run samples without returning them
+  SampleScratch sample_scratch_;
   std::vector<std::unique_ptr<AttachedSae>> saes_;  // in attach order; their hooks follow the model's
   AttachedSae *sae_at(int index) const;
   void rebuild_sae_hooks();  // under run_mutex_

@@ -120,7 +120,8 @@ Pass::Pass(Model &model, const ForwardRequest &req, HookPlan *plan, Mode mode)
       mlp_b_(model.scratch(9, c_.gated_mlp ? M * c_.d_mlp : 0)),    // pre_linear (up)
       mlp_out_(model.scratch(10, c_.parallel_residual ? M * d : 0)),  // parallel residual: mlp_out beside attn_out
       head_scale_(model.scratch(11, c_.qk_norm ? M * std::max(H, G) : 0)),  // QK-norm scales [B, T, heads]
-      rot_(model.scratch(12, partial_ ? M * std::max(H, G) * R : 0)) {  // partial rotary: the rotated slice
+      rot_(model.scratch(12, partial_ ? M * std::max(H, G) * R : 0)),  // partial rotary: the rotated slice
+      logits_(req.logits ? req.logits : req.sample ? model.sample_logits(B * c_.d_vocab) : nullptr) {
   if (cache_ && pos0 == 0) {
     for (int64_t b = 0; b < B; ++b) cache_->pad[static_cast<size_t>(b)] = req.pad ? req.pad[b] : 0;
     cache_->prompt_len = T;
@@ -133,9 +134,16 @@ Pass::Pass(Model &model, const ForwardRequest &req, HookPlan *plan, Mode mode)
   ctx_.pad = host_pad;
   ctx_.prompt_len = cache_ ? cache_->prompt_len : T;
   ctx_.step = cache_ ? cache_->steps : 0;
-  tokens_ = DeviceBuffer::upload(be_, req.tokens, static_cast<size_t>(M) * sizeof(int32_t));
-  if (host_pad) pad_buf_ = DeviceBuffer::upload(be_, host_pad, static_cast<size_t>(B) * sizeof(int32_t));
-  pad_ = static_cast<const int32_t *>(pad_buf_.data());
+  // Host-memory backends read the ids and padding where they are (a decode step allocates nothing).
+  if (be_->host_memory()) {
+    tokens_ptr_ = req.tokens;
+    pad_ = host_pad;
+  } else {
+    tokens_ = DeviceBuffer::upload(be_, req.tokens, static_cast<size_t>(M) * sizeof(int32_t));
+    tokens_ptr_ = static_cast<const int32_t *>(tokens_.data());
+    if (host_pad) pad_buf_ = DeviceBuffer::upload(be_, host_pad, static_cast<size_t>(B) * sizeof(int32_t));
+    pad_ = static_cast<const int32_t *>(pad_buf_.data());
+  }
 }
 
 int Pass::active(HookKind kind, int layer) const {
@@ -210,7 +218,7 @@ void Pass::keep(LayerTape *tape, int slot, const float *src, int64_t n) {
 }
 
 void Pass::embed() {
-  be_->check(api_.embed(bx_, m_.embed_.data(), m_.dtype_, static_cast<const int32_t *>(tokens_.data()), M, d, x_.f32()), "embed");
+  be_->check(api_.embed(bx_, m_.embed_.data(), m_.dtype_, tokens_ptr_, M, d, x_.f32()), "embed");
   if (!m_.embed_scale_.empty()) be_->check(api_.mul_rows(bx_, x_.f32(), M, d, m_.embed_scale_.f32(), x_.f32()), "embed scale");
   fire(active(HookKind::Embed, -1), x_.f32());
   if (c_.rotary) return;
@@ -514,7 +522,7 @@ void Pass::layer(int L, LayerTape *tape) {
 void Pass::head() {
   const int fs = active(HookKind::LnFinalScale, -1), fn = active(HookKind::LnFinalNormalized, -1);
   const int ui = active(HookKind::UnembedIn, -1), uo = active(HookKind::UnembedOut, -1);
-  if (!(req_.logits || fs >= 0 || fn >= 0 || ui >= 0 || uo >= 0)) return;
+  if (!(logits_ || fs >= 0 || fn >= 0 || ui >= 0 || uo >= 0)) return;
   norm_rows(m_.ln_final_, x_.f32(), h_.f32(), M, d, scale_.f32(), HookKind::LnFinalScale, HookKind::LnFinalNormalized, -1, nullptr, 0);
   fire(ui, h_.f32());
   const DeviceBuffer &head = m_.lm_head_.empty() ? m_.embed_ : m_.lm_head_;
@@ -524,22 +532,21 @@ void Pass::head() {
     DeviceBuffer all = buf(M * V);
     be_->check(api_.gemm(bx_, h_.f32(), M, d, head.data(), head_dtype, V, nullptr, all.f32()), "gemm");
     fire(uo, all.f32());
-    if (!req_.logits) return;
+    if (!logits_) return;
     if (c_.final_softcap > 0.0f) be_->check(api_.softcap(bx_, all.f32(), M * V, c_.final_softcap), "softcap");
     const size_t row = static_cast<size_t>(V) * sizeof(float);
     if (req_.logits_last_only)
       for (int64_t b = 0; b < B; ++b)
-        be_->check(api_.copy_to_host(bx_, req_.logits + b * V, all.f32() + (b * T + last_index(b)) * V, row), "logits to host");
+        be_->check(api_.copy_to_host(bx_, logits_ + b * V, all.f32() + (b * T + last_index(b)) * V, row), "logits to host");
     else
-      be_->check(api_.copy_to_host(bx_, req_.logits, all.data(), all.bytes()), "logits to host");
+      be_->check(api_.copy_to_host(bx_, logits_, all.data(), all.bytes()), "logits to host");
     return;
   }
-  if (!req_.logits) return;
+  if (!logits_) return;
   const int64_t rows = req_.logits_last_only ? B : M;
   const float *in = h_.f32();
-  DeviceBuffer last;
-  if (req_.logits_last_only) {  // only the last position of each row: [B, d]
-    last = buf(B * d);
+  if (req_.logits_last_only) {  // only the last position of each row: [B, d], in out_ (free once the blocks have run)
+    DeviceBuffer &last = out_;
     const size_t row = static_cast<size_t>(d) * sizeof(float);
     if (req_.right_pad)
       for (int64_t b = 0; b < B; ++b)
@@ -549,13 +556,15 @@ void Pass::head() {
     in = last.f32();
   }
   if (be_->host_memory()) {
-    be_->check(api_.gemm(bx_, in, rows, d, head.data(), head_dtype, V, nullptr, req_.logits), "gemm");
-    if (c_.final_softcap > 0.0f) be_->check(api_.softcap(bx_, req_.logits, rows * V, c_.final_softcap), "softcap");
+    be_->check(api_.gemm(bx_, in, rows, d, head.data(), head_dtype, V, nullptr, logits_), "gemm");
+    if (c_.final_softcap > 0.0f) be_->check(api_.softcap(bx_, logits_, rows * V, c_.final_softcap), "softcap");
   } else {
-    DeviceBuffer logits = buf(rows * V);
+    // Last-position logits (a decode step) reuse a workspace buffer; every position's, a temporary.
+    DeviceBuffer temporary;
+    DeviceBuffer &logits = req_.logits_last_only ? m_.scratch(13, rows * V) : (temporary = buf(rows * V));
     be_->check(api_.gemm(bx_, in, rows, d, head.data(), head_dtype, V, nullptr, logits.f32()), "gemm");
     if (c_.final_softcap > 0.0f) be_->check(api_.softcap(bx_, logits.f32(), rows * V, c_.final_softcap), "softcap");
-    be_->check(api_.copy_to_host(bx_, req_.logits, logits.data(), logits.bytes()), "logits to host");
+    be_->check(api_.copy_to_host(bx_, logits_, logits.data(), static_cast<size_t>(rows * V) * sizeof(float)), "logits to host");
   }
 }
 

@@ -73,6 +73,7 @@ class Pass {
   void finish();                        // KV-cache bookkeeping and a final synchronize
 
   DeviceBuffer &x() { return x_; }      // the residual stream [M, d]
+  float *logits() const { return logits_; }  // host logits head() writes: req.logits, or the model's for sampling
   const HookContext &context() const { return ctx_; }
   const int32_t *device_pad() const { return pad_; }
   std::map<int, std::vector<float>> js_out;  // hook index -> output of its JS functions (Save / Replay)
@@ -112,9 +113,11 @@ class Pass {
   int64_t B, T, M, d, H, G, D, dq, dkv, pos0, KV, R;
   bool partial_;
   HookContext ctx_;
-  DeviceBuffer tokens_, pad_buf_;
+  DeviceBuffer tokens_, pad_buf_;  // uploads for backends without host memory
+  const int32_t *tokens_ptr_ = nullptr;  // [B, T] ids on the backend
   const int32_t *pad_ = nullptr;
   DeviceBuffer &x_, &h_, &scale_, &q_, &k_, &v_, &z_, &out_, &mlp_a_, &mlp_b_, &mlp_out_, &head_scale_, &rot_;
+  float *logits_;  // req.logits, or the model's sample_logits when the run samples without returning them
   DeviceBuffer pattern_;
   std::map<const Edit *, DeviceEdit> uploaded_;
   LayerTape *tape_ = nullptr;  // the tape of the block running, if any

@@ -99,16 +99,28 @@ export interface NativeRunOptions {
   logitsLastOnly?: boolean;
   /** Run blocks [0, stopAtLayer) only. */
   stopAtLayer?: number;
+  /** Pick each row's next token from the last-position logits once the head's hooks have run (needs logitsLastOnly; engine/sampling.h). `rng` (xoshiro128** state) is advanced in place when the run settles; rows with `rows[b] == 0` are skipped (token -1, no draw). */
+  sample?: NativeSampleOptions;
   actions?: NativeAction[];
   /** Read-outs of the SAE attached at hook `index`: top-k acts_post [batch * pos, k] (k > 0), firing counts per feature added into `counts` [d_sae] over rows with `rows[r] != 0` (all rows without `rows`). */
   saeFeatures?: { index: number; k?: number; indices?: Int32Array; values?: Float32Array; counts?: Uint32Array; rows?: Uint8Array }[];
   dispatcher?: (id: number, data: Float32Array, shape: number[], ctx: { step: number; pos0: number; promptLength: number; hookIndex: number }) => void;
 }
 
-/** What NativeModel.run resolves to: the capture arrays in request order, and the logits. */
+/** Sampling settings of one run: temperature 0 is greedy (no draw). */
+export interface NativeSampleOptions {
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  rng?: Uint32Array;
+  rows?: Uint8Array;
+}
+
+/** What NativeModel.run resolves to: the capture arrays in request order, the logits, and the sampled ids (with `sample`). */
 export interface NativeRunResult {
   captures: Float32Array[];
   logits: Float32Array | null;
+  sampled?: Int32Array | null;
 }
 
 /** One term of a metric on the final logits (engine MetricTerm): kind 0 = weight * logit[a], 1 = weight * (logit[a] - logit[b]), 2 = weight * log_softmax[a], at padded row `row`, position `pos`. */

@@ -1,11 +1,14 @@
 // Generation with a KV cache: left-padded prompts, one native forward per new token, hooks and
-// captures at every step, sampling in JS with a seeded RNG. Reference: HF `generate`
-// (test/generate.test.ts compares greedy outputs with and without steering).
+// captures at every step, sampling in the engine with the seeded RNG of sampling.ts (only the
+// chosen ids come back unless the logits are asked for). Reference: HF `generate`
+// (test/generate.test.ts compares greedy outputs with and without steering;
+// test/generate-native-sampling.test.ts the engine's draws with sampling.ts's).
 import { InvalidInputError } from '../errors.js';
 import type { HookPatternFor, Family } from '../hooks/names.js';
 import type { ActivationCache, HookMap, Model } from '../model/Model.js';
+import type { Tensor } from '../tensor.js';
 import { checkBoolean, checkInteger, checkObject, checkSignal, checkTokenId, invalid, isObject, patternList } from '../model/validate.js';
-import { Rng, sampleToken, type SamplingOptions } from './sampling.js';
+import { Rng, type SamplingOptions } from './sampling.js';
 
 /** Options for {@link Model.generate}. */
 export interface GenerateOptions<F extends Family = Family> extends SamplingOptions {
@@ -21,6 +24,8 @@ export interface GenerateOptions<F extends Family = Family> extends SamplingOpti
   signal?: AbortSignal;
   /** Add the tokenizer's special tokens when the input is text. Defaults to true. */
   addSpecialTokens?: boolean;
+  /** Return each step's logits (`GenerateStep.logits`, the last position's, after every hook). Defaults to false: the engine samples, and only the chosen ids reach JS. */
+  logits?: boolean;
 }
 
 /** One generation step: a new token for every sequence. */
@@ -32,6 +37,8 @@ export interface GenerateStep {
   finished: boolean[];
   /** Captures of the forward that produced these tokens: the prompt forward `[batch, prompt_len, ...]` (left-padded) for step 0, then `[batch, 1, ...]`. */
   captures: ActivationCache;
+  /** `[batch, vocab]` logits the tokens were drawn from (before temperature), with `logits: true` only. */
+  logits?: Tensor;
 }
 
 /** What {@link Model.generate} resolves to. */
@@ -69,6 +76,7 @@ export function checkGenerateOptions(opts: unknown, vocab: number): asserts opts
   patternList(opts.capture, 'capture');
   checkSignal(opts.signal, 'signal');
   checkBoolean(opts.addSpecialTokens, 'addSpecialTokens');
+  checkBoolean(opts.logits, 'logits');
 }
 
 /** The generation loop; yields each step, returns the result. */
@@ -85,21 +93,30 @@ export async function* generateSteps<F extends Family>(model: Model<F>, prompts:
   const padded = Int32Array.from(prompts.flatMap((p, b) => [...Array<number>(pad[b]!).fill(p[0]!), ...p]));
   if (model.config.positionalEmbedding === 'standard' && P + maxNew - 1 > model.config.nCtx)
     throw new InvalidInputError('ERR_INVALID_INPUT', `a ${P}-token prompt plus ${maxNew} new tokens exceeds the model's ${model.config.nCtx} learned positions`);
-  const V = model.config.dVocab;
   const cache = model.createCache(B, P + maxNew);
-  const common = { capture: patternList(opts.capture, 'capture'), ...(opts.hooks ? { hooks: opts.hooks as Record<string, never> } : {}), maxPositions: P + maxNew, logits: 'last' as const, cache };
+  const common = {
+    capture: patternList(opts.capture, 'capture'),
+    ...(opts.hooks ? { hooks: opts.hooks as Record<string, never> } : {}),
+    maxPositions: P + maxNew,
+    logits: opts.logits ? ('last' as const) : ('none' as const),
+    cache,
+  };
+  // The engine draws from the same xoshiro128** stream as sampleToken, row by row, skipping
+  // finished rows, so a seed gives the tokens the TypeScript sampler would.
+  const rows = new Uint8Array(B).fill(1);
+  const sample = { temperature: opts.temperature ?? 0, topK: opts.topK ?? 0, topP: opts.topP ?? 1, rng: rng.state, rows };
 
   const newTokens: number[][] = prompts.map(() => []);
   const finished = prompts.map(() => false);
   const stopReasons: ('stop' | 'length')[] = prompts.map(() => 'length');
   const steps: ActivationCache[] = [];
-  let out = await model.forward({ ...common, tokens: padded, batch: B, pos: P, pad: Int32Array.from(pad) });
+  let out = await model.forward({ ...common, tokens: padded, batch: B, pos: P, pad: Int32Array.from(pad), sample });
   for (let step = 0; step < maxNew; step++) {
     opts.signal?.throwIfAborted();
-    const logits = out.logits!.data;
+    const sampled = out.sampled!;
     const chosen = prompts.map((p, b) => {
       if (finished[b]) return newTokens[b]!.at(-1) ?? p.at(-1)!;
-      const t = sampleToken(logits.subarray(b * V, (b + 1) * V), opts, rng);
+      const t = sampled[b]!;
       newTokens[b]!.push(t);
       if (stop.has(t)) {
         finished[b] = true;
@@ -110,9 +127,10 @@ export async function* generateSteps<F extends Family>(model: Model<F>, prompts:
       return t;
     });
     if (common.capture.length) steps.push(out.cache);
-    yield { step, tokens: chosen, finished: [...finished], captures: out.cache };
+    yield { step, tokens: chosen, finished: [...finished], captures: out.cache, ...(out.logits ? { logits: out.logits } : {}) };
     if (finished.every(Boolean)) break;
-    out = await model.forward({ ...common, tokens: Int32Array.from(chosen), batch: B, pos: 1 });
+    finished.forEach((f, b) => (rows[b] = f ? 0 : 1));
+    out = await model.forward({ ...common, tokens: Int32Array.from(chosen), batch: B, pos: 1, sample });
   }
   const tokens = prompts.map((p, b) => [...p, ...newTokens[b]!]);
   const result: GenerateResult = { tokens, newTokens, stopReasons, pad, steps };

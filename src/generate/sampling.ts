@@ -15,22 +15,23 @@ export interface SamplingOptions {
 
 /** A small, fast, seedable PRNG (xoshiro128**) giving floats in [0, 1). */
 export class Rng {
-  private s: Uint32Array;
+  /** @internal The 128-bit state; generation hands it to the engine, which draws the same stream (native/engine/sampling.cc) and advances it in place. */
+  readonly state: Uint32Array;
   constructor(seed: number) {
     // SplitMix32 expands the seed into the 128-bit state.
     let x = seed >>> 0;
-    this.s = new Uint32Array(4);
+    this.state = new Uint32Array(4);
     for (let i = 0; i < 4; i++) {
       x = (x + 0x9e3779b9) >>> 0;
       let z = x;
       z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
       z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-      this.s[i] = (z ^ (z >>> 16)) >>> 0;
+      this.state[i] = (z ^ (z >>> 16)) >>> 0;
     }
   }
 
   next(): number {
-    const s = this.s;
+    const s = this.state;
     const result = Math.imul(rotl(Math.imul(s[1]!, 5) >>> 0, 7), 9) >>> 0;
     const t = (s[1]! << 9) >>> 0;
     s[2]! ^= s[0]!;

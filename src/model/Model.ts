@@ -4,7 +4,7 @@
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 
-import { backendDir, native, type NativeConfig, type NativeHookInfo, type NativeKvCache, type NativeModel, type NativeRunOptions, type NativeRunResult } from '../bindings/native.js';
+import { backendDir, native, type NativeConfig, type NativeHookInfo, type NativeKvCache, type NativeModel, type NativeRunOptions, type NativeRunResult, type NativeSampleOptions } from '../bindings/native.js';
 import { processCudaLibraryDirs } from '../bindings/cuda-libs.js';
 import { DeviceError, DisposedError, InvalidInputError, UnsupportedModelError, wrapError } from '../errors.js';
 import { editToAction, makeDispatcher, type Edit, type HookFunction, type HookGeometry, type HookSpec, type NativeAction } from '../hooks/edits.js';
@@ -154,6 +154,8 @@ export interface ForwardRequest {
   signal?: AbortSignal;
   /** Top-k (k >= 1) and/or firing counts (`counts`, over the rows with `rows[r] != 0`) of attached SAEs. */
   saeFeatures?: { k?: number; hooks?: readonly string[]; counts?: boolean; rows?: Uint8Array };
+  /** Sample each row's next token in the engine from the last-position logits (needs logits 'last' or 'none'); the ids come back as `sampled`. */
+  sample?: NativeSampleOptions;
 }
 
 /** Options for {@link Model.attachSae}. */
@@ -446,7 +448,7 @@ export class Model<F extends Family = Family> {
   }
 
   /** @internal One native forward with hooks and captures. */
-  async forward(req: ForwardRequest): Promise<{ logits: Tensor | null; cache: ActivationCache; features: Map<string, SparseFeatures>; featureCounts: Map<string, Uint32Array> }> {
+  async forward(req: ForwardRequest): Promise<{ logits: Tensor | null; sampled: Int32Array | null; cache: ActivationCache; features: Map<string, SparseFeatures>; featureCounts: Map<string, Uint32Array> }> {
     const handle = this.live();
     const { batch, pos } = req;
     const keyPos = (req.cache?.length ?? 0) + pos;
@@ -494,7 +496,8 @@ export class Model<F extends Family = Family> {
         ...(req.cache ? { cache: req.cache } : {}),
         captures: names.map((n) => ({ index: this.table.index.get(n)!, ...(req.outputs?.[n] ? { buffer: req.outputs[n] } : {}) })),
         logits: req.logits === 'none' ? null : (req.logitsOutput ?? true),
-        logitsLastOnly: req.logits === 'last',
+        logitsLastOnly: req.logits === 'last' || (req.sample !== undefined && req.logits === 'none'),
+        ...(req.sample ? { sample: req.sample } : {}),
         ...(req.stopAtLayer !== undefined ? { stopAtLayer: req.stopAtLayer } : {}),
         actions,
         ...(nativeFeatures.length ? { saeFeatures: nativeFeatures } : {}),
@@ -508,7 +511,7 @@ export class Model<F extends Family = Family> {
     const cache = new ActivationCache();
     names.forEach((name, i) => cache.set(name, new Tensor(this.hookShape(name, batch, pos, keyPos), result.captures[i]!)));
     const shape = req.logits === 'last' ? [batch, V] : [batch, pos, V];
-    return { logits: result.logits ? new Tensor(shape, result.logits) : null, cache, features, featureCounts };
+    return { logits: result.logits ? new Tensor(shape, result.logits) : null, sampled: result.sampled ?? null, cache, features, featureCounts };
   }
 
   /** @internal Translates the hooks option into native actions, validating each edit up front. */
