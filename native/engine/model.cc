@@ -107,9 +107,10 @@ void Model::validate_request(const ForwardRequest &req, HookPlan *plan) const {
   if (plan) {
     for (size_t i = 0; i < hooks_->points().size(); ++i) {
       const int idx = static_cast<int>(i);
+      if (!plan->active(idx)) continue;  // nothing to check (and no shape to build) at an idle hook
       const HookPoint &hp = hooks_->points()[i];
       const bool past = stopping && (hp.layer >= req.stop_at_layer || hp.after_blocks);
-      if (past && plan->active(idx))
+      if (past)
         fail(code::kInvalidInput, "hook '" + hp.name + "' is not reached when stopping at layer " + std::to_string(req.stop_at_layer));
       const std::vector<int64_t> shape = hooks_->shape(idx, req.batch, req.pos, pos0 + req.pos);
       for (const Edit *e : plan->edits(idx)) validate_edit(*e, hooks_->points()[i], shape);
