@@ -259,7 +259,8 @@ void parse_run_options(Napi::Env env, Napi::Object o, Model &model, const HookTa
     const int64_t need = (req.logits_last_only ? batch : batch * pos) * model.config().d_vocab;
     args.logits_slot = static_cast<int>(args.buffers.outputs());
     req.logits = static_cast<float *>(
-        args.buffers.output(env, "the logits buffer", napi_float32_array, static_cast<size_t>(need), logits.IsBoolean() ? env.Undefined() : logits));
+        args.buffers.output(env, "the logits buffer", napi_float32_array, static_cast<size_t>(need), logits.IsBoolean() ? env.Undefined() : logits,
+                            /*copy_in=*/false, /*overwritten=*/true));  // the head writes every element
   }
   Napi::Value sample = o.Get("sample");
   if (!sample.IsUndefined() && !sample.IsNull()) {
