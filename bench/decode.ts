@@ -1,11 +1,13 @@
 // Benchmark: batch-1 decode speed against the memory-bandwidth roofline. A 128-token prompt,
 // then 64 greedy tokens, on a GPT-2-small-shaped random model (or, with --arch llama, the
-// Llama-architecture one of the same size), f32 and bf16 weights; sampling in the engine
+// Llama-architecture one of the same size), f32 and bf16 weights; choosing tokens in the engine
 // (`model.generate`) against the same loop sampling in JS over each step's copied logits.
 //
 //   npx tsx bench/decode.ts [--arch gpt2|llama] [--dtype f32,bf16] [--prompt 128] [--new 64]
-//       [--threads 2] [--reps 5] [--max-reps 15] [--max-foreign 0.3] [--quiet-wait 60] [--model DIR]
+//       [--temperature 0] [--top-k 0] [--top-p 1] [--threads 2] [--reps 5] [--max-reps 15]
+//       [--max-foreign 0.3] [--quiet-wait 60] [--model DIR]
 //
+// Greedy by default; with --temperature the JS loop draws with sampleToken and the same seed.
 // Decode tokens/s counts the steps after the prompt forward: (new - 1) tokens over the time from
 // the first token to the last. The machine's bandwidth is measured in the same run (bench/membw.cc,
 // built here with g++, before and after the reps); the roofline is that bandwidth over the weight
@@ -17,7 +19,7 @@ import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { argmax, loadModel, type Model } from '../src/index.js';
+import { loadModel, Rng, sampleToken, type Model } from '../src/index.js';
 import { alternatingReps, cpuModel, loadAvg1, positiveInt, prng, summarizeReps, type Timed } from './common.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -27,6 +29,9 @@ const { values: flags } = parseArgs({
     dtype: { type: 'string', default: 'f32,bf16' },
     prompt: { type: 'string', default: '128' },
     new: { type: 'string', default: '64' },
+    temperature: { type: 'string', default: '0' },
+    'top-k': { type: 'string', default: '0' },
+    'top-p': { type: 'string', default: '1' },
     threads: { type: 'string', default: '2' },
     reps: { type: 'string', default: '5' },
     'max-reps': { type: 'string', default: '15' },
@@ -43,6 +48,8 @@ const P = positiveInt('prompt', flags.prompt);
 const N = positiveInt('new', flags.new);
 if (N < 2) throw new Error('--new must be at least 2 (one prompt forward, then decode steps)');
 const threads = positiveInt('threads', flags.threads);
+const sampling = { temperature: Number(flags.temperature), topK: Number(flags['top-k']), topP: Number(flags['top-p']), seed: 42 };
+const greedy = sampling.temperature === 0;
 const modelDir = resolve(flags.model ?? join(here, 'out', `${flags.arch}-small`));
 
 // 1. The model and the bandwidth probe.
@@ -91,7 +98,7 @@ for (const dtype of dtypes) {
 const lastTokens = new Map<string, number[]>();
 
 async function engineLoop(l: Loaded, key: string): Promise<Timed> {
-  const it = l.model.generateStream([l.prompt], { maxNewTokens: N });
+  const it = l.model.generateStream([l.prompt], { maxNewTokens: N, ...sampling });
   let r = await it.next();
   const t0 = performance.now();
   while (!r.done) r = await it.next();
@@ -101,17 +108,18 @@ async function engineLoop(l: Loaded, key: string): Promise<Timed> {
 }
 
 // What generation did before sampling moved into the engine: every step copies its [1, vocab]
-// logits to JS, which takes the argmax.
+// logits to JS, which chooses the token (sampleToken, the same seeded stream).
 async function jsLoop(l: Loaded, key: string): Promise<Timed> {
   const m = l.model;
   const cache = m.createCache(1, P + N);
   const common = { batch: 1, capture: [] as string[], logits: 'last' as const, maxPositions: P + N, cache };
   let out = await m.forward({ ...common, tokens: Int32Array.from(l.prompt), pos: P, pad: Int32Array.of(0) });
-  const tokens = [argmax(out.logits!.data)];
+  const rng = new Rng(sampling.seed);
+  const tokens = [sampleToken(out.logits!.data, sampling, rng)];
   const t0 = performance.now();
   while (tokens.length < N) {
     out = await m.forward({ ...common, tokens: Int32Array.of(tokens.at(-1)!), pos: 1 });
-    tokens.push(argmax(out.logits!.data));
+    tokens.push(sampleToken(out.logits!.data, sampling, rng));
   }
   const seconds = (performance.now() - t0) / 1000;
   lastTokens.set(key, tokens);
@@ -125,13 +133,14 @@ const variants = loaded.flatMap((l) => [
 
 try {
   const cpu = cpuModel();
-  console.log(`${cpu}; ${threads} threads; ${flags.arch}-small, prompt ${P}, ${N} new tokens, greedy`);
+  const how = greedy ? 'greedy' : `temperature ${sampling.temperature}, top-k ${sampling.topK}, top-p ${sampling.topP}`;
+  console.log(`${cpu}; ${threads} threads; ${flags.arch}-small, prompt ${P}, ${N} new tokens, ${how}`);
   const bwBefore = bandwidth();
   console.log(`memory bandwidth (${threads} threads): read ${bwBefore.read_gbs} GB/s, triad ${bwBefore.triad_gbs} GB/s; load ${loadAvg1().toFixed(2)}`);
   for (const v of variants) await v.run();  // warm-up: workspace, caches, page tables
   for (const l of loaded)
     if (JSON.stringify(lastTokens.get(`${l.dtype} engine`)) !== JSON.stringify(lastTokens.get(`${l.dtype} js`)))
-      throw new Error(`${l.dtype}: the engine's greedy tokens differ from the JS loop's`);
+      throw new Error(`${l.dtype}: the engine's tokens differ from the JS loop's`);
   const reps = await alternatingReps(variants, {
     reps: positiveInt('reps', flags.reps),
     maxReps: positiveInt('max-reps', flags['max-reps']),
@@ -146,9 +155,9 @@ try {
   );
   const readGbs = Math.max(bwBefore.read_gbs, bwAfter.read_gbs);
   console.log('');
-  console.log(`${flags.arch}-small (random weights), batch 1, prompt ${P}, ${N} new tokens (decode: ${N - 1} steps), ${threads} threads, ${counted} ${allBusy ? 'BUSY' : 'quiet'} reps; ${cpu}; ${new Date().toISOString()}`);
+  console.log(`${flags.arch}-small (random weights), batch 1, prompt ${P}, ${N} new tokens (decode: ${N - 1} steps), ${how}, ${threads} threads, ${counted} ${allBusy ? 'BUSY' : 'quiet'} reps; ${cpu}; ${new Date().toISOString()}`);
   console.log(`roofline: read bandwidth ${readGbs.toFixed(1)} GB/s (best of before/after) / weight bytes per step`);
-  console.log('| dtype | sampling | decode tok/s | weight MB / step | roofline tok/s | of roofline |');
+  console.log('| dtype | token choice | decode tok/s | weight MB / step | roofline tok/s | of roofline |');
   console.log('|---|---|---:|---:|---:|---:|');
   const rows = [];
   for (const l of loaded) {
@@ -168,6 +177,7 @@ try {
       arch: flags.arch,
       prompt: P,
       new_tokens: N,
+      sampling,
       threads,
       cpu,
       bandwidth_before: bwBefore,
