@@ -34,11 +34,16 @@ describe('reused logits blocks', () => {
 
   it.skipIf(process.platform !== 'linux')('faults in a reused block only where the kernel took pages back (Linux)', async () => {
     const out = new Float32Array(B * T * model.config.dVocab);
-    await model.run(tokens, { logitsOutput: out });
-    const before = process.resourceUsage().minorPageFault;
-    await model.run(tokens, { logitsOutput: out });
-    const faults = process.resourceUsage().minorPageFault - before;
-    // A fresh block would fault once per 4 KiB page: 9,600 times.
+    // Warm-up: each of libuv's pool threads that runs a forward first faults in its own malloc
+    // arena for the activations, whichever run it serves; that is not the logits block.
+    for (let i = 0; i < 4; i++) await model.run(tokens, { logitsOutput: out });
+    let faults = Infinity;
+    for (let i = 0; i < 3; i++) {
+      const before = process.resourceUsage().minorPageFault;
+      await model.run(tokens, { logitsOutput: out });
+      faults = Math.min(faults, process.resourceUsage().minorPageFault - before);
+    }
+    // A fresh block would fault once per 4 KiB page: 9,600 times, in every run.
     expect(faults).toBeLessThan(out.byteLength / 4096 / 4);
   });
 });
