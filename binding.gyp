@@ -36,7 +36,9 @@
         "native/ops/elementwise-simd.cc",
         "native/ops/fma-tile.cc",
         "native/ops/gemm.cc",
+        "native/ops/gemm-amx.cc",
         "native/ops/gemm-backward.cc",
+        "native/ops/gemm-bf16.cc",
         "native/ops/gemm-packed.cc",
         "native/ops/thread-pool.cc"
       ],

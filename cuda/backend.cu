@@ -246,6 +246,8 @@ nt_backend_api make_api() {
   a.softmax_rows_backward = nt_cuda_softmax_rows_backward;
   a.attention_apply_backward = nt_cuda_attention_apply_backward;
   a.attention_scores_backward = nt_cuda_attention_scores_backward;
+  // pack_weight_compute stays NULL: cuBLASLt already rounds the activations to the weight dtype
+  // for F16 / BF16 weights (gemm-cublas.cu), so the engine reports that dtype as the compute mode.
   return a;
 }
 

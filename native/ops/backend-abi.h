@@ -21,7 +21,7 @@
 extern "C" {
 #endif
 
-#define NT_BACKEND_ABI_VERSION 3  /* 2: softcap; 3: backward ops */
+#define NT_BACKEND_ABI_VERSION 4  /* 2: softcap; 3: backward ops; 4: compute modes (pack_weight_compute) */
 
 typedef struct nt_backend nt_backend; /* one device context (device, stream, handles) */
 
@@ -30,6 +30,11 @@ typedef enum nt_dtype {
   /* Backend-private weight layouts made by pack_weight; only ever passed back to that backend. */
   NT_PACKED_BASE = 64
 } nt_dtype;
+
+/* The numeric policy of a GEMM (ABI 4). F32: A as given, products and sums in f32 (bf16 / f16
+ * weights widened exactly where the backend can). BF16: A rounded to bf16 (nearest even) at the
+ * GEMM's input, bf16 weights, products and sums in f32, C f32. */
+typedef enum nt_compute { NT_COMPUTE_F32 = 0, NT_COMPUTE_BF16 = 1 } nt_compute;
 
 typedef enum nt_activation { NT_ACT_GELU_TANH = 0, NT_ACT_GELU_ERF = 1, NT_ACT_SILU = 2, NT_ACT_RELU = 3 } nt_activation;
 
@@ -168,6 +173,13 @@ typedef struct nt_backend_api {
    * (masked entries of dscores are ignored; rows of dk no query sees are 0). */
   int (*attention_scores_backward)(nt_backend *be, const nt_attention_shape *s, const float *q, const float *k, const float *dscores,
                                    float *dq, float *dk);
+
+  /* Optional (ABI 4; NULL: the backend has no compute mode beyond what its gemm does for each
+   * dtype). Like pack_weight, for gemm under `compute`: always returns a new buffer and sets
+   * *packed_dtype, or returns NULL with the reason in last_error when the backend does not
+   * implement `compute` for `dtype`. gemm_backward takes the result too (in f32 arithmetic). */
+  void *(*pack_weight_compute)(nt_backend *be, const void *W, nt_dtype dtype, int64_t N, int64_t K, nt_compute compute,
+                               nt_dtype *packed_dtype);
 } nt_backend_api;
 
 /* The one exported symbol of a backend library: its table for `abi_version`, or NULL when the

@@ -9,6 +9,9 @@
 
 #include "engine/edits.h"
 #include "ops/backend-abi.h"
+#include "ops/bf16.h"
+#include "ops/cpu-features.h"
+#include "ops/gemm-bf16.h"
 #include "ops/ops.h"
 
 struct nt_backend {
@@ -56,16 +59,11 @@ int cpu_copy_2d(nt_backend *, void *dst, size_t dst_pitch, const void *src, size
 }
 
 // The CPU keeps weights in f32, or in bf16 (the top half of an f32: widening is exact).
-inline float bf16_value(uint16_t b) {
-  const uint32_t u = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
+using nt::f32_from_bf16;
 
 // Element i of row r of a [rows, d] table of `dtype` (F32 or BF16).
 inline float table_at(const void *table, nt_dtype dtype, int64_t r, int64_t d, int64_t i) {
-  return dtype == NT_BF16 ? bf16_value(static_cast<const uint16_t *>(table)[r * d + i]) : static_cast<const float *>(table)[r * d + i];
+  return dtype == NT_BF16 ? f32_from_bf16(static_cast<const uint16_t *>(table)[r * d + i]) : static_cast<const float *>(table)[r * d + i];
 }
 
 int cpu_embed(nt_backend *be, const void *table, nt_dtype dtype, const int32_t *tokens, int64_t M, int64_t d, float *out) {
@@ -87,20 +85,38 @@ int cpu_add_positions(nt_backend *be, const void *table, nt_dtype dtype, int64_t
 // Weights packed by cpu_pack_weight (panels of 32 columns, k-major) carry these dtypes.
 constexpr nt_dtype kCpuPackedF32 = static_cast<nt_dtype>(NT_PACKED_BASE + 0);
 constexpr nt_dtype kCpuPackedBf16 = static_cast<nt_dtype>(NT_PACKED_BASE + 1);
+// compute 'bf16' (cpu_pack_weight_compute; gemm-bf16.h): the bf16 panels with A rounded, the
+// vdpbf16ps k-pair panels, the AMX tiles, and plain [N, K] bf16 with A rounded (no AVX2).
+constexpr nt_dtype kCpuBf16RoundPanels = static_cast<nt_dtype>(NT_PACKED_BASE + 2);
+constexpr nt_dtype kCpuBf16Pairs = static_cast<nt_dtype>(NT_PACKED_BASE + 3);
+constexpr nt_dtype kCpuBf16Amx = static_cast<nt_dtype>(NT_PACKED_BASE + 4);
+constexpr nt_dtype kCpuBf16RoundPlain = static_cast<nt_dtype>(NT_PACKED_BASE + 5);
+
+// Plain bf16 W widened per call (only without AVX2, where nothing is packed); A rounded to bf16
+// first for compute 'bf16'.
+void gemm_bf16_plain(nt_backend *be, const float *A, int64_t M, int64_t K, const uint16_t *W, int64_t N, const float *bias, float *C,
+                     bool round_a) {
+  thread_local std::vector<float> w, a;
+  w.resize(static_cast<size_t>(N * K));
+  for (int64_t i = 0; i < N * K; ++i) w[static_cast<size_t>(i)] = nt::f32_from_bf16(W[i]);
+  if (round_a) {
+    a.resize(static_cast<size_t>(M * K));
+    for (int64_t i = 0; i < M * K; ++i) a[static_cast<size_t>(i)] = nt::bf16_round(A[i]);
+    A = a.data();
+  }
+  nt::gemm_f32(be->pool, A, M, K, w.data(), N, bias, C);
+}
 
 int cpu_gemm(nt_backend *be, const float *A, int64_t M, int64_t K, const void *W, nt_dtype w_dtype, int64_t N, const float *bias, float *C) {
-  switch (w_dtype) {
+  switch (static_cast<int>(w_dtype)) {  // int: the packed dtypes are not enumerators
     case kCpuPackedF32: nt::gemm_f32_packed(be->pool, A, M, K, static_cast<const float *>(W), N, bias, C); return 0;
     case kCpuPackedBf16: nt::gemm_bf16_packed(be->pool, A, M, K, static_cast<const uint16_t *>(W), N, bias, C); return 0;
     case NT_F32: nt::gemm_f32(be->pool, A, M, K, static_cast<const float *>(W), N, bias, C); return 0;
-    case NT_BF16: {
-      // Unpacked bf16 only happens without AVX2 (no packing): widen per call, the scalar path.
-      thread_local std::vector<float> w;
-      w.resize(static_cast<size_t>(N * K));
-      for (int64_t i = 0; i < N * K; ++i) w[static_cast<size_t>(i)] = bf16_value(static_cast<const uint16_t *>(W)[i]);
-      nt::gemm_f32(be->pool, A, M, K, w.data(), N, bias, C);
-      return 0;
-    }
+    case NT_BF16: gemm_bf16_plain(be, A, M, K, static_cast<const uint16_t *>(W), N, bias, C, false); return 0;
+    case kCpuBf16RoundPanels: nt::gemm_bf16_packed_round(be->pool, A, M, K, static_cast<const uint16_t *>(W), N, bias, C); return 0;
+    case kCpuBf16Pairs: nt::gemm_bf16_pairs(be->pool, A, M, K, static_cast<const uint16_t *>(W), N, bias, C); return 0;
+    case kCpuBf16Amx: nt::gemm_bf16_amx(be->pool, A, M, K, static_cast<const uint16_t *>(W), N, bias, C); return 0;
+    case kCpuBf16RoundPlain: gemm_bf16_plain(be, A, M, K, static_cast<const uint16_t *>(W), N, bias, C, true); return 0;
     default: return fail_op(be, "the CPU backend keeps weights in F32 or BF16");
   }
 }
@@ -116,6 +132,50 @@ void *cpu_pack_weight(nt_backend *, const void *W, nt_dtype dtype, int64_t N, in
   } else {
     nt::gemm_pack_weights_bf16(static_cast<const uint16_t *>(W), N, K, static_cast<uint16_t *>(p));
     *packed_dtype = kCpuPackedBf16;
+  }
+  return p;
+}
+
+// compute 'bf16' needs bf16 weights; the layout follows the kernel cpu_bf16_isa() picks, which
+// stays fixed for the process, so the gemm dispatches on the dtype alone.
+void *cpu_pack_weight_compute(nt_backend *be, const void *W, nt_dtype dtype, int64_t N, int64_t K, nt_compute compute,
+                              nt_dtype *packed_dtype) {
+  if (compute == NT_COMPUTE_F32) {
+    if (void *p = cpu_pack_weight(be, W, dtype, N, K, packed_dtype)) return p;
+    be->error = "the CPU backend did not pack this weight";
+    return nullptr;
+  }
+  if (compute != NT_COMPUTE_BF16) {
+    be->error = "unknown compute mode";
+    return nullptr;
+  }
+  if (dtype != NT_BF16) {
+    be->error = "compute 'bf16' needs bf16 weights";
+    return nullptr;
+  }
+  const uint16_t *w = static_cast<const uint16_t *>(W);
+  const nt::Bf16Isa isa = nt::cpu_bf16_isa();
+  const size_t elems = isa == nt::Bf16Isa::Amx          ? nt::gemm_bf16_amx_elems(N, K)
+                       : isa == nt::Bf16Isa::Avx512Bf16 ? nt::gemm_bf16_pairs_elems(N, K)
+                       : nt::gemm_packing_available()   ? nt::gemm_packed_floats(N, K)
+                                                        : static_cast<size_t>(N * K);
+  uint16_t *p = static_cast<uint16_t *>(cpu_alloc(be, elems * sizeof(uint16_t)));
+  if (!p) {
+    be->error = "out of memory packing a weight matrix";
+    return nullptr;
+  }
+  if (isa == nt::Bf16Isa::Amx) {
+    nt::gemm_pack_weights_bf16_amx(w, N, K, p);
+    *packed_dtype = kCpuBf16Amx;
+  } else if (isa == nt::Bf16Isa::Avx512Bf16) {
+    nt::gemm_pack_weights_bf16_pairs(w, N, K, p);
+    *packed_dtype = kCpuBf16Pairs;
+  } else if (nt::gemm_packing_available()) {
+    nt::gemm_pack_weights_bf16(w, N, K, p);
+    *packed_dtype = kCpuBf16RoundPanels;
+  } else {
+    std::memcpy(p, w, elems * sizeof(uint16_t));
+    *packed_dtype = kCpuBf16RoundPlain;
   }
   return p;
 }
@@ -217,15 +277,20 @@ int cpu_apply_edit(nt_backend *be, const nt_edit *e, const nt_edit_context *c, f
 
 // Backward ops (ABI 3).
 int cpu_gemm_backward(nt_backend *be, const float *dC, int64_t M, int64_t N, const void *W, nt_dtype w_dtype, int64_t K, float *dA) {
-  switch (w_dtype) {
+  switch (static_cast<int>(w_dtype)) {  // int: the packed dtypes are not enumerators
     case kCpuPackedF32: nt::gemm_backward_f32_packed(be->pool, dC, M, N, static_cast<const float *>(W), K, dA); return 0;
     case kCpuPackedBf16: nt::gemm_backward_bf16_packed(be->pool, dC, M, N, static_cast<const uint16_t *>(W), K, dA); return 0;
     case NT_F32: nt::gemm_backward_f32(be->pool, dC, M, N, static_cast<const float *>(W), K, dA); return 0;
-    case NT_BF16: {
+    // compute 'bf16' layouts: f32 arithmetic over the bf16 weights (dC is not rounded).
+    case kCpuBf16RoundPanels: nt::gemm_backward_bf16_packed(be->pool, dC, M, N, static_cast<const uint16_t *>(W), K, dA); return 0;
+    case kCpuBf16Pairs: nt::gemm_backward_bf16_pairs(be->pool, dC, M, N, static_cast<const uint16_t *>(W), K, dA); return 0;
+    case kCpuBf16Amx: nt::gemm_backward_bf16_amx(be->pool, dC, M, N, static_cast<const uint16_t *>(W), K, dA); return 0;
+    case NT_BF16:
+    case kCpuBf16RoundPlain: {
       // As in cpu_gemm: unpacked bf16 only without AVX2; widen per call.
       thread_local std::vector<float> w;
       w.resize(static_cast<size_t>(N * K));
-      for (int64_t i = 0; i < N * K; ++i) w[static_cast<size_t>(i)] = bf16_value(static_cast<const uint16_t *>(W)[i]);
+      for (int64_t i = 0; i < N * K; ++i) w[static_cast<size_t>(i)] = f32_from_bf16(static_cast<const uint16_t *>(W)[i]);
       nt::gemm_backward_f32(be->pool, dC, M, N, w.data(), K, dA);
       return 0;
     }
@@ -283,6 +348,7 @@ const nt_backend_api kCpuApi = {
     cpu_attention_scores, cpu_softmax_rows, cpu_attention_apply, cpu_apply_edit, cpu_pack_weight, cpu_softcap,
     cpu_gemm_backward, cpu_norm_scale_backward, cpu_norm_backward, cpu_activation_backward, cpu_gated_activation_backward,
     cpu_softcap_backward, cpu_softmax_rows_backward, cpu_attention_apply_backward, cpu_attention_scores_backward,
+    cpu_pack_weight_compute,
 };
 
 }  // namespace

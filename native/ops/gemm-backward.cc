@@ -1,5 +1,6 @@
-// CPU GEMM backward for the activations: dA[M, K] = dC[M, N] · W[N, K], for W plain f32 [N, K] or
-// in the packed f32 / bf16 panels of gemm-packed.cc ([N/32][K][32]). Tests:
+// CPU GEMM backward for the activations: dA[M, K] = dC[M, N] · W[N, K], for W plain f32 [N, K],
+// in the packed f32 / bf16 panels of gemm-packed.cc ([N/32][K][32]), or in the bf16 compute
+// mode's k-pair and AMX layouts (gemm-bf16.h; f32 arithmetic over the bf16 weights). Tests:
 // test/native/test-backward.cc (double reference, finite differences); bench/gemm-backward.cc.
 //
 // A work item is (a group of rows) x (a few blocks of 32 columns of dA). It walks N in chunks of
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "ops/fma-tile.h"
+#include "ops/gemm-bf16.h"
 #include "ops/ops.h"
 
 namespace nt {
@@ -56,6 +58,19 @@ void tile_packed(const Wt *Wp, int64_t K, int64_t n0, int64_t n1, int64_t k0, fl
       else
         for (int64_t j = 0; j < jn; ++j) dst[j * kCols + k] = 0.0f;
     }
+  }
+}
+
+// The bf16 compute layouts: `at(p, j, k)` is the index of element (32 p + j, k); n0 is a
+// multiple of 32. Element by element (these layouts only serve compute 'bf16' models' backward).
+template <typename At>
+void tile_indexed(const uint16_t *Wp, At at, int64_t K, int64_t n0, int64_t n1, int64_t k0, float *buf) {
+  const int64_t kc = std::min(kCols, K - k0);
+  for (int64_t p0 = n0; p0 < n1; p0 += kCols) {
+    const int64_t jn = std::min(kCols, n1 - p0), p = p0 / kCols;
+    float *dst = buf + (p0 - n0) * kCols;
+    for (int64_t j = 0; j < jn; ++j)
+      for (int64_t k = 0; k < kCols; ++k) dst[j * kCols + k] = k < kc ? widen(Wp[at(p, j, k0 + k)]) : 0.0f;
   }
 }
 
@@ -105,6 +120,19 @@ void gemm_backward_f32_packed(ThreadPool &pool, const float *dC, int64_t M, int6
 }
 void gemm_backward_bf16_packed(ThreadPool &pool, const float *dC, int64_t M, int64_t N, const uint16_t *Wp, int64_t K, float *dA) {
   gemm_backward(pool, dC, M, N, K, dA, [&](int64_t n0, int64_t n1, int64_t k0, float *buf) { tile_packed(Wp, K, n0, n1, k0, buf); });
+}
+
+void gemm_backward_bf16_pairs(ThreadPool &pool, const float *dC, int64_t M, int64_t N, const uint16_t *Wp, int64_t K, float *dA) {
+  const int64_t K2 = (K + 1) / 2;
+  const auto at = [K2](int64_t p, int64_t j, int64_t k) { return ((p * K2 + k / 2) * kCols + j) * 2 + k % 2; };
+  gemm_backward(pool, dC, M, N, K, dA, [&](int64_t n0, int64_t n1, int64_t k0, float *buf) { tile_indexed(Wp, at, K, n0, n1, k0, buf); });
+}
+void gemm_backward_bf16_amx(ThreadPool &pool, const float *dC, int64_t M, int64_t N, const uint16_t *Wp, int64_t K, float *dA) {
+  const int64_t KT = (K + 31) / 32;
+  const auto at = [KT](int64_t p, int64_t j, int64_t k) {
+    return (((p * KT + k / 32) * 2 + j / 16) * 16 + (k % 32) / 2) * 32 + (j % 16) * 2 + k % 2;
+  };
+  gemm_backward(pool, dC, M, N, K, dA, [&](int64_t n0, int64_t n1, int64_t k0, float *buf) { tile_indexed(Wp, at, K, n0, n1, k0, buf); });
 }
 
 }  // namespace nt

@@ -3,7 +3,8 @@
 // broadcasts one A value against two (AVX-512) or four (AVX2) vectors of W per k with no
 // horizontal sums. bf16 weights use the same layout with 16-bit elements and are widened to f32
 // in the kernel (exact), so dtype 'bf16' computes in f32 on half the weight memory. A is packed
-// per call into row panels ([M/MR][K][MR]). Tests:
+// per call into row panels ([M/MR][K][MR]), rounded to bf16 there for compute 'bf16' on CPUs
+// without AVX512_BF16 (gemm_bf16_packed_round; its vdpbf16ps twin is gemm-bf16.cc). Tests:
 // test/native/test-ops.cc (every ISA against a double reference), whole-model HF tests.
 //
 // Blocking: a work item is up to 4 W panels x 16 A panels. At K = 768 a W panel is 96 KB and
@@ -14,6 +15,7 @@
 #include <cstring>
 #include <vector>
 
+#include "ops/bf16.h"
 #include "ops/cpu-features.h"
 #include "ops/ops.h"
 
@@ -109,8 +111,10 @@ void pack_panels(const Wt *W, int64_t N, int64_t K, Wt *Wp) {
       }
 }
 
+// round_a: A rounded to bf16 (nearest even) as it is packed; products and sums stay f32.
 template <typename Wt>
-void gemm_packed(ThreadPool &pool, const float *A, int64_t M, int64_t K, const Wt *Wp, int64_t N, const float *bias, float *C) {
+void gemm_packed(ThreadPool &pool, const float *A, int64_t M, int64_t K, const Wt *Wp, int64_t N, const float *bias, float *C,
+                 bool round_a) {
 #ifdef NT_X86
   const bool wide = cpu_isa() == Isa::Avx512;
   const int64_t MR = wide ? 8 : 6;
@@ -127,7 +131,10 @@ void gemm_packed(ThreadPool &pool, const float *A, int64_t M, int64_t K, const W
       const int64_t m = p * MR + i;
       if (m < M) {
         const float *src = A + m * K;
-        for (int64_t k = 0; k < K; ++k) dst[k * MR + i] = src[k];
+        if (round_a)
+          for (int64_t k = 0; k < K; ++k) dst[k * MR + i] = bf16_round(src[k]);
+        else
+          for (int64_t k = 0; k < K; ++k) dst[k * MR + i] = src[k];
       } else {
         for (int64_t k = 0; k < K; ++k) dst[k * MR + i] = 0.0f;
       }
@@ -156,7 +163,7 @@ void gemm_packed(ThreadPool &pool, const float *A, int64_t M, int64_t K, const W
     }
   });
 #else
-  (void)pool, (void)A, (void)M, (void)K, (void)Wp, (void)N, (void)bias, (void)C;
+  (void)pool, (void)A, (void)M, (void)K, (void)Wp, (void)N, (void)bias, (void)C, (void)round_a;
 #endif
 }
 
@@ -166,10 +173,14 @@ void gemm_pack_weights(const float *W, int64_t N, int64_t K, float *Wp) { pack_p
 void gemm_pack_weights_bf16(const uint16_t *W, int64_t N, int64_t K, uint16_t *Wp) { pack_panels(W, N, K, Wp); }
 
 void gemm_f32_packed(ThreadPool &pool, const float *A, int64_t M, int64_t K, const float *Wp, int64_t N, const float *bias, float *C) {
-  gemm_packed(pool, A, M, K, Wp, N, bias, C);
+  gemm_packed(pool, A, M, K, Wp, N, bias, C, false);
 }
 void gemm_bf16_packed(ThreadPool &pool, const float *A, int64_t M, int64_t K, const uint16_t *Wp, int64_t N, const float *bias, float *C) {
-  gemm_packed(pool, A, M, K, Wp, N, bias, C);
+  gemm_packed(pool, A, M, K, Wp, N, bias, C, false);
+}
+void gemm_bf16_packed_round(ThreadPool &pool, const float *A, int64_t M, int64_t K, const uint16_t *Wp, int64_t N, const float *bias,
+                            float *C) {
+  gemm_packed(pool, A, M, K, Wp, N, bias, C, true);
 }
 
 }  // namespace nt
