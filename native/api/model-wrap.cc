@@ -132,6 +132,7 @@ Napi::Value ModelWrap::config(const Napi::CallbackInfo &info) {
   o.Set("device", checked(env)->backend().name());
   o.Set("deviceName", checked(env)->backend().device_name());
   o.Set("dtype", checked(env)->dtype() == NT_F32 ? "f32" : checked(env)->dtype() == NT_F16 ? "f16" : "bf16");
+  o.Set("compute", checked(env)->compute() == NT_F32 ? "f32" : checked(env)->compute() == NT_F16 ? "f16" : "bf16");
   return o;
 }
 
@@ -234,7 +235,8 @@ static std::vector<std::string> string_list(const Napi::Value &v) {
   return out;
 }
 
-// loadModel(dir, { threads?, device?: 'cpu' | 'cuda', dtype?: 'f32' | 'f16' | 'bf16', backendDir?, libraryDirs?, control? })
+// loadModel(dir, { threads?, device?: 'cpu' | 'cuda', dtype?: 'f32' | 'f16' | 'bf16', compute?: 'f32' | 'bf16', backendDir?,
+// libraryDirs?, control? })
 Napi::Value load_model(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw_coded(env, code::kInvalidInput, "loadModel(dir: string, options?: object)");
@@ -250,6 +252,12 @@ Napi::Value load_model(const Napi::CallbackInfo &info) {
     else if (dtype == "f16") options.dtype = NT_F16;
     else if (dtype == "bf16") options.dtype = NT_BF16;
     else throw_coded(env, code::kInvalidInput, "dtype must be f32, f16 or bf16");
+    if (!o.Get("compute").IsUndefined()) {
+      const std::string compute = o.Get("compute").IsString() ? o.Get("compute").As<Napi::String>().Utf8Value() : "";
+      if (compute == "f32") options.compute = NT_F32;
+      else if (compute == "bf16") options.compute = NT_BF16;
+      else throw_coded(env, code::kInvalidInput, "compute must be f32 or bf16");
+    }
     if (options.device != "cpu" && options.device != "cuda") throw_coded(env, code::kInvalidInput, "device must be cpu or cuda");
   }
   std::shared_ptr<TaskControl> control;

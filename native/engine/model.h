@@ -7,6 +7,7 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -53,7 +54,11 @@ struct LayerWeights {
 struct LoadOptions {
   int threads = 0;                // 0 = hardware concurrency
   std::string device = "cpu";     // "cpu", or a backend library name ("cuda")
-  nt_dtype dtype = NT_F32;        // weight matrices on the device (CPU: F32 only)
+  nt_dtype dtype = NT_F32;        // weight matrices on the device (CPU: F32 or BF16)
+  // The precision GEMM inputs are rounded to (backend-abi.h nt_compute): F32, or BF16 (CPU, with
+  // BF16 weights). Unset: F32 on the CPU; a backend without compute modes (CUDA) computes in
+  // its weight dtype, and any other request is refused.
+  std::optional<nt_dtype> compute;
   std::string backend_dir;        // where backend libraries live (next to the addon)
   std::vector<std::string> library_dirs;  // more folders for their dependencies (cuBLAS from pip wheels)
   TaskControl *control = nullptr;  // bytes read so far / in all, and cancellation between tensors
@@ -102,6 +107,7 @@ class Model {
   const Backend &backend() const { return *be_; }
   int threads() const { return threads_; }
   nt_dtype dtype() const { return dtype_; }
+  nt_dtype compute() const { return compute_; }  // what GEMM inputs are rounded to (LoadOptions::compute)
 
   // A cache for `batch` sequences of up to `capacity` positions.
   std::unique_ptr<KvCache> create_cache(int64_t batch, int64_t capacity) const;
@@ -141,6 +147,7 @@ class Model {
   std::shared_ptr<Backend> be_;
   int threads_ = 1;
   nt_dtype dtype_ = NT_F32;
+  nt_dtype compute_ = NT_F32;
   std::mutex run_mutex_;
 
   DeviceBuffer embed_;      // [vocab, d_model], dtype_

@@ -139,10 +139,11 @@ std::vector<float> transpose(const std::vector<float> &w, int64_t rows, int64_t 
   return t;
 }
 
-// Uploads host float32 data to the backend as `dtype`.
+// Uploads host float32 data to the backend as `dtype`; weight matrices are packed for the
+// backend's gemm under `compute` (the backend's pack_weight_compute) when it is not F32.
 class Uploader {
  public:
-  Uploader(std::shared_ptr<Backend> be, nt_dtype dtype) : be_(std::move(be)), dtype_(dtype) {}
+  Uploader(std::shared_ptr<Backend> be, nt_dtype dtype, nt_compute compute) : be_(std::move(be)), dtype_(dtype), compute_(compute) {}
 
   DeviceBuffer f32(const std::vector<float> &v) const { return DeviceBuffer::upload(be_, v.data(), v.size() * sizeof(float)); }
 
@@ -164,9 +165,18 @@ class Uploader {
     return l;
   }
 
-  // Re-lays a weight matrix out for the backend's gemm when it asks to (CPU: panels of 32).
+  // Re-lays a weight matrix out for the backend's gemm when it asks to (CPU: panels of 32), or
+  // for the compute mode (which must succeed: a weight left as it is would compute in f32).
   void pack(DeviceBuffer *w, nt_dtype *dtype, int64_t out, int64_t in) const {
     const nt_backend_api &api = be_->api();
+    if (compute_ != NT_COMPUTE_F32) {
+      nt_dtype packed = *dtype;
+      void *p = api.pack_weight_compute(be_->ctx(), w->data(), *dtype, out, in, compute_, &packed);
+      if (!p) fail(code::kBackend, std::string("cannot lay out a weight matrix for the compute mode: ") + api.last_error(be_->ctx()));
+      *w = DeviceBuffer::adopt(be_, p, 0);
+      *dtype = packed;
+      return;
+    }
     if (!api.pack_weight) return;
     nt_dtype packed = *dtype;
     void *p = api.pack_weight(be_->ctx(), w->data(), *dtype, out, in, &packed);
@@ -195,6 +205,7 @@ class Uploader {
  private:
   std::shared_ptr<Backend> be_;
   nt_dtype dtype_;
+  nt_compute compute_;
 };
 
 }  // namespace
@@ -209,12 +220,24 @@ std::unique_ptr<Model> Model::load(const std::string &dir, const LoadOptions &op
   std::unique_ptr<Model> model(new Model(std::move(config)));
   int threads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
   model->threads_ = std::max(1, std::min(threads, 256));
+  const auto name = [](nt_dtype t) { return std::string(t == NT_F32 ? "f32" : t == NT_F16 ? "f16" : "bf16"); };
   if (options.device == "cpu") {
-    // bf16 keeps the matrices (embeddings, linears, LM head) in bf16 and computes in f32.
+    // bf16 keeps the matrices (embeddings, linears, LM head) in bf16 and computes in f32, or
+    // with compute bf16 rounds the GEMM inputs to bf16 (ops/gemm-bf16.h).
     if (options.dtype != NT_F32 && options.dtype != NT_BF16) fail(code::kInvalidInput, "the CPU backend supports dtype f32 or bf16");
+    model->compute_ = options.compute.value_or(NT_F32);
+    if (model->compute_ != NT_F32 && model->compute_ != NT_BF16) fail(code::kInvalidInput, "the CPU backend computes in f32 or bf16");
+    if (model->compute_ == NT_BF16 && options.dtype != NT_BF16)
+      fail(code::kInvalidInput, "compute 'bf16' needs bf16 weights (dtype 'bf16'), not dtype '" + name(options.dtype) + "'");
     model->be_ = Backend::cpu(model->threads_);
   } else {
     model->be_ = Backend::load(options.device, options.backend_dir, 0, model->threads_, options.library_dirs);
+    // A backend without compute modes (CUDA: cuBLASLt rounds the activations to f16 / bf16
+    // weights) computes in its weight dtype.
+    model->compute_ = options.dtype;
+    if (options.compute && *options.compute != model->compute_)
+      fail(code::kInvalidInput, "the " + options.device + " backend computes dtype '" + name(options.dtype) + "' weights in " +
+                                    name(model->compute_) + ", not in " + name(*options.compute));
   }
   model->dtype_ = options.dtype;
   model->load_weights(*ck);
@@ -224,7 +247,10 @@ std::unique_ptr<Model> Model::load(const std::string &dir, const LoadOptions &op
 void Model::load_weights(const Checkpoint &checkpoint) {
   const ModelConfig &c = config_;
   const Checkpoint *ck = &checkpoint;
-  const Uploader up(be_, dtype_);
+  // compute bf16 lays every weight matrix out for its kernels; a backend without compute modes
+  // gets its plain weights (it computes in their dtype).
+  const bool pack_bf16 = compute_ == NT_BF16 && be_->api().pack_weight_compute;
+  const Uploader up(be_, dtype_, pack_bf16 ? NT_COMPUTE_BF16 : NT_COMPUTE_F32);
   const int64_t d = c.d_model, V = c.d_vocab;
   layers_.resize(static_cast<size_t>(c.n_layers));
 

@@ -52,6 +52,8 @@ export interface NativeConfig {
   deviceName: string;
   /** Weight dtype on the device. */
   dtype: 'f32' | 'f16' | 'bf16';
+  /** What GEMM inputs are rounded to (the compute mode). */
+  compute: 'f32' | 'f16' | 'bf16';
 }
 
 /** A KV cache made by NativeModel.createCache. */
@@ -182,6 +184,8 @@ export interface NativeLoadOptions {
   threads: number;
   device: 'cpu' | 'cuda';
   dtype: 'f32' | 'f16' | 'bf16';
+  /** The GEMMs' numeric policy (omitted: the device's default). */
+  compute?: 'f32' | 'bf16';
   /** Where backend libraries (libneurotap_cuda.so) are looked up first. */
   backendDir: string;
   /** More folders for their dependencies (libcublasLt.so.13), tried after the loader's search and before the CUDA toolkit. */

@@ -25,8 +25,10 @@ import { checkBoolean, checkExtractOptions, checkTokenId, checkInteger, checkObj
 export interface LoadModelOptions<F extends Family = Family> {
   /** Compute device. `'cuda'` needs the CUDA backend library (built by `neurotap build-cuda`; docs/gpu.md) and a GPU; `'auto'` takes the GPU when that works, else the CPU. Defaults to `'cpu'`. */
   device?: 'cpu' | 'cuda' | 'auto';
-  /** Weight dtype on the device; activations and arithmetic are float32. On the CPU, `'bf16'` stores the weight matrices (embeddings, linears, LM head) in bfloat16 (rounded to nearest even from an f32 checkpoint) and widens them exactly in the kernels; norms and biases stay f32. `'f16'` is CUDA only. Defaults to `'f32'`. */
+  /** Weight dtype on the device; activations are float32, and so is the arithmetic unless `compute` says otherwise. On the CPU, `'bf16'` stores the weight matrices (embeddings, linears, LM head) in bfloat16 (rounded to nearest even from an f32 checkpoint) and widens them exactly in the kernels; norms and biases stay f32. `'f16'` is CUDA only. Defaults to `'f32'`. */
   dtype?: 'f32' | 'f16' | 'bf16';
+  /** The GEMMs' numeric policy (README "bf16 compute"). `'bf16'` (CPU, with `dtype: 'bf16'`) rounds each GEMM's input activations to bfloat16 (nearest even) and multiplies them with the bf16 weights, products and sums in f32, outputs f32, on the AVX512_BF16 or AMX units where the CPU has them; norms, softmax, attention and residual adds stay f32. `'f32'` keeps exact f32 arithmetic. On CUDA the GEMM rounds activations to the weight dtype, so only that is accepted there. Defaults to `'f32'` on the CPU and the weight dtype on CUDA. */
+  compute?: 'f32' | 'bf16';
   /** Worker threads for the forward pass. Defaults to `os.availableParallelism()`. */
   threads?: number;
   /** Expected family: types the model's hook names and is checked against config.json. Defaults to any family. */
@@ -123,7 +125,7 @@ export interface HookInfo {
 }
 
 /** Normalized model configuration. */
-export type ModelConfig = Omit<NativeConfig, 'threads' | 'device' | 'deviceName' | 'dtype'>;
+export type ModelConfig = Omit<NativeConfig, 'threads' | 'device' | 'deviceName' | 'dtype' | 'compute'>;
 
 /** Whether a backend can run here, and if not, why (e.g. no CUDA library, driver or GPU). */
 export function probeDevice(device: 'cuda'): { available: boolean; reason: string; device: string } {
@@ -194,6 +196,8 @@ export class Model<F extends Family = Family> {
   readonly device: 'cpu' | 'cuda';
   readonly deviceName: string;
   readonly dtype: 'f32' | 'f16' | 'bf16';
+  /** What GEMM inputs are rounded to ({@link LoadModelOptions.compute}): `'f32'` is exact f32 arithmetic. */
+  readonly compute: 'f32' | 'f16' | 'bf16';
   private handle: NativeModel | null;
   private table: { hooks: readonly HookInfo[]; names: readonly HookNameFor<F>[]; index: Map<string, number> };
   private readonly attached = new Map<string, AttachedSae<F>>();
@@ -205,12 +209,13 @@ export class Model<F extends Family = Family> {
     tokenizer: Tokenizer | null,
   ) {
     this.handle = handle;
-    const { threads, device, deviceName, dtype, ...config } = handle.config();
+    const { threads, device, deviceName, dtype, compute, ...config } = handle.config();
     this.config = config;
     this.threads = threads;
     this.device = device;
     this.deviceName = deviceName;
     this.dtype = dtype;
+    this.compute = compute;
     this.table = Model.readTable<F>(handle);
     this.tokenizer = tokenizer;
   }
@@ -610,6 +615,12 @@ export async function loadModel<F extends Family = Family>(dir: string, options:
   if (dtype !== 'f32' && dtype !== 'f16' && dtype !== 'bf16') throw new DeviceError('ERR_UNSUPPORTED_DTYPE', `unknown dtype '${String(dtype)}' (f32, f16, bf16)`);
   const device: 'cpu' | 'cuda' = requested === 'auto' ? (probeDevice('cuda').available ? 'cuda' : 'cpu') : requested;
   if (device === 'cpu' && dtype === 'f16') throw new DeviceError('ERR_UNSUPPORTED_DTYPE', "dtype 'f16' is not supported on the CPU; use 'f32' or 'bf16'");
+  const compute = options.compute;
+  if (compute !== undefined && compute !== 'f32' && compute !== 'bf16') throw new DeviceError('ERR_UNSUPPORTED_DTYPE', `unknown compute '${String(compute)}' (f32, bf16)`);
+  if (compute === 'bf16' && dtype !== 'bf16')
+    throw new DeviceError('ERR_UNSUPPORTED_DTYPE', `compute 'bf16' needs bf16 weights (dtype 'bf16'), not dtype '${dtype}'`);
+  if (device === 'cuda' && compute !== undefined && compute !== dtype)
+    throw new DeviceError('ERR_UNSUPPORTED_DTYPE', `on CUDA, dtype '${dtype}' weights compute in ${dtype}, not ${compute}`);
   const threads = options.threads ?? availableParallelism();
   if (!Number.isInteger(threads) || threads < 1) throw new InvalidInputError('ERR_INVALID_INPUT', `threads must be a positive integer, got ${threads}`);
   checkSignal(options.signal, 'signal');
@@ -623,6 +634,7 @@ export async function loadModel<F extends Family = Family>(dir: string, options:
       threads,
       device,
       dtype,
+      ...(compute ? { compute } : {}),
       backendDir: backendDir(),
       ...(device === 'cpu' ? {} : { libraryDirs: processCudaLibraryDirs() }),
       ...(task.control ? { control: task.control } : {}),
