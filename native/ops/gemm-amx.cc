@@ -36,7 +36,8 @@ struct TileReg {
 
 // TDPBF16PS and the tile moves in scalar code, as the instruction set reference defines them:
 // C.fp32[m][n] += A.bf16[m][2k] * B.bf16[k][2n], then += A.bf16[m][2k+1] * B.bf16[k][2n+1], for
-// k = 0..15 in order, each an f32 add of the exact product; bf16 subnormal inputs count as zero.
+// k = 0..15 in order, each an f32 add of the exact product; subnormal bf16 inputs and f32 results
+// count as zero (the instruction's fixed DAZ / FTZ).
 struct TilesEmulated {
   TileReg c[4], a[2], b[2];  // tmm0-3, tmm4-5, tmm6-7 of the hardware version
   void begin() {}
@@ -54,14 +55,15 @@ struct TilesEmulated {
     std::memcpy(&v, p, 2);
     return (v & 0x7F80u) ? f32_from_bf16(v) : 0.0f;
   }
+  static float ftz(float x) { return std::fabs(x) < 1.17549435e-38f ? std::copysign(0.0f, x) : x; }
   static void dp(TileReg &cc, const TileReg &aa, const TileReg &bb) {
     for (int m = 0; m < 16; ++m)
       for (int n = 0; n < 16; ++n) {
         float acc;
         std::memcpy(&acc, cc.row[m] + 4 * n, 4);
         for (int k = 0; k < 16; ++k) {
-          acc = std::fma(daz(aa.row[m] + 4 * k), daz(bb.row[k] + 4 * n), acc);
-          acc = std::fma(daz(aa.row[m] + 4 * k + 2), daz(bb.row[k] + 4 * n + 2), acc);
+          acc = ftz(std::fma(daz(aa.row[m] + 4 * k), daz(bb.row[k] + 4 * n), acc));
+          acc = ftz(std::fma(daz(aa.row[m] + 4 * k + 2), daz(bb.row[k] + 4 * n + 2), acc));
         }
         std::memcpy(cc.row[m] + 4 * n, &acc, 4);
       }
