@@ -100,15 +100,15 @@ double check_gemm(const char *name, const Gemm &gemm, int64_t M, int64_t K, int6
   return worst;
 }
 
-// Shapes: odd edges around the 8 / 16 / 32 row and column blocks and the 2 / 32 k blocks, then
-// GPT-2 small (d 768, MLP 3072, a vocab tail of 50257 % 32 = 17 columns) and Llama-like (d 2048,
+// Shapes: odd edges around the 1 / 2 / 4 / 8 / 16 / 32 row and 16 / 32 column blocks and the 2 /
+// 32 k blocks, then GPT-2 small (d 768, MLP 3072, a vocab tail of 50257 % 32 = 17 columns) and Llama-like (d 2048,
 // MLP 5632) layers at a few rows.
 struct Shape {
   int64_t M, K, N;
 };
 std::vector<Shape> edge_shapes() {
   std::vector<Shape> s;
-  for (int64_t M : {1, 7, 17, 33})
+  for (int64_t M : {1, 2, 3, 7, 17, 33})
     for (int64_t K : {1, 2, 3, 31, 33, 65})
       for (int64_t N : {1, 15, 17, 33, 47}) s.push_back({M, K, N});
   return s;
