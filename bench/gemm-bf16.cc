@@ -146,6 +146,7 @@ __attribute__((target("avx512f,avx512bf16"), noinline)) float dpbf16_loop(int64_
 }
 
 void ceilings(nt::ThreadPool &pool, int threads) {
+  g_weight_gb = 0;
   constexpr int64_t kIters = 20'000'000;
   std::atomic<float> sink{0};
   const double fma_flop = 2.0 * 16 * 16 * kIters * threads;  // 16 lanes x 2 flops x 16 chains

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
+import { native } from '../src/bindings/native.js';
 import { loadModel, readSafetensors, type NeurotapError } from '../src/index.js';
 import { compare, fixtureDir, FIXTURES, ROOT } from './helpers.js';
 
@@ -190,5 +191,11 @@ describe('CPU compute bf16', () => {
     const m = await loadModel(fixtureDir('gpt2'), { dtype: 'bf16', threads: 1 });
     expect(m.compute).toBe('f32');
     m.dispose();
+    // The addon checks the same without loadModel's checks in front of it.
+    const raw = (options: object) =>
+      code((async () => native().loadModel(fixtureDir('gpt2'), { threads: 1, device: 'cpu', dtype: 'f32', backendDir: '', ...options } as never))());
+    expect(await raw({ compute: 'bf16' })).toBe('ERR_INVALID_INPUT');
+    expect(await raw({ dtype: 'bf16', compute: 'int8' })).toBe('ERR_INVALID_INPUT');
+    expect(await raw({ dtype: 'bf16', compute: 1 })).toBe('ERR_INVALID_INPUT');
   });
 });

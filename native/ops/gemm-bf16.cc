@@ -106,6 +106,7 @@ void gemm_pack_weights_bf16_pairs(const uint16_t *W, int64_t N, int64_t K, uint1
 
 void gemm_bf16_pairs(ThreadPool &pool, const float *A, int64_t M, int64_t K, const uint16_t *Wp, int64_t N, const float *bias, float *C) {
 #ifdef NT_X86
+  if (M <= 0 || N <= 0) return;
   const int64_t K2 = (K + 1) / 2;
   const int64_t MR = M >= 8 ? 8 : M > 2 ? 4 : M;
   const auto kernel = MR == 8 ? kernel_pairs<8> : MR == 4 ? kernel_pairs<4> : MR == 2 ? kernel_pairs<2> : kernel_pairs<1>;
