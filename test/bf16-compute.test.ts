@@ -176,7 +176,7 @@ describe('CPU compute bf16', () => {
     }
   });
 
-  it('refuses compute bf16 without bf16 weights, and unknown modes; the default is f32', async () => {
+  it('refuses compute bf16 without bf16 weights, unknown modes, and CUDA modes other than its dtype; the default is f32', async () => {
     const code = async (p: Promise<unknown>): Promise<string> => {
       try {
         await p;
@@ -188,6 +188,8 @@ describe('CPU compute bf16', () => {
     expect(await code(loadModel(fixtureDir('gpt2'), { compute: 'bf16' }))).toBe('ERR_UNSUPPORTED_DTYPE');
     expect(await code(loadModel(fixtureDir('gpt2'), { dtype: 'f32', compute: 'bf16' }))).toBe('ERR_UNSUPPORTED_DTYPE');
     expect(await code(loadModel(fixtureDir('gpt2'), { dtype: 'bf16', compute: 'f16' as never }))).toBe('ERR_UNSUPPORTED_DTYPE');
+    // CUDA's GEMM rounds activations to the weight dtype: compute can only name it there.
+    expect(await code(loadModel(fixtureDir('gpt2'), { device: 'cuda', dtype: 'bf16', compute: 'f32' }))).toBe('ERR_UNSUPPORTED_DTYPE');
     const m = await loadModel(fixtureDir('gpt2'), { dtype: 'bf16', threads: 1 });
     expect(m.compute).toBe('f32');
     m.dispose();
