@@ -43,16 +43,18 @@ __attribute__((target("avx2,fma"))) inline __m256 load8(const uint16_t *p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p))), 16));
 }
 
-// C[mr, nr] (+)= A_panel[K][8] · W_panel[K][32]; only the first mr rows and nr columns are stored.
-template <typename Wt>
+// C[mr, nr] (+)= A_panel[K][R] · W_panel[K][32]; only the first mr rows and nr columns are stored.
+// R = 8 normally; 1, 2 or 4 for the few rows of a decode step, which would otherwise spend 7/8
+// of the FMAs on padding rows and fall short of streaming the weights.
+template <int R, typename Wt>
 __attribute__((target("avx512f"))) void kernel_avx512(const float *ap, const Wt *wp, int64_t K, float *c, int64_t ldc, int64_t mr,
                                                      int64_t nr, const float *bias) {
-  __m512 acc[8][2];
-  for (int i = 0; i < 8; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  __m512 acc[R][2];
+  for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   for (int64_t k = 0; k < K; ++k) {
     const __m512 w0 = load16(wp + k * kNR), w1 = load16(wp + k * kNR + 16);
-    const float *a = ap + k * 8;
-    for (int i = 0; i < 8; ++i) {
+    const float *a = ap + k * R;
+    for (int i = 0; i < R; ++i) {
       const __m512 av = _mm512_set1_ps(a[i]);
       acc[i][0] = _mm512_fmadd_ps(av, w0, acc[i][0]);
       acc[i][1] = _mm512_fmadd_ps(av, w1, acc[i][1]);
@@ -117,7 +119,8 @@ void gemm_packed(ThreadPool &pool, const float *A, int64_t M, int64_t K, const W
                  bool round_a) {
 #ifdef NT_X86
   const bool wide = cpu_isa() == Isa::Avx512;
-  const int64_t MR = wide ? 8 : 6;
+  if (M <= 0) return;
+  const int64_t MR = !wide ? 6 : M >= 5 ? 8 : M >= 3 ? 4 : M;
   const int64_t mp = (M + MR - 1) / MR, np = (N + kNR - 1) / kNR;
   // A in row panels: [mp][K][MR], zero-padded past M. The buffer lives with the calling (forward)
   // thread and only grows: a fresh 12 MB vector per MLP GEMM cost a memset and page faults.
@@ -154,7 +157,12 @@ void gemm_packed(ThreadPool &pool, const float *A, int64_t M, int64_t K, const W
         float *c = C + row * N + col;
         const float *b = bias ? bias + col : nullptr;
         if (wide) {
-          kernel_avx512(a, wp, K, c, N, mr, nr, b);
+          switch (MR) {
+            case 1: kernel_avx512<1>(a, wp, K, c, N, mr, nr, b); break;
+            case 2: kernel_avx512<2>(a, wp, K, c, N, mr, nr, b); break;
+            case 4: kernel_avx512<4>(a, wp, K, c, N, mr, nr, b); break;
+            default: kernel_avx512<8>(a, wp, K, c, N, mr, nr, b); break;
+          }
         } else {
           kernel_avx2(a, wp, K, c, N, mr, std::min<int64_t>(16, nr), b);
           if (nr > 16) kernel_avx2(a, wp + 16, K, c + 16, N, mr, nr - 16, b ? b + 16 : nullptr);

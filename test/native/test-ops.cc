@@ -54,7 +54,7 @@ static void test_gemm_packed(nt::ThreadPool &pool) {
     return;
   }
   std::mt19937 rng(9);
-  for (int64_t M : {1, 5, 8, 13, 100})
+  for (int64_t M : {1, 2, 3, 4, 5, 8, 13, 100})  // 1-4: the narrow row panels of decode steps
     for (int64_t K : {1, 7, 64, 300})
       for (int64_t N : {1, 17, 32, 33, 100}) {
         std::vector<float> A = randn(M * K, rng), W = randn(N * K, rng), bias = randn(N, rng), C(M * N, -7.0f);
