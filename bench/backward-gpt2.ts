@@ -19,7 +19,7 @@ import { loadModel } from '../src/index.js';
 import {
   alternatingReps,
   cpuModel,
-  backwardBenchSettings,
+  benchSettings,
   loadAvg1,
   median,
   medianRatio,
@@ -31,7 +31,7 @@ import {
 } from './common.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const settings = await backwardBenchSettings(here, {}, { batch: '1' });
+const settings = await benchSettings(here, {}, { batch: '1' });
 const { seq, threads, reps, maxReps, warmup, maxForeign, quietWait, modelDir } = settings;
 const batch = positiveInt('batch', settings.extra.batch!);
 const torch = await startTorchBackward(here, settings, 'backward', ['--batch', String(batch)]);

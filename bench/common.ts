@@ -122,6 +122,27 @@ export interface Rep {
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /**
+ * Waits (up to `quietWait` seconds) for a second in which other processes use under
+ * `maxForeign` cores (the machine's busy time from /proc/stat minus this process's);
+ * returns the seconds waited.
+ */
+export async function waitForQuiet(maxForeign: number, quietWait: number): Promise<number> {
+  const waitStart = performance.now();
+  while (performance.now() - waitStart < quietWait * 1000) {
+    const a = cpuTimes();
+    const u0 = process.cpuUsage();
+    const t0 = performance.now();
+    await sleep(1000);
+    const b = cpuTimes();
+    if (!a || !b) break;
+    const u = process.cpuUsage(u0);
+    const own = (u.user + u.system) / 1e6;
+    if ((b.busy - a.busy - own) / ((performance.now() - t0) / 1000) < maxForeign) break;
+  }
+  return (performance.now() - waitStart) / 1000;
+}
+
+/**
  * Runs every variant once per rep, alternating the order rep by rep (forward, then reversed),
  * and checks the machine around each rep: before it, waits (up to `quietWait` seconds) for a
  * second in which other processes use under `maxForeign` cores; during it, takes the machine's
@@ -136,19 +157,7 @@ export async function alternatingReps(
   const log = opts.log ?? ((l: string) => console.log(l));
   const out: Rep[] = [];
   for (let i = 0; i < opts.maxReps && out.filter((r) => !r.busy).length < opts.reps; i++) {
-    const waitStart = performance.now();
-    while (performance.now() - waitStart < opts.quietWait * 1000) {
-      const a = cpuTimes();
-      const u0 = process.cpuUsage();
-      const t0 = performance.now();
-      await sleep(1000);
-      const b = cpuTimes();
-      if (!a || !b) break;
-      const u = process.cpuUsage(u0);
-      const own = (u.user + u.system) / 1e6;
-      if ((b.busy - a.busy - own) / ((performance.now() - t0) / 1000) < opts.maxForeign) break;
-    }
-    const waited = (performance.now() - waitStart) / 1000;
+    const waited = await waitForQuiet(opts.maxForeign, opts.quietWait);
     const order = i % 2 === 0 ? [...variants] : [...variants].reverse();
     const loadBefore = loadAvg1();
     const c0 = cpuTimes();
@@ -230,19 +239,23 @@ export async function timeIt(fn: () => Promise<unknown>): Promise<Timed> {
   return { seconds: (performance.now() - s) / 1000 };
 }
 
-/** Writes the GPT-2-small-shaped model with bench/make-gpt2-small.py if `dir` lacks it. */
-export async function ensureGpt2Small(dir: string, python: string, here: string): Promise<void> {
+/** The random benchmark models: GPT-2 small and a Llama-architecture model of the same size. */
+export type BenchArch = 'gpt2' | 'llama';
+
+/** Writes bench/out's `arch` model with bench/make-<arch>-small.py if `dir` lacks it. */
+export async function ensureSmallModel(dir: string, python: string, here: string, arch: BenchArch = 'gpt2'): Promise<void> {
   const { existsSync } = await import('node:fs');
   const { spawnSync } = await import('node:child_process');
   const { join } = await import('node:path');
   if (existsSync(join(dir, 'config.json')) && existsSync(join(dir, 'model.safetensors'))) return;
+  const maker = `make-${arch}-small.py`;
   console.log(`writing ${dir} ...`);
-  const r = spawnSync(python, [join(here, 'make-gpt2-small.py'), dir], { stdio: 'inherit' });
-  if (r.status !== 0) throw new Error(`make-gpt2-small.py failed (status ${r.status})`);
+  const r = spawnSync(python, [join(here, maker), dir], { stdio: 'inherit' });
+  if (r.status !== 0) throw new Error(`${maker} failed (status ${r.status})`);
 }
 
-/** The flags every backward benchmark takes (`bench/*-gpt2.ts` over `torch-backward.py`), parsed. */
-export interface BackwardBenchSettings {
+/** The flags every load-checked benchmark takes, parsed. */
+export interface BenchSettings {
   seq: number;
   threads: number;
   reps: number;
@@ -250,6 +263,7 @@ export interface BackwardBenchSettings {
   warmup: number;
   maxForeign: number;
   quietWait: number;
+  arch: BenchArch;
   modelDir: string;
   python: string;
   /** The script's own flags, as given (or their defaults). */
@@ -259,13 +273,14 @@ export interface BackwardBenchSettings {
 /**
  * Parses the shared flags (--seq --threads --reps --max-reps --warmup --max-foreign --quiet-wait
  * --model --python) with the script's defaults and its own string flags `extra` (name -> default),
- * and writes the GPT-2-small model under `here`/out when --model is not given and it is missing.
+ * and writes the model under `here`/out when --model is not given and it is missing: GPT-2 small,
+ * or, when `extra` has an `arch` flag, bench/out/<arch>-small.
  */
-export async function backwardBenchSettings(
+export async function benchSettings(
   here: string,
-  defaults: { seq?: string; reps?: string; maxReps?: string },
+  defaults: { seq?: string; reps?: string; maxReps?: string; warmup?: string },
   extra: Record<string, string>,
-): Promise<BackwardBenchSettings> {
+): Promise<BenchSettings> {
   const { parseArgs } = await import('node:util');
   const { join, resolve } = await import('node:path');
   const own = Object.fromEntries(Object.entries(extra).map(([k, v]) => [k, { type: 'string' as const, default: v }]));
@@ -275,7 +290,7 @@ export async function backwardBenchSettings(
       threads: { type: 'string', default: '2' },
       reps: { type: 'string', default: defaults.reps ?? '5' },
       'max-reps': { type: 'string', default: defaults.maxReps ?? '15' },
-      warmup: { type: 'string', default: '1' },
+      warmup: { type: 'string', default: defaults.warmup ?? '1' },
       'max-foreign': { type: 'string', default: '0.3' },
       'quiet-wait': { type: 'string', default: '60' },
       model: { type: 'string' },
@@ -285,8 +300,10 @@ export async function backwardBenchSettings(
   });
   const f = flags as Record<string, string | undefined>;
   const python = f.python!;
-  const modelDir = resolve(f.model ?? join(here, 'out', 'gpt2-small'));
-  await ensureGpt2Small(modelDir, python, here);
+  const arch = f.arch ?? 'gpt2';
+  if (arch !== 'gpt2' && arch !== 'llama') throw new Error(`--arch must be gpt2 or llama, not ${arch}`);
+  const modelDir = resolve(f.model ?? join(here, 'out', `${arch}-small`));
+  await ensureSmallModel(modelDir, python, here, arch);
   return {
     seq: positiveInt('seq', f.seq!),
     threads: positiveInt('threads', f.threads!),
@@ -295,16 +312,32 @@ export async function backwardBenchSettings(
     warmup: f.warmup === '0' ? 0 : positiveInt('warmup', f.warmup!),
     maxForeign: Number(f['max-foreign']),
     quietWait: Number(f['quiet-wait']),
+    arch,
     modelDir,
     python,
     extra: Object.fromEntries(Object.keys(extra).map((k) => [k, f[k]!])),
   };
 }
 
+/**
+ * How the reps went, for the summary: how many were quiet, and a warning to print where none
+ * was (then every median and ratio is over busy reps: flagged, not a result).
+ */
+export function quietness(reps: readonly Rep[], maxForeign: number): { quiet: number; all: number; flagged: boolean; line: string } {
+  const quiet = reps.filter((r) => !r.busy).length;
+  const loads = reps.flatMap((r) => [r.loadBefore, r.loadAfter]);
+  const foreign = reps.map((r) => r.foreignCores);
+  const line =
+    `${quiet} quiet reps of ${reps.length} (a rep is busy when other processes used over ${maxForeign} cores; ` +
+    `here ${Math.min(...foreign).toFixed(2)}-${Math.max(...foreign).toFixed(2)}), load average ${Math.min(...loads).toFixed(2)}-${Math.max(...loads).toFixed(2)}` +
+    (quiet === 0 ? '. NO QUIET REP: the figures below are medians over BUSY reps, flagged, not results' : '');
+  return { quiet, all: reps.length, flagged: quiet === 0, line };
+}
+
 /** Starts bench/torch-backward.py in `mode` (more arguments in `args`) and prints its versions line. */
 export async function startTorchBackward(
   here: string,
-  s: BackwardBenchSettings,
+  s: BenchSettings,
   mode: string,
   args: readonly string[],
 ): Promise<{ worker: WorkerChannel; ready: Record<string, unknown>; stop: () => void }> {

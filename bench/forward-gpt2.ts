@@ -1,167 +1,149 @@
 // Benchmark: full forward pass (LM head included) of a GPT-2-small-shaped random model (or,
 // with --arch llama, a Llama-architecture model of the same size), neurotap against PyTorch CPU
-// (HF transformers) in the same run, at the same thread count.
+// (HF transformers) in the same run, at the same thread count, with the machine's ceilings.
 //
-//   npx tsx bench/forward-gpt2.ts [--arch gpt2|llama] [--seq 1024] [--batch 1] [--threads 2]
-//                                 [--reps 5] [--warmup 2] [--dtype f32|bf16] [--model DIR] [--python python3]
+//   npx tsx bench/forward-gpt2.ts [--arch gpt2|llama] [--seq 1024] [--batch 1] [--dtype f32|bf16]
+//       [--compute MODE] [--threads 2] [--reps 5] [--max-reps 15] [--warmup 2] [--max-foreign 0.3]
+//       [--quiet-wait 60] [--model DIR] [--python python3]
 //
-// The model is written by bench/make-gpt2-small.py or bench/make-llama-small.py (into
-// bench/out/gpt2-small or bench/out/llama-small unless --model says otherwise). --dtype sets
-// neurotap's weight dtype only; PyTorch always runs f32. PyTorch runs in a long-lived worker
-// process (bench/torch-forward.py) that
-// times one forward per "run" line, so the two engines alternate rep by rep and never
-// compute at the same time. The order inside a rep alternates too (A B, B A, ...), so slow
-// drift on a shared machine falls on both. Results: bench/RESULTS.md. Not a test: timings
-// on a shared 2-core machine are noisy.
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+// --dtype sets both sides: f32 against PyTorch f32, or bf16 (neurotap `dtype: 'bf16'`) against
+// PyTorch with its parameters in torch.bfloat16 (bf16 compute: oneDNN). --compute, when given, is
+// passed to loadModel as `compute`. The model is written by bench/make-<arch>-small.py into
+// bench/out/<arch>-small unless --model says otherwise. PyTorch runs in a long-lived worker
+// (bench/torch-forward.py) that times one forward per "run" line, so the two engines alternate and
+// never compute at the same time; the order flips every rep. Every rep is checked for other load
+// (common.ts alternatingReps): busy reps are left out of the medians, and with no quiet rep the
+// figures are printed flagged. The ceilings (bench/ceiling.cc: fp32 FMA and bf16 peaks, read
+// bandwidth) are measured before and after the reps; each engine's GFLOP/s (FLOPs per token from
+// the config, machine.ts) is set against them. Results: bench/RESULTS.md. Not a test.
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
-import { loadModel } from '../src/index.js';
-import { cpuModel, median, positiveInt, WorkerChannel } from './common.js';
+import { loadModel, type LoadModelOptions } from '../src/index.js';
+import { alternatingReps, benchSettings, cpuModel, medianRatio, positiveInt, quietness, startWorker, summarizeReps, timeIt, workerTimed } from './common.js';
+import { bestOf, bf16Peak, ceilingLines, cpuFlags, flopsPerToken, fp32Peak, machineLine, measureCeilings, modelShape } from './machine.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
+const s = await benchSettings(here, { seq: '1024', reps: '5', maxReps: '15', warmup: '2' }, { batch: '1', arch: 'gpt2', dtype: 'f32', compute: '' });
+const { seq, threads, maxForeign, quietWait, modelDir } = s;
+const batch = positiveInt('batch', s.extra.batch!);
+const dtype = s.extra.dtype!;
+if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`--dtype must be f32 or bf16, not ${dtype}`);
+const compute = s.extra.compute || undefined;
+const quiet = { maxForeign, quietWait };
 
-const { values: flags } = parseArgs({
-  options: {
-    seq: { type: 'string', default: '1024' },
-    batch: { type: 'string', default: '1' },
-    threads: { type: 'string', default: '2' },
-    reps: { type: 'string', default: '5' },
-    warmup: { type: 'string', default: '2' },
-    arch: { type: 'string', default: 'gpt2' },
-    dtype: { type: 'string', default: 'f32' },
-    model: { type: 'string' },
-    python: { type: 'string', default: process.env.PYTHON ?? 'python3' },
-  },
-});
+console.log(`machine: ${machineLine()}`);
+const ceilingsBefore = await measureCeilings(here, threads, quiet);
+for (const l of ceilingLines(ceilingsBefore, maxForeign)) console.log(l);
 
-const seq = positiveInt('seq', flags.seq);
-const batch = positiveInt('batch', flags.batch);
-const threads = positiveInt('threads', flags.threads);
-const reps = positiveInt('reps', flags.reps);
-const warmup = flags.warmup === '0' ? 0 : positiveInt('warmup', flags.warmup);
-if (flags.arch !== 'gpt2' && flags.arch !== 'llama') throw new Error(`--arch must be gpt2 or llama, not ${flags.arch}`);
-if (flags.dtype !== 'f32' && flags.dtype !== 'bf16') throw new Error(`--dtype must be f32 or bf16, not ${flags.dtype}`);
-const dtype = flags.dtype;
-const maker = `make-${flags.arch}-small.py`;
-const modelDir = resolve(flags.model ?? join(here, 'out', `${flags.arch}-small`));
-const python = flags.python;
-
-
-
-
-// 1. The model.
-if (!existsSync(join(modelDir, 'config.json')) || !existsSync(join(modelDir, 'model.safetensors'))) {
-  console.log(`writing ${modelDir} ...`);
-  const r = spawnSync(python, [join(here, maker), modelDir], { stdio: 'inherit' });
-  if (r.status !== 0) throw new Error(`${maker} failed (status ${r.status})`);
-}
-
-// 2. The PyTorch worker first (it loads and warms up alone), then neurotap.
-const threadEnv = { OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads) };
-const child = spawn(
-  python,
-  [join(here, 'torch-forward.py'), modelDir, '--seq', String(seq), '--batch', String(batch), '--threads', String(threads)],
-  { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, ...threadEnv } },
-);
-const worker = new WorkerChannel(child, 'torch worker');
-const ready = await worker.next();
-if (ready.ready !== true) throw new Error(`torch worker: unexpected first reply ${JSON.stringify(ready)}`);
+// PyTorch first (it loads and warms up alone), then neurotap.
+const torch = await startWorker(s.python, join(here, 'torch-forward.py'), [modelDir, '--seq', String(seq), '--batch', String(batch), '--dtype', dtype], threads);
+const { worker, ready } = torch;
 const tokens = ready.input_ids as number[][];
 const torchHead = ready.logits_last_row_head as number[];
 console.log(
-  `torch ${String(ready.torch)}, transformers ${String(ready.transformers)}, ${String(ready.threads)} threads, ` +
+  `torch ${String(ready.torch)}, transformers ${String(ready.transformers)}, ${String(ready.threads)} threads, parameters ${String(ready.dtype)}, ` +
     `attention '${String(ready.attn_implementation)}', warm-up ${(ready.warmup_seconds as number).toFixed(3)} s`,
 );
 
-const model = await loadModel(modelDir, { threads, dtype });
+// `compute` is passed through as given, whether or not this build of neurotap knows it yet.
+const loadOptions = { threads, dtype, ...(compute ? { compute } : {}) } as LoadModelOptions;
+const model = await loadModel(modelDir, loadOptions);
 try {
   const t0 = performance.now();
   const warm = await model.run(tokens, { capture: [] });
   const warmSeconds = (performance.now() - t0) / 1000;
-  // Same tokens, same weights: the first logits of the last position should agree closely.
-  // The worker sends the first 16 logits at batch row 0, last position.
+  // Same tokens, same weights: the first 16 logits of batch row 0's last position, against torch's.
   const V = model.config.dVocab;
   const row0 = warm.logits!.data.subarray((seq - 1) * V, (seq - 1) * V + torchHead.length);
   const maxDiff = Math.max(...torchHead.map((x, i) => Math.abs(x - row0[i]!)));
-  console.log(`neurotap: ${model.threads} threads, first forward ${warmSeconds.toFixed(3)} s; logits vs torch, max |diff| over 16 values: ${maxDiff.toExponential(2)}`);
+  const maxRef = Math.max(...torchHead.map((x) => Math.abs(x)));
+  console.log(
+    `neurotap: ${model.threads} threads, dtype ${dtype}${compute ? `, compute ${compute}` : ''}, first forward ${warmSeconds.toFixed(3)} s; ` +
+      `logits vs torch, max |diff| over 16 values: ${maxDiff.toExponential(2)} (largest |logit| ${maxRef.toFixed(3)})`,
+  );
 
-  const runNeurotap = async (): Promise<number> => {
-    const s = performance.now();
-    await model.run(tokens, { capture: [] });
-    return (performance.now() - s) / 1000;
+  const variants = [
+    { name: 'neurotap', run: () => timeIt(() => model.run(tokens, { capture: [] })) },
+    { name: 'torch', run: () => workerTimed(worker, 'run') },
+  ];
+  for (let i = 0; i < s.warmup; i++) {
+    const line = [];
+    for (const v of variants) line.push(`${v.name} ${(await v.run()).seconds.toFixed(3)}`);
+    console.log(`warm-up ${i + 1}/${s.warmup}: ${line.join(', ')} s`);
+  }
+  const all = await alternatingReps(variants, { reps: s.reps, maxReps: s.maxReps, maxForeign, quietWait });
+  torch.stop();
+  const ceilingsAfter = await measureCeilings(here, threads, quiet);
+  for (const l of ceilingLines(ceilingsAfter, maxForeign)) console.log(l.replace('ceiling', 'ceiling (after)'));
+
+  // Summary. A ceiling measured under load only reads low, so the higher of the two counts.
+  const ceil = {
+    fp32_fma_512: bestOf(ceilingsBefore.fp32_fma_512, ceilingsAfter.fp32_fma_512),
+    fp32_fma_256: bestOf(ceilingsBefore.fp32_fma_256, ceilingsAfter.fp32_fma_256),
+    bf16_avx512: bestOf(ceilingsBefore.bf16_avx512, ceilingsAfter.bf16_avx512),
+    bf16_amx: bestOf(ceilingsBefore.bf16_amx, ceilingsAfter.bf16_amx),
   };
-
-  // 3. More warm-up (untimed in the results), alternating as in the reps.
-  for (let i = 0; i < warmup; i++) {
-    const a = await runNeurotap();
-    const b = await worker.seconds('run');
-    console.log(`warm-up ${i + 1}/${warmup}: neurotap ${a.toFixed(3)} s, torch ${b.toFixed(3)} s`);
-  }
-
-  // 4. Alternating reps.
-  const nt: number[] = [];
-  const pt: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    let a: number;
-    let b: number;
-    if (i % 2 === 0) {
-      a = await runNeurotap();
-      b = await worker.seconds('run');
-    } else {
-      b = await worker.seconds('run');
-      a = await runNeurotap();
-    }
-    nt.push(a);
-    pt.push(b);
-    console.log(
-      `rep ${i + 1}/${reps} (${i % 2 === 0 ? 'neurotap first' : 'torch first'}): neurotap ${a.toFixed(3)} s, torch ${b.toFixed(3)} s, ratio ${(b / a).toFixed(3)}`,
-    );
-  }
-  worker.quit();
-
-  // 5. Summary.
+  const fp32 = fp32Peak(ceil, threads);
+  const bf16 = bf16Peak(ceil, threads);
+  const { medians } = summarizeReps(all, ['neurotap', 'torch']);
+  const q = quietness(all, maxForeign);
   const n = batch * seq;
-  const ntMed = median(nt);
-  const ptMed = median(pt);
-  const ratios = nt.map((a, i) => pt[i]! / a); // neurotap tok/s over torch tok/s, per rep
-  const ratioMed = median(ratios);
+  const flops = flopsPerToken(modelShape(modelDir), (seq + 1) / 2);
+  const ratio = medianRatio(all, 'torch', 'neurotap'); // neurotap tok/s over torch tok/s, per rep
   const cpu = cpuModel();
   const date = new Date().toISOString();
+  const pct = (gflops: number, peak: number | undefined) => (peak ? `${((100 * gflops) / peak).toFixed(0)}%` : '-');
   console.log('');
-  console.log(`${flags.arch === 'llama' ? 'Llama (GQA, SwiGLU, RoPE) of GPT-2-small size' : 'GPT-2 small'} (random weights), ${dtype}, batch ${batch}, seq ${seq}, ${threads} threads, ${reps} reps after ${warmup} warm-up; ${cpu}; ${date}`);
-  console.log('| engine | median s / forward | tokens/s |');
-  console.log('|---|---:|---:|');
-  console.log(`| neurotap | ${ntMed.toFixed(3)} | ${(n / ntMed).toFixed(1)} |`);
-  console.log(`| PyTorch ${String(ready.torch)} | ${ptMed.toFixed(3)} | ${(n / ptMed).toFixed(1)} |`);
-  console.log(`median ratio (neurotap tokens/s / PyTorch tokens/s, per rep): ${ratioMed.toFixed(3)} (ratio of medians ${(ptMed / ntMed).toFixed(3)})`);
+  console.log(
+    `${s.arch === 'llama' ? 'Llama (GQA, SwiGLU, RoPE) of GPT-2-small size' : 'GPT-2 small'} (random weights), ${dtype}${compute ? ` compute ${compute}` : ''}, ` +
+      `batch ${batch}, seq ${seq}, ${threads} threads; ${cpu}; ${date}`,
+  );
+  console.log(q.line);
+  const ceilingBusy = ceilingsBefore.foreignCores > maxForeign && ceilingsAfter.foreignCores > maxForeign;
+  console.log(
+    `${(flops / 1e6).toFixed(1)} MFLOP per token; fp32 FMA peak ${fp32?.toFixed(0) ?? '-'} GFLOP/s, bf16 peak ${bf16?.toFixed(0) ?? '-'} GFLOP/s on ${threads} threads` +
+      (ceilingBusy ? ' (both ceiling measurements BUSY: the peaks read low and the fractions high)' : ''),
+  );
+  console.log('| engine | median s / forward | tokens/s | GFLOP/s | of fp32 peak | of bf16 peak |');
+  console.log('|---|---:|---:|---:|---:|---:|');
+  const rows: Record<string, unknown>[] = [];
+  for (const [label, key] of [['neurotap', 'neurotap'], [`PyTorch ${String(ready.torch)}`, 'torch']] as const) {
+    const sec = medians[key]!;
+    const gflops = (n * flops) / sec / 1e9;
+    rows.push({ engine: key, median_s: sec, tokens_per_s: n / sec, gflops });
+    console.log(`| ${label} | ${sec.toFixed(3)} | ${(n / sec).toFixed(1)} | ${gflops.toFixed(0)} | ${pct(gflops, fp32)} | ${pct(gflops, bf16)} |`);
+  }
+  console.log(
+    `${q.flagged ? 'FLAGGED (every rep busy, not a result): ' : ''}median per-rep ratio, neurotap tokens/s / PyTorch tokens/s: ${ratio.toFixed(3)} ` +
+      `(ratio of medians ${(medians.torch! / medians.neurotap!).toFixed(3)})`,
+  );
   console.log(
     JSON.stringify({
       bench: 'forward-gpt2',
-      model: `${flags.arch}-small-random`,
+      model: `${s.arch}-small-random`,
       dtype,
+      compute: compute ?? null,
       batch,
       seq,
       threads,
-      reps,
-      warmup,
       cpu,
+      cpu_flags: cpuFlags().present,
       date,
       torch: ready.torch,
       transformers: ready.transformers,
-      neurotap_seconds: nt,
-      torch_seconds: pt,
-      neurotap_median_s: ntMed,
-      torch_median_s: ptMed,
-      neurotap_tokens_per_s: n / ntMed,
-      torch_tokens_per_s: n / ptMed,
-      median_ratio: ratioMed,
+      quiet_reps: q.quiet,
+      reps: q.all,
+      flagged: q.flagged,
+      max_foreign_cores: maxForeign,
+      flops_per_token: flops,
+      ceilings: { before: ceilingsBefore, after: ceilingsAfter, fp32_peak: fp32 ?? null, bf16_peak: bf16 ?? null, busy: ceilingBusy },
+      engines: rows,
+      median_ratio: ratio,
       logits_max_abs_diff: maxDiff,
+      per_rep: all,
     }),
   );
 } finally {
   model.dispose();
-  if (child.exitCode === null) child.stdin.end();
+  torch.stop();
 }

@@ -20,7 +20,7 @@ import { loadModel, Tensor } from '../src/index.js';
 import {
   alternatingReps,
   cpuModel,
-  backwardBenchSettings,
+  benchSettings,
   loadAvg1,
   medianRatio,
   positiveInt,
@@ -31,7 +31,7 @@ import {
 } from './common.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const settings = await backwardBenchSettings(here, { reps: '3', maxReps: '10' }, { seeds: '64', layer: '6' });
+const settings = await benchSettings(here, { reps: '3', maxReps: '10' }, { seeds: '64', layer: '6' });
 const { seq, threads, reps, maxReps, warmup, maxForeign, quietWait, modelDir } = settings;
 const S = positiveInt('seeds', settings.extra.seeds!);
 const layer = Number(settings.extra.layer);
