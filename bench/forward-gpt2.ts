@@ -74,7 +74,7 @@ try {
   const all = await alternatingReps(variants, { reps: s.reps, maxReps: s.maxReps, maxForeign, quietWait });
   torch.stop();
   const ceilingsAfter = await measureCeilings(here, threads, quiet);
-  for (const l of ceilingLines(ceilingsAfter, maxForeign)) console.log(l.replace('ceiling', 'ceiling (after)'));
+  for (const l of ceilingLines(ceilingsAfter, maxForeign)) console.log(l.replace(/^ceiling/, 'ceiling (after)'));
 
   // Summary. A ceiling measured under load only reads low, so the higher of the two counts.
   const ceil = {
