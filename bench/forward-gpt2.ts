@@ -20,7 +20,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadModel, type LoadModelOptions } from '../src/index.js';
 import { alternatingReps, benchSettings, cpuModel, medianRatio, positiveInt, quietness, startWorker, summarizeReps, timeIt, workerTimed } from './common.js';
-import { bestOf, bf16Peak, ceilingLines, cpuFlags, flopsPerToken, fp32Peak, machineLine, measureCeilings, modelShape } from './machine.js';
+import { bestOf, bf16Peak, ceilingLines, computeNote, cpuFlags, flopsPerToken, fp32Peak, machineLine, measureCeilings, modelShape } from './machine.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const s = await benchSettings(here, { seq: '1024', reps: '5', maxReps: '15', warmup: '2' }, { batch: '1', arch: 'gpt2', dtype: 'f32', compute: '' });
@@ -48,6 +48,7 @@ console.log(
 // `compute` is passed through as given, whether or not this build of neurotap knows it yet.
 const loadOptions = { threads, dtype, ...(compute ? { compute } : {}) } as LoadModelOptions;
 const model = await loadModel(modelDir, loadOptions);
+if (compute) console.log(computeNote(model, compute));
 try {
   const t0 = performance.now();
   const warm = await model.run(tokens, { capture: [] });

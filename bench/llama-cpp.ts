@@ -22,7 +22,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { loadModel, type LoadModelOptions } from '../src/index.js';
 import { alternatingReps, benchSettings, cpuModel, medianRatio, positiveInt, prng, quietness, summarizeReps, type Timed } from './common.js';
-import { at, bestOf, bf16Peak, ceilingLines, cpuFlags, flopsPerToken, fp32Peak, machineLine, matmulParams, measureCeilings, modelShape } from './machine.js';
+import { at, bestOf, bf16Peak, ceilingLines, computeNote, cpuFlags, flopsPerToken, fp32Peak, machineLine, matmulParams, measureCeilings, modelShape } from './machine.js';
 
 const NODE_LLAMA_CPP = '3.22.1';
 const here = dirname(fileURLToPath(import.meta.url));
@@ -156,6 +156,7 @@ if (dtype === 'f32' && lcCheck.maxDiff > 1e-4 * Math.max(1, maxAbsRef))
   throw new Error(`llama.cpp's logits differ from HF's by ${lcCheck.maxDiff}: the GGUF conversion is wrong; not timing it`);
 
 const model = await loadModel(modelDir, { threads, dtype, ...(compute ? { compute } : {}) } as LoadModelOptions);
+if (compute) console.log(computeNote(model, compute));
 const ntOut = (await model.run([ref.tokens], { capture: [] })).logits!.data;
 const ntCheck = compare(`neurotap (dtype ${dtype}${compute ? `, compute ${compute}` : ''})`, (p, v) => ntOut[p * V + v]!);
 
