@@ -230,7 +230,8 @@ try {
   const { medians } = summarizeReps(all, variants.map((v) => v.name));
   const q = quietness(all, maxForeign);
   const shape = modelShape(modelDir);
-  const prefillFlops = flopsPerToken(shape, (prefillLen + 1) / 2);
+  // The LM head runs on the last position only: once per prefill, not per token.
+  const prefillFlops = flopsPerToken(shape, (prefillLen + 1) / 2, false) + (2 * shape.dModel * shape.vocab) / prefillLen;
   const ceil = {
     fp32_fma_512: bestOf(ceilingsBefore.fp32_fma_512, ceilingsAfter.fp32_fma_512),
     fp32_fma_256: bestOf(ceilingsBefore.fp32_fma_256, ceilingsAfter.fp32_fma_256),
@@ -253,12 +254,15 @@ try {
       `(flash attention ${s.extra.flash}, ${s.extra.kv} KV cache); ${cpuModel()}; ${date}`,
   );
   console.log(q.line);
+  if (ceilingsBefore.foreignCores > maxForeign && ceilingsAfter.foreignCores > maxForeign)
+    console.log('both ceiling measurements were BUSY: the peaks and bandwidth read low, the fractions of them high');
   console.log(
     `prefill ${prefillLen} tokens: ${(prefillFlops / 1e6).toFixed(1)} MFLOP/token against fp32 peak ${fp32?.toFixed(0) ?? '-'}, bf16 peak ${bf16?.toFixed(0) ?? '-'} GFLOP/s; ` +
       `decode ${decodeLen} tokens after ${promptLen}: ${(weightBytes / 1e6).toFixed(0)} MB of weights per token at ${bw.toFixed(1)} GB/s read = roofline ${roofline?.toFixed(1) ?? '-'} tok/s`,
   );
   console.log('| phase | neurotap tok/s | llama.cpp tok/s | neurotap / llama.cpp (median per rep) | neurotap of ceiling | llama.cpp of ceiling |');
   console.log('|---|---:|---:|---:|---:|---:|');
+  // bf16 is set against the bf16 peak where one was measured (what bf16 compute could reach).
   const peak = dtype === 'bf16' ? (bf16 ?? fp32) : fp32;
   const gf = (sec: number) => (prefillLen * prefillFlops) / sec / 1e9;
   const pre = { nt: prefillLen / medians.nt_prefill!, lc: prefillLen / medians.lc_prefill! };
