@@ -295,6 +295,7 @@ try {
       quiet_reps: q.quiet,
       reps: q.all,
       flagged: q.flagged,
+      max_foreign_cores: maxForeign,
       medians,
       tokens_per_s: { prefill: pre, decode: dec },
       ratio_neurotap_over_llamacpp: { prefill: ratio('lc_prefill', 'nt_prefill'), decode: ratio('lc_decode', 'nt_decode') },
