@@ -195,6 +195,16 @@ export function summarizeReps(reps: readonly Rep[], names: readonly string[]): {
   return { medians, counted: use.length, allBusy: quiet.length === 0 };
 }
 
+/**
+ * The range of one variant's seconds over the counted reps, as "min-max". A wide range in quiet
+ * reps means load this process cannot see (other VMs on the host: memory bandwidth, caches).
+ */
+export function repRange(reps: readonly Rep[], name: string): string {
+  const quiet = reps.filter((r) => !r.busy);
+  const xs = (quiet.length > 0 ? quiet : reps).map((r) => r.seconds[name]!);
+  return `${Math.min(...xs).toFixed(3)}-${Math.max(...xs).toFixed(3)}`;
+}
+
 /** Median over the counted reps of the per-rep ratio a / b. */
 export function medianRatio(reps: readonly Rep[], a: string, b: string): number {
   const quiet = reps.filter((r) => !r.busy);

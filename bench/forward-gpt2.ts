@@ -19,7 +19,7 @@
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadModel, type LoadModelOptions } from '../src/index.js';
-import { alternatingReps, benchSettings, cpuModel, medianRatio, positiveInt, quietness, startWorker, summarizeReps, timeIt, workerTimed } from './common.js';
+import { alternatingReps, benchSettings, cpuModel, medianRatio, positiveInt, quietness, repRange, startWorker, summarizeReps, timeIt, workerTimed } from './common.js';
 import { bestOf, bf16Peak, ceilingLines, computeNote, cpuFlags, flopsPerToken, fp32Peak, machineLine, measureCeilings, modelShape } from './machine.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -105,14 +105,14 @@ try {
     `${(flops / 1e6).toFixed(1)} MFLOP per token; fp32 FMA peak ${fp32?.toFixed(0) ?? '-'} GFLOP/s, bf16 peak ${bf16?.toFixed(0) ?? '-'} GFLOP/s on ${threads} threads` +
       (ceilingBusy ? ' (both ceiling measurements BUSY: the peaks read low and the fractions high)' : ''),
   );
-  console.log('| engine | median s / forward | tokens/s | GFLOP/s | of fp32 peak | of bf16 peak |');
-  console.log('|---|---:|---:|---:|---:|---:|');
+  console.log('| engine | median s / forward | range over counted reps | tokens/s | GFLOP/s | of fp32 peak | of bf16 peak |');
+  console.log('|---|---:|---:|---:|---:|---:|---:|');
   const rows: Record<string, unknown>[] = [];
   for (const [label, key] of [['neurotap', 'neurotap'], [`PyTorch ${String(ready.torch)}`, 'torch']] as const) {
     const sec = medians[key]!;
     const gflops = (n * flops) / sec / 1e9;
     rows.push({ engine: key, median_s: sec, tokens_per_s: n / sec, gflops });
-    console.log(`| ${label} | ${sec.toFixed(3)} | ${(n / sec).toFixed(1)} | ${gflops.toFixed(0)} | ${pct(gflops, fp32)} | ${pct(gflops, bf16)} |`);
+    console.log(`| ${label} | ${sec.toFixed(3)} | ${repRange(all, key)} | ${(n / sec).toFixed(1)} | ${gflops.toFixed(0)} | ${pct(gflops, fp32)} | ${pct(gflops, bf16)} |`);
   }
   console.log(
     `${q.flagged ? 'FLAGGED (every rep busy, not a result): ' : ''}median per-rep ratio, neurotap tokens/s / PyTorch tokens/s: ${ratio.toFixed(3)} ` +

@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { loadModel, type LoadModelOptions } from '../src/index.js';
-import { alternatingReps, benchSettings, cpuModel, medianRatio, positiveInt, prng, quietness, summarizeReps, type Timed } from './common.js';
+import { alternatingReps, benchSettings, cpuModel, medianRatio, positiveInt, prng, quietness, repRange, summarizeReps, type Timed } from './common.js';
 import { at, bestOf, bf16Peak, ceilingLines, computeNote, cpuFlags, flopsPerToken, fp32Peak, machineLine, matmulParams, measureCeilings, modelShape } from './machine.js';
 
 const NODE_LLAMA_CPP = '3.22.1';
@@ -274,6 +274,10 @@ try {
   console.log(
     `| decode, batch 1 | ${dec.nt.toFixed(1)} | ${dec.lc.toFixed(1)} | ${ratio('lc_decode', 'nt_decode').toFixed(2)} | ` +
       `${pct(dec.nt, roofline)} of roofline | ${pct(dec.lc, roofline)} |`,
+  );
+  console.log(
+    `seconds over the counted reps (min-max): prefill neurotap ${repRange(all, 'nt_prefill')}, llama.cpp ${repRange(all, 'lc_prefill')}; ` +
+      `decode neurotap ${repRange(all, 'nt_decode')}, llama.cpp ${repRange(all, 'lc_decode')}`,
   );
   console.log(`greedy tokens, last rep: ${same}/${decodeLen + 1} equal between the engines${q.flagged ? '\nFLAGGED: every rep was busy; these are not results' : ''}`);
   console.log(
