@@ -199,13 +199,3 @@ export function computeNote(model: object, compute: string): string {
   if (reported === undefined) return `WARNING: the model does not report a compute mode: this build of neurotap may ignore compute '${compute}'`;
   return reported === compute ? `model.compute is '${compute}'` : `WARNING: asked for compute '${compute}', model.compute is '${String(reported)}'`;
 }
-
-/**
- * What the loaded model says about a `compute` option passed through to loadModel: loadModel
- * ignores options it does not know, so a build without the option would silently run its default.
- */
-export function computeNote(model: object, compute: string): string {
-  const reported = (model as { compute?: unknown }).compute;
-  if (reported === undefined) return `WARNING: the model does not report a compute mode: this build of neurotap may ignore compute '${compute}'`;
-  return reported === compute ? `model.compute is '${compute}'` : `WARNING: asked for compute '${compute}', model.compute is '${String(reported)}'`;
-}
