@@ -1,12 +1,9 @@
-// The public Model: loads a HF model directory, runs instrumented forwards off the JS thread
-// (with edits, JS hooks and captures) and generates with a KV cache. Tests:
+// The public Model: runs instrumented forwards off the JS thread (with edits, JS hooks and
+// captures) and generates with a KV cache; loadModel (model/load.ts) makes one. Tests:
 // test/model.test.ts, test/interventions.test.ts, test/generate.test.ts.
-import { availableParallelism } from 'node:os';
-import { resolve } from 'node:path';
-
 import { backendDir, native, type NativeConfig, type NativeHookInfo, type NativeKvCache, type NativeModel, type NativeRunOptions, type NativeRunResult, type NativeSampleOptions } from '../bindings/native.js';
 import { processCudaLibraryDirs } from '../bindings/cuda-libs.js';
-import { DeviceError, DisposedError, InvalidInputError, UnsupportedModelError, wrapError } from '../errors.js';
+import { DisposedError, InvalidInputError, wrapError } from '../errors.js';
 import { editToAction, makeDispatcher, type Edit, type HookFunction, type HookGeometry, type HookSpec, type NativeAction } from '../hooks/edits.js';
 import { resolveHooks, SAE_HOOKS, type Family, type CompletedHookRecord, type HookKeyFor, type HookNameFor, type HookPatternFor, type HookRecord, type SaeHookSuffix } from '../hooks/names.js';
 import type { Sae } from '../sae/Sae.js';
@@ -14,12 +11,13 @@ import { Tensor } from '../tensor.js';
 import { Tokenizer } from '../tokenizer.js';
 import { extractBatches, type ExtractBatch, type ExtractOptions } from '../extract/extract.js';
 import type { Document, SourceSpec } from '../extract/sources.js';
-import { resolveModelDir } from './hub.js';
-import { abortable, checkCallback, type LoadProgress } from './task.js';
+import { abortable, type LoadProgress } from './task.js';
 import { checkGenerateOptions, generateSteps, type GenerateOptions, type GenerateResult, type GenerateStep } from '../generate/generate.js';
 import { runBackward, type BackwardOptions, type BackwardResult } from './backward.js';
 import { ensureForwardFits, ensureGenerateFits } from './memory.js';
-import { checkBoolean, checkExtractOptions, checkTokenId, checkInteger, checkObject, checkRunOptions, checkSignal, invalid, isObject, patternList, tokenRow } from './validate.js';
+import { checkBoolean, checkExtractOptions, checkTokenId, checkInteger, checkObject, checkRunOptions, invalid, isObject, patternList, tokenRow } from './validate.js';
+
+export { loadModel } from './load.js';
 
 /** Options for {@link loadModel}. */
 export interface LoadModelOptions<F extends Family = Family> {
@@ -597,64 +595,6 @@ export class Model<F extends Family = Family> {
     const V = this.config.dVocab;
     return rows.map((row, b) => tokenRow(row, V, (p) => `batch ${b}, position ${p}`));
   }
-}
-
-/**
- * Loads a Hugging Face model directory (config.json, safetensors weights, optional
- * tokenizer.json), or a hub id (`ORG/NAME`, `ORG/NAME@REVISION`) found in the local Hugging Face
- * cache (offline; README "Model folders"). Loading runs off the JS thread. Pass `family` to type
- * hook names.
- */
-export async function loadModel<F extends Family = Family>(dir: string, options: LoadModelOptions<F> = {}): Promise<Model<F>> {
-  if (typeof dir !== 'string' || dir === '') invalid(`loadModel takes a model directory path, got ${typeof dir === 'string' ? "''" : String(dir)}`);
-  if (!isObject(options as unknown)) invalid('loadModel options must be an object');
-  const requested = options.device ?? 'cpu';
-  if (requested !== 'cpu' && requested !== 'cuda' && requested !== 'auto')
-    throw new DeviceError('ERR_UNSUPPORTED_DEVICE', `unknown device '${String(requested)}' (cpu, cuda, auto)`);
-  const dtype = options.dtype ?? 'f32';
-  if (dtype !== 'f32' && dtype !== 'f16' && dtype !== 'bf16') throw new DeviceError('ERR_UNSUPPORTED_DTYPE', `unknown dtype '${String(dtype)}' (f32, f16, bf16)`);
-  const device: 'cpu' | 'cuda' = requested === 'auto' ? (probeDevice('cuda').available ? 'cuda' : 'cpu') : requested;
-  if (device === 'cpu' && dtype === 'f16') throw new DeviceError('ERR_UNSUPPORTED_DTYPE', "dtype 'f16' is not supported on the CPU; use 'f32' or 'bf16'");
-  const compute = options.compute;
-  if (compute !== undefined && compute !== 'f32' && compute !== 'bf16') throw new DeviceError('ERR_UNSUPPORTED_DTYPE', `unknown compute '${String(compute)}' (f32, bf16)`);
-  if (compute === 'bf16' && dtype !== 'bf16')
-    throw new DeviceError('ERR_UNSUPPORTED_DTYPE', `compute 'bf16' needs bf16 weights (dtype 'bf16'), not dtype '${dtype}'`);
-  if (device === 'cuda' && compute !== undefined && compute !== dtype)
-    throw new DeviceError('ERR_UNSUPPORTED_DTYPE', `on CUDA, dtype '${dtype}' weights compute in ${dtype}, not ${compute}`);
-  const threads = options.threads ?? availableParallelism();
-  if (!Number.isInteger(threads) || threads < 1) throw new InvalidInputError('ERR_INVALID_INPUT', `threads must be a positive integer, got ${threads}`);
-  checkSignal(options.signal, 'signal');
-  checkCallback(options.onProgress, 'onProgress');
-  const abs = resolveModelDir(dir);
-  const tokenizer = Tokenizer.fromDir(abs);
-  let handle: NativeModel;
-  const task = abortable(options.signal, options.onProgress);
-  try {
-    handle = await native().loadModel(abs, {
-      threads,
-      device,
-      dtype,
-      ...(compute ? { compute } : {}),
-      backendDir: backendDir(),
-      ...(device === 'cpu' ? {} : { libraryDirs: processCudaLibraryDirs() }),
-      ...(task.control ? { control: task.control } : {}),
-    });
-  } catch (err) {
-    task.done();
-    throw task.error(err);
-  }
-  try {
-    task.done(true);
-  } catch (err) {
-    handle.dispose();
-    throw err;
-  }
-  const model = new Model<F>(abs, handle, tokenizer);
-  if (options.family && model.config.family !== options.family) {
-    model.dispose();
-    throw new UnsupportedModelError('ERR_FAMILY_MISMATCH', `${abs} is a ${model.config.family} model, not ${options.family}`);
-  }
-  return model;
 }
 
 /** Right padding moves each row's last real token off the last position, which `positions: 'last'` edits name. */
