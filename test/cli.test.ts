@@ -49,6 +49,29 @@ describe('neurotap CLI', () => {
     expect(file.get('blocks.0.attn.hook_pattern')!.shape).toEqual([2, model.config.nHeads, 3, 3]);
   });
 
+  it('run --compute bf16 equals loadModel with compute bf16; --compute bf16 needs --dtype bf16', async () => {
+    const out = join(tmp, 'bf16.safetensors');
+    const tokens = [[3, 1, 4, 1, 5]];
+    const r = cli(['run', '--model', fixtureDir('gpt2'), '--tokens', JSON.stringify(tokens), '--dtype', 'bf16', '--compute', 'bf16', '--threads', '1', '--out', out]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const bf = await loadModel(fixtureDir('gpt2'), { dtype: 'bf16', compute: 'bf16', threads: 1 });
+    const f32w = await loadModel(fixtureDir('gpt2'), { dtype: 'bf16', threads: 1 });
+    try {
+      const direct = (await bf.run(tokens)).logits!.data;
+      const exact = (await f32w.run(tokens)).logits!.data;
+      const got = readSafetensors(out).get('logits')!.data as Float32Array;
+      expect(Array.from(got)).toEqual(Array.from(direct));
+      expect(Array.from(got)).not.toEqual(Array.from(exact)); // the flag reached the engine
+    } finally {
+      bf.dispose();
+      f32w.dispose();
+    }
+    const bad = cli(['run', '--model', fixtureDir('gpt2'), '--tokens', '[1, 2]', '--compute', 'bf16']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/ERR_UNSUPPORTED_DTYPE.*compute 'bf16' needs bf16 weights/);
+  });
+
   it('run --out is readable from Python with safetensors + numpy', (ctx) => {
     if (!pythonHas(['safetensors', 'numpy'])) {
       console.warn('skipping: python3 with safetensors and numpy is not available');

@@ -42,6 +42,12 @@ export interface CommandDef {
 const MODEL: FlagDef[] = [
   { name: 'model', type: 'string', arg: 'DIR', required: true, help: 'model folder (config.json, *.safetensors, tokenizer.json) or hub id ORG/NAME[@REV] in the local Hugging Face cache' },
   { name: 'dtype', type: 'string', choices: ['f32', 'f16', 'bf16'], default: 'f32', help: "weight dtype ('f16' is CUDA only)" },
+  {
+    name: 'compute',
+    type: 'string',
+    choices: ['f32', 'bf16'],
+    help: "GEMM arithmetic: 'bf16' rounds each matrix product's inputs to bf16 (needs --dtype bf16; default: the weight dtype's exact f32 arithmetic)",
+  },
   { name: 'device', type: 'string', choices: ['cpu', 'cuda', 'auto'], default: 'cpu', help: "compute device ('auto': the GPU when it works, else the CPU)" },
   { name: 'threads', type: 'int', min: 1, arg: 'N', help: 'worker threads for the forward pass (default: every core)' },
 ];
@@ -83,7 +89,7 @@ export const COMMANDS: readonly CommandDef[] = [
     synopsis: [
       '{model} ({tokens} | {text})',
       '[{capture}]... [{steer}]...',
-      '[{control-vector}]... [{dtype}] [{device}]',
+      '[{control-vector}]... [{dtype}] [{compute}] [{device}]',
       '[{sae} [{sae-hook}] [{sae-error-term}] [{feature-clamp}]...',
       ' [{feature-steer}]... [{feature-zero}]...]',
       '[{threads}] [{out}]',
@@ -171,7 +177,7 @@ export const COMMANDS: readonly CommandDef[] = [
       '{hooks} {seq-len} {out} [{batch-size} | {max-memory}]',
       '[{stop-at-layer}] [{max-tokens}] [{out-dtype}] [{pad-last}] [{no-pack}]',
       '[{shard}] [{shard-size}] [{overwrite}] [{quiet}]',
-      '[{device}] [{dtype}] [{threads}]',
+      '[{device}] [{dtype}] [{compute}] [{threads}]',
     ],
     flags: [
       ...MODEL,

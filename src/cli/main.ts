@@ -47,8 +47,10 @@ const WITHOUT_MODEL: Record<string, (args: ParsedArgs) => Promise<void>> = {
 
 async function openModel(args: ParsedArgs): Promise<Model> {
   const threads = num(args, 'threads');
+  const compute = one(args, 'compute') as 'f32' | 'bf16' | undefined;
   return loadModel(required(args, 'model'), {
     dtype: one(args, 'dtype') as 'f32' | 'f16' | 'bf16',
+    ...(compute !== undefined ? { compute } : {}),
     device: one(args, 'device') as 'cpu' | 'cuda' | 'auto',
     ...(threads !== undefined ? { threads } : {}),
   });
