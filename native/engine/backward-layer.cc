@@ -135,7 +135,7 @@ void Backward::attn_back(int L, const LayerTape &t, float *da, float *dres) {
   at_hook(HookKind::AttnZ, L, dz, &t);
 
   nt_attention_shape as{Bs, T, H, G, D, T, T, 0, c_.attn_scale, c_.sliding_window[static_cast<size_t>(L)],
-                        static_cast<const int32_t *>(pad_s_buf_.data())};
+                        static_cast<const int32_t *>(pad_s_buf_.data()), NT_COMPUTE_F32};
   if (c_.scale_attn_by_inverse_layer_idx) as.scale /= static_cast<float>(L + 1);
   float *dp = dp_, *dqv = dq_, *dkk = dk_, *dvv = dv_;
   const int64_t np = Bs * H * T * T;

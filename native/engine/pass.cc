@@ -411,7 +411,8 @@ void Pass::layer(int L, LayerTape *tape) {
     values = cv;
     S = cache_->capacity;
   }
-  nt_attention_shape as{B, T, H, G, D, S, KV, pos0, c_.attn_scale, c_.sliding_window[static_cast<size_t>(L)], pad_};
+  nt_attention_shape as{B, T, H, G, D, S, KV, pos0, c_.attn_scale, c_.sliding_window[static_cast<size_t>(L)], pad_,
+                        m_.compute_ == NT_BF16 ? NT_COMPUTE_BF16 : NT_COMPUTE_F32};
   if (c_.scale_attn_by_inverse_layer_idx) as.scale /= static_cast<float>(L + 1);
   const int scores_i = active(HookKind::AttnScores, L), pattern_i = active(HookKind::AttnPattern, L);
   if (scores_i >= 0 || pattern_i >= 0 || c_.attn_softcap > 0.0f || tape) {  // soft-capping and the backward need the scores

@@ -6,6 +6,7 @@
 #include <limits>
 #include <vector>
 
+#include "ops/bf16.h"
 #include "ops/ops.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -36,6 +37,25 @@ __attribute__((target("avx512f"))) inline void axpy512(float *y, float w, const 
   if (i < n) {
     const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
     _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(vw, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+  }
+}
+
+// The compute-bf16 versions: both operands of every product rounded to bf16 (products of bf16
+// values are exact in f32), the weight w included.
+__attribute__((target("avx512f"))) inline float dot512_bf16(const float *a, const float *b, int64_t n) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
+    acc = _mm512_fmadd_ps(bf16_round512(_mm512_maskz_loadu_ps(m, a + i)), bf16_round512(_mm512_maskz_loadu_ps(m, b + i)), acc);
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+
+__attribute__((target("avx512f"))) inline void axpy512_bf16(float *y, float w, const float *x, int64_t n) {
+  const __m512 vw = _mm512_set1_ps(bf16_round(w));
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(vw, bf16_round512(_mm512_maskz_loadu_ps(m, x + i)), _mm512_maskz_loadu_ps(m, y + i)));
   }
 }
 
@@ -94,14 +114,16 @@ __attribute__((target("avx2,fma"))) inline void axpy256(float *y, float w, const
 
 NT_ATTENTION_ITEM(attention_item_avx512, __attribute__((target("avx512f"))), dot512, axpy512)
 NT_ATTENTION_ITEM(attention_item_avx2, __attribute__((target("avx2,fma"))), dot256, axpy256)
+NT_ATTENTION_ITEM(attention_item_avx512_bf16, __attribute__((target("avx512f"))), dot512_bf16, axpy512_bf16)
 
 }  // namespace
 
 bool attention_f32_simd(ThreadPool &pool, const AttentionShape &s, const float *q, const float *k, const float *v, float *z, int isa) {
-  if (isa == 0) return false;
+  if (isa == 0 || (s.bf16 && isa != 2)) return false;  // compute bf16 without AVX-512: the scalar path
   pool.parallel_for(s.B * s.H, [&](int64_t item) {
     std::vector<float> p(static_cast<size_t>(s.KV));
-    if (isa == 2) attention_item_avx512(s, item, q, k, v, z, p.data());
+    if (s.bf16) attention_item_avx512_bf16(s, item, q, k, v, z, p.data());
+    else if (isa == 2) attention_item_avx512(s, item, q, k, v, z, p.data());
     else attention_item_avx2(s, item, q, k, v, z, p.data());
   });
   return true;

@@ -1,11 +1,18 @@
 // CPU causal attention (GQA, sliding windows, left padding, KV cache): a fused path that
 // streams one query row at a time and an instrumented path that materializes scores and
 // pattern for hooks. Reference: HF eager_attention_forward; checked by the whole-model tests.
+//
+// Compute bf16 (AttentionShape::bf16; the policy of PyTorch's bf16 attention with f32 softmax):
+// the scores are scale * bf16(q) . bf16(k) and z = bf16(w) . bf16(v) with w the normalized
+// softmax weights (the pattern), every product exact and every sum, the softmax and the outputs
+// f32. The paths (tiled vdpbf16ps, AVX-512 rows, scalar, instrumented) sum in different orders,
+// so a weight within f32 noise of a bf16 rounding boundary may round differently between them.
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include "ops/bf16.h"
 #include "ops/cpu-features.h"
 #include "ops/fma-tile.h"
 #include "ops/ops.h"
@@ -14,13 +21,16 @@ namespace nt {
 
 namespace {
 
-inline float dot(const float *a, const float *b, int64_t n) {
+// x, or x rounded to bf16 under compute bf16.
+inline float operand(float x, bool bf16) { return bf16 ? bf16_round(x) : x; }
+
+inline float dot(const float *a, const float *b, int64_t n, bool bf16) {
   float acc[8] = {0};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
-    for (int u = 0; u < 8; ++u) acc[u] += a[i + u] * b[i + u];
+    for (int u = 0; u < 8; ++u) acc[u] += operand(a[i + u], bf16) * operand(b[i + u], bf16);
   float s = 0;
-  for (; i < n; ++i) s += a[i] * b[i];
+  for (; i < n; ++i) s += operand(a[i], bf16) * operand(b[i], bf16);
   for (int u = 0; u < 8; ++u) s += acc[u];
   return s;
 }
@@ -65,7 +75,7 @@ void attention_f32(ThreadPool &pool, const AttentionShape &s, const float *q, co
       }
       float mx = -std::numeric_limits<float>::infinity();
       for (int64_t j = lo; j <= hi; ++j) {
-        p[j] = dot(qr, key_row(s, k, b, j, g), D) * s.scale;
+        p[j] = dot(qr, key_row(s, k, b, j, g), D, s.bf16) * s.scale;
         mx = std::max(mx, p[j]);
       }
       float sum = 0;
@@ -76,9 +86,9 @@ void attention_f32(ThreadPool &pool, const AttentionShape &s, const float *q, co
       const float inv = 1.0f / sum;
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t j = lo; j <= hi; ++j) {
-        const float w = p[j] * inv;
+        const float w = operand(p[j] * inv, s.bf16);
         const float *vr = key_row(s, v, b, j, g);
-        for (int64_t d = 0; d < D; ++d) acc[d] += w * vr[d];
+        for (int64_t d = 0; d < D; ++d) acc[d] += w * operand(vr[d], s.bf16);
       }
       std::copy(acc.begin(), acc.end(), zr);
     }
@@ -146,7 +156,18 @@ void attention_scores_f32(ThreadPool &pool, const AttentionShape &s, const float
     for (int64_t j = p0 * kCols; j < std::min(KV, p1 * kCols); ++j) {
       const float *kr = key_row(s, k, b, j, g);
       float *dst = kp.data() + (j / kCols - p0) * D * kCols + j % kCols;
-      for (int64_t d = 0; d < D; ++d) dst[d * kCols] = kr[d];
+      for (int64_t d = 0; d < D; ++d) dst[d * kCols] = operand(kr[d], s.bf16);
+    }
+    // Under compute bf16 the chunk's queries, rounded: [t1 - t0][D].
+    thread_local std::vector<float> qb;
+    const float *qa = q + ((b * T + t0) * H + h) * D;
+    int64_t lda = H * D;
+    if (s.bf16) {
+      qb.resize(static_cast<size_t>((t1 - t0) * D));
+      for (int64_t t = t0; t < t1; ++t)
+        for (int64_t d = 0; d < D; ++d) qb[static_cast<size_t>((t - t0) * D + d)] = bf16_round(qa[(t - t0) * lda + d]);
+      qa = qb.data();
+      lda = D;
     }
     for (int64_t i = t0; i < t1; i += MR) {
       const int64_t mr = std::min(MR, t1 - i);
@@ -154,7 +175,7 @@ void attention_scores_f32(ThreadPool &pool, const AttentionShape &s, const float
       tile_keys(s, b, i, mr, &tlo, &thi);
       if (tlo <= thi)
         for (int64_t p = tlo / kCols; p <= thi / kCols; ++p) {
-          FmaTile t{q + ((b * T + i) * H + h) * D, H * D, 1, kp.data() + (p - p0) * D * kCols, kCols, D, scores + (item * T + i) * KV + p * kCols, KV,
+          FmaTile t{qa + (i - t0) * lda, lda, 1, kp.data() + (p - p0) * D * kCols, kCols, D, scores + (item * T + i) * KV + p * kCols, KV,
                     mr, std::min(kCols, KV - p * kCols), s.scale, false};
           fma_tile(t);
         }
@@ -193,8 +214,17 @@ void attention_apply_f32(ThreadPool &pool, const AttentionShape &s, const float 
     for (int64_t j = lo; j <= hi; ++j) {
       const float *vr = key_row(s, v, b, j, g);
       for (int64_t p = 0; p < dpanels; ++p)
-        std::copy(vr + p * kCols, vr + std::min(D, (p + 1) * kCols), vp.data() + (p * n + j - lo) * kCols);
+        std::transform(vr + p * kCols, vr + std::min(D, (p + 1) * kCols), vp.data() + (p * n + j - lo) * kCols,
+                       [&](float x) { return operand(x, s.bf16); });
     }
+    // Under compute bf16 the chunk's pattern rows, rounded: [t1 - t0][KV] (only [lo, hi] is read).
+    thread_local std::vector<float> pb;
+    if (s.bf16 && lo <= hi) {
+      pb.resize(static_cast<size_t>((t1 - t0) * KV));
+      for (int64_t t = t0; t < t1; ++t)
+        for (int64_t j = lo; j <= hi; ++j) pb[static_cast<size_t>((t - t0) * KV + j)] = bf16_round(pat[t * KV + j]);
+    }
+    auto pattern_row = [&](int64_t t) { return s.bf16 ? pb.data() + (t - t0) * KV : pat + t * KV; };
     for (int64_t i = t0; i < t1; i += MR) {
       const int64_t mr = std::min(MR, t1 - i);
       int64_t jlo = KV, jhi = -1;
@@ -208,7 +238,7 @@ void attention_apply_f32(ThreadPool &pool, const AttentionShape &s, const float 
         continue;
       }
       for (int64_t p = 0; p < dpanels; ++p) {
-        FmaTile t{pat + i * KV + jlo, KV, 1, vp.data() + (p * n + jlo - lo) * kCols, kCols, jhi - jlo + 1, zr + p * kCols, H * D, mr,
+        FmaTile t{pattern_row(i) + jlo, KV, 1, vp.data() + (p * n + jlo - lo) * kCols, kCols, jhi - jlo + 1, zr + p * kCols, H * D, mr,
                   std::min(kCols, D - p * kCols), 1.0f, false};
         fma_tile(t);
       }

@@ -21,7 +21,7 @@
 extern "C" {
 #endif
 
-#define NT_BACKEND_ABI_VERSION 4  /* 2: softcap; 3: backward ops; 4: compute modes (pack_weight_compute) */
+#define NT_BACKEND_ABI_VERSION 5  /* 2: softcap; 3: backward ops; 4: compute modes (pack_weight_compute); 5: attention compute */
 
 typedef struct nt_backend nt_backend; /* one device context (device, stream, handles) */
 
@@ -46,6 +46,11 @@ typedef struct nt_attention_shape {
   float scale;
   int32_t window;
   const int32_t *pad; /* [B] backend memory, or NULL */
+  /* ABI 5. BF16: attention's two products round their inputs to bf16 (nearest even): q and k for
+   * the scores, the normalized pattern and v for z; sums, softmax and outputs stay f32. The
+   * backward ops ignore it (they differentiate the f32 values), and a backend may compute in f32
+   * regardless (the CUDA backend does). F32 (0): exact f32. */
+  int32_t compute;
 } nt_attention_shape;
 
 typedef enum nt_edit_op {

@@ -222,7 +222,7 @@ int cpu_softcap(nt_backend *be, float *x, int64_t n, float cap) {
 }
 
 nt::AttentionShape shape_of(const nt_attention_shape *s) {
-  return nt::AttentionShape{s->B, s->T, s->H, s->G, s->D, s->S, s->KV, s->q0, s->scale, s->window, s->pad};
+  return nt::AttentionShape{s->B, s->T, s->H, s->G, s->D, s->S, s->KV, s->q0, s->scale, s->window, s->pad, s->compute == NT_COMPUTE_BF16};
 }
 int cpu_attention(nt_backend *be, const nt_attention_shape *s, const float *q, const float *k, const float *v, float *z) {
   nt::attention_f32(be->pool, shape_of(s), q, k, v, z);

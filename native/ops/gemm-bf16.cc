@@ -29,16 +29,8 @@ constexpr int64_t kPanelsPerItemN = 4;
 constexpr int64_t kPanelsPerItemM = 16;
 
 #ifdef NT_X86
-// 16 floats rounded to bf16 (nearest even, NaN kept quiet, subnormals kept: the scalar
-// bf16_from_f32 exactly), narrowed to 8 pairs (even k in the low half).
-__attribute__((target("avx512f"))) inline __m256i round_pairs16(__m512 x) {
-  const __m512i u = _mm512_castps_si512(x);
-  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-  const __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))), 16);
-  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7FFFFFFF)), _mm512_set1_epi32(0x7F800000));
-  const __m512i q = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
-  return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, r, q));
-}
+// 16 floats rounded to bf16 (bf16_from_f32 exactly), narrowed to 8 pairs (even k in the low half).
+__attribute__((target("avx512f"))) inline __m256i round_pairs16(__m512 x) { return _mm512_cvtepi32_epi16(bf16_bits512(x)); }
 
 // Row panel p of A: dst[k2 * MR + i] = bf16 pair (A[m, 2k2], A[m, 2k2 + 1]) of row m = p * MR + i,
 // zero past M and K.

@@ -88,6 +88,7 @@ struct AttentionShape {
   float scale;    // multiplies q·k
   int window;     // sliding window; 0 = none
   const int32_t *pad;  // [B] left padding or null
+  bool bf16 = false;   // round q, k, the normalized weights and v to bf16 at the two products (compute bf16)
 };
 
 // Fused causal attention: z[B, T, H, D] = softmax(mask(q·k^T * scale)) · v, one query row at a

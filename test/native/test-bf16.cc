@@ -1,8 +1,10 @@
 // Native tests of the bf16 compute mode (ops/gemm-bf16.h): bf16 rounding against a double
 // reference, each kernel (rounded-A panels, vdpbf16ps pairs, AMX on hardware and emulated)
 // against a double reference on bf16-rounded inputs at GPT-2 / Llama shapes and odd M, N, K, the
-// emulated AMX bit for bit against TDPBF16PS's order, and the CPU backend's dispatch (pack,
-// gemm, gemm_backward) at the NEUROTAP_CPU cap. run.mjs runs it under each cap below.
+// emulated AMX bit for bit against TDPBF16PS's order, the CPU backend's dispatch (pack,
+// gemm, gemm_backward) at the NEUROTAP_CPU cap, and attention under compute bf16 (fused and
+// instrumented paths against a double reference of the policy in ops/attention.cc). run.mjs runs
+// it under each cap below: the tiled vdpbf16ps path (no cap), the rounded AVX-512 rows, scalar.
 // run-with: NEUROTAP_CPU=,avx512,avx2,scalar
 #include <cmath>
 #include <cstdlib>
@@ -227,6 +229,67 @@ void test_backend(nt::ThreadPool &) {
   api->destroy(be);
 }
 
+// Compute bf16 attention against the policy in double: scores = scale * bf16(q) . bf16(k),
+// softmax, w rounded to bf16 (from its f32 value), z = bf16(w) . bf16(v). A weight within f32
+// noise of a bf16 boundary may round the other way in the kernel (one ulp, 2^-8 relative): so
+// at most 1% of the outputs may miss the f32-noise bound, none by more than 2^-7 max|v|.
+// Without the rounding of any one operand nearly every output misses it.
+void test_attention_bf16(nt::ThreadPool &pool) {
+  std::mt19937 rng(23);
+  struct Case { int64_t B, T, H, G, D, q0; int window; int32_t pad0, pad1; };
+  const Case cases[] = {{1, 256, 12, 12, 64, 0, 0, 0, 0}, {2, 70, 4, 2, 24, 0, 0, 0, 5},  {1, 130, 2, 1, 80, 0, 7, 0, 0},
+                        {1, 41, 2, 1, 33, 9, 13, 3, 0},   {2, 1, 4, 2, 64, 40, 0, 0, 7},  {1, 5, 2, 2, 128, 17, 0, 0, 0}};
+  for (const Case &c : cases) {
+    const int64_t S = c.q0 + c.T, D = c.D, H = c.H, T = c.T;
+    const int32_t pads[2] = {c.pad0, c.pad1};
+    nt::AttentionShape s{c.B, T, H, c.G, D, S, S, c.q0, 0.3f, c.window, (c.pad0 || c.pad1) ? pads : nullptr, true};
+    const int64_t nq = c.B * T * H * D;
+    std::vector<float> q = randn(nq, rng), k = randn(c.B * S * c.G * D, rng), v = randn(c.B * S * c.G * D, rng);
+    std::vector<double> ref(nq, 0.0);
+    double vmax = 0;
+    for (float x : v) vmax = std::max(vmax, std::fabs(double(x)));
+    for (int64_t b = 0; b < c.B; ++b)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t t = 0; t < T; ++t) {
+          const int64_t g = h / (H / c.G), hi = c.q0 + t;
+          int64_t lo = s.pad ? s.pad[b] : 0;
+          if (c.window > 0) lo = std::max<int64_t>(lo, hi - c.window + 1);
+          if (lo > hi) continue;
+          std::vector<double> w(static_cast<size_t>(hi - lo + 1));
+          double mx = -1e300, sum = 0;
+          for (int64_t j = lo; j <= hi; ++j) {
+            double d = 0;
+            for (int64_t e = 0; e < D; ++e)
+              d += double(nt::bf16_round(q[((b * T + t) * H + h) * D + e])) * nt::bf16_round(k[((b * S + j) * c.G + g) * D + e]);
+            w[j - lo] = d * 0.3;
+            mx = std::max(mx, w[j - lo]);
+          }
+          for (double &x : w) sum += (x = std::exp(x - mx));
+          for (int64_t j = lo; j <= hi; ++j) {
+            const double wr = nt::bf16_round(static_cast<float>(w[j - lo] / sum));
+            for (int64_t e = 0; e < D; ++e) ref[((b * T + t) * H + h) * D + e] += wr * nt::bf16_round(v[((b * S + j) * c.G + g) * D + e]);
+          }
+        }
+    std::vector<float> fused(nq, 42.0f), instr(nq, 42.0f), pattern(c.B * H * T * S);
+    nt::attention_f32(pool, s, q.data(), k.data(), v.data(), fused.data());
+    nt::attention_scores_f32(pool, s, q.data(), k.data(), pattern.data());
+    nt::softmax_rows_f32(pool, pattern.data(), c.B * H * T, S);
+    nt::attention_apply_f32(pool, s, pattern.data(), v.data(), instr.data());
+    const double noise = 2e-6 * (1 + D / 32.0) * vmax;
+    for (const auto &[name, z] : {std::pair<const char *, const std::vector<float> *>{"fused", &fused}, {"instrumented", &instr}}) {
+      int64_t missed = 0;
+      double worst = 0;
+      for (int64_t i = 0; i < nq; ++i) {
+        const double d = std::fabs((*z)[i] - ref[i]);
+        missed += !(d <= noise);
+        if (!(d <= worst)) worst = d;
+      }
+      CHECK(missed <= nq / 100 && worst <= vmax / 128, "bf16 attention (%s) B=%ld T=%ld H=%ld G=%ld D=%ld q0=%ld window=%d: %ld of %ld beyond %g, worst %g",
+            name, long(c.B), long(T), long(H), long(c.G), long(D), long(c.q0), c.window, long(missed), long(nq), noise, worst);
+    }
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -273,5 +336,6 @@ int main() {
     std::printf("test-bf16: skipping the AMX kernel on hardware: %s\n", nt::cpu_bf16_isa_missing(nt::Bf16Isa::Amx));
   }
   test_backend(pool);
+  test_attention_bf16(pool);
   return report("test-bf16");
 }
