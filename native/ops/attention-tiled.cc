@@ -25,7 +25,6 @@ namespace nt {
 
 namespace {
 
-constexpr int64_t kBlockRows = 64;  // query rows per work item (one K^T packing)
 constexpr int64_t kTileRows = 8;    // query rows per register tile
 constexpr int64_t kPanel = 16;      // keys per K^T panel (one zmm of scores)
 
@@ -105,7 +104,8 @@ __attribute__((target("avx512f"))) void tile_apply(const float *w, int64_t ld, i
         a1[i] = _mm512_fmadd_ps(pw, x1, a1[i]);
       }
     }
-    for (int64_t i = 0; i < rows; ++i) {
+    for (int i = 0; i < 8; ++i) {  // constant indices keep the accumulators in registers
+      if (i >= rows) break;
       const __m512 s = _mm512_set1_ps(inv[i]);
       _mm512_mask_storeu_ps(zr[i] + c, m0, _mm512_mul_ps(a0[i], s));
       if (m1) _mm512_mask_storeu_ps(zr[i] + c + 16, m1, _mm512_mul_ps(a1[i], s));
@@ -239,11 +239,11 @@ struct Bf16Kernel {
       const bool two = p + 1 < pb;
       __m512 a0[8], a1[8];
       for (int i = 0; i < 8; ++i) a0[i] = a1[i] = _mm512_setzero_ps();
-      const uint32_t *k0 = kt.data() + p * D2 * kPanel, *k1 = two ? k0 + D2 * kPanel : k0;
+      const uint32_t *k0 = kt.data() + p * D2 * kPanel, *k1 = two ? k0 + D2 * kPanel : k0, *qa = qp.data();
       for (int64_t d2 = 0; d2 < D2; ++d2) {
         const __m512bh w0 = (__m512bh)_mm512_loadu_si512(k0 + d2 * kPanel), w1 = (__m512bh)_mm512_loadu_si512(k1 + d2 * kPanel);
         for (int i = 0; i < 8; ++i) {
-          const __m512bh qv = (__m512bh)_mm512_set1_epi32(static_cast<int>(qp[i * D2 + d2]));
+          const __m512bh qv = (__m512bh)_mm512_set1_epi32(static_cast<int>(qa[i * D2 + d2]));
           a0[i] = _mm512_dpbf16_ps(a0[i], qv, w0);
           a1[i] = _mm512_dpbf16_ps(a1[i], qv, w1);
         }
@@ -269,20 +269,22 @@ struct Bf16Kernel {
         _mm256_storeu_si256(reinterpret_cast<__m256i *>(wp.data() + i * L2 + c / 2), p);
       }
     }
+    const uint32_t *w = wp.data(), *v = vp.data();
     for (int64_t c = 0; c < D; c += 32) {
       const __mmask16 m0 = lane_mask(D - c), m1 = lane_mask(D - c - 16);
       __m512 a0[8], a1[8];
       for (int i = 0; i < 8; ++i) a0[i] = a1[i] = _mm512_setzero_ps();
       for (int64_t m = ma; m <= mb; ++m) {
-        const uint32_t *vr = vp.data() + m * D + c;
+        const uint32_t *vr = v + m * D + c;
         const __m512bh x0 = (__m512bh)_mm512_maskz_loadu_epi32(m0, vr), x1 = (__m512bh)_mm512_maskz_loadu_epi32(m1, vr + 16);
         for (int i = 0; i < 8; ++i) {
-          const __m512bh pw = (__m512bh)_mm512_set1_epi32(static_cast<int>(wp[i * L2 + m]));
+          const __m512bh pw = (__m512bh)_mm512_set1_epi32(static_cast<int>(w[i * L2 + m]));
           a0[i] = _mm512_dpbf16_ps(a0[i], pw, x0);
           a1[i] = _mm512_dpbf16_ps(a1[i], pw, x1);
         }
       }
-      for (int64_t i = 0; i < rows; ++i) {
+      for (int i = 0; i < 8; ++i) {  // constant indices keep the accumulators in registers
+        if (i >= rows) break;
         _mm512_mask_storeu_ps(zr[i] + c, m0, a0[i]);
         if (m1) _mm512_mask_storeu_ps(zr[i] + c + 16, m1, a1[i]);
       }
@@ -290,15 +292,22 @@ struct Bf16Kernel {
   }
 };
 
+// Query rows per work item (each packs its keys once): 256, or 64 where that leaves fewer than
+// 8 items per thread.
+int64_t block_rows(const ThreadPool &pool, const AttentionShape &s) {
+  const int64_t big = (s.T + 255) / 256 * s.B * s.H;
+  return big >= 8 * pool.size() ? 256 : 64;
+}
+
 template <class Kernel>
 void attention_tiled(ThreadPool &pool, const AttentionShape &s, const float *q, const float *k, const float *v, float *z) {
-  const int64_t blocks = (s.T + kBlockRows - 1) / kBlockRows, items = s.B * s.H;
+  const int64_t rows = block_rows(pool, s), blocks = (s.T + rows - 1) / rows, items = s.B * s.H;
   // Later query blocks see more keys: hand them out first so both threads finish together.
   pool.parallel_for(blocks * items, [&](int64_t u) {
     thread_local Kernel kern;
     thread_local std::vector<float> scores;
     const int64_t blk = blocks - 1 - u / items, item = u % items;
-    attention_block(s, item, blk * kBlockRows, std::min(s.T, (blk + 1) * kBlockRows), q, k, v, z, kern, scores);
+    attention_block(s, item, blk * rows, std::min(s.T, (blk + 1) * rows), q, k, v, z, kern, scores);
   });
 }
 

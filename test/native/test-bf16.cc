@@ -238,7 +238,8 @@ void test_attention_bf16(nt::ThreadPool &pool) {
   std::mt19937 rng(23);
   struct Case { int64_t B, T, H, G, D, q0; int window; int32_t pad0, pad1; };
   const Case cases[] = {{1, 256, 12, 12, 64, 0, 0, 0, 0}, {2, 70, 4, 2, 24, 0, 0, 0, 5},  {1, 130, 2, 1, 80, 0, 7, 0, 0},
-                        {1, 41, 2, 1, 33, 9, 13, 3, 0},   {2, 1, 4, 2, 64, 40, 0, 0, 7},  {1, 5, 2, 2, 128, 17, 0, 0, 0}};
+                        {1, 41, 2, 1, 33, 9, 13, 3, 0},   {2, 1, 4, 2, 64, 40, 0, 0, 7},  {1, 5, 2, 2, 128, 17, 0, 0, 0},
+                        {2, 300, 8, 4, 64, 0, 0, 0, 11}};  // 256-row blocks (16 or more of them on 2 threads)
   for (const Case &c : cases) {
     const int64_t S = c.q0 + c.T, D = c.D, H = c.H, T = c.T;
     const int32_t pads[2] = {c.pad0, c.pad1};

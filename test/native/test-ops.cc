@@ -139,12 +139,14 @@ static void test_attention_cache_and_padding(nt::ThreadPool &pool) {
 
 // Prefill shapes that take the tiled AVX-512 path (T >= 8; several 64-row blocks, partial
 // 8-row tiles, 16-key panels cut by the diagonal, head dims not a multiple of 16, GQA,
-// windows, left padding, queries after cached keys): fused equals the instrumented path.
+// windows, left padding, queries after cached keys, 256-row blocks where there are enough of
+// them): fused equals the instrumented path.
 static void test_attention_tiled(nt::ThreadPool &pool) {
   std::mt19937 rng(17);
   struct Case { int64_t B, T, H, G, D, q0; int window; int32_t pad0, pad1; };
   const Case cases[] = {{1, 8, 2, 2, 64, 0, 0, 0, 0},  {2, 70, 4, 2, 24, 0, 0, 0, 5},  {1, 130, 2, 1, 80, 0, 7, 0, 0},
-                        {2, 67, 3, 3, 64, 0, 0, 66, 2}, {1, 37, 4, 4, 32, 21, 0, 0, 0}, {1, 41, 2, 1, 256, 9, 13, 3, 0}};
+                        {2, 67, 3, 3, 64, 0, 0, 66, 2}, {1, 37, 4, 4, 32, 21, 0, 0, 0}, {1, 41, 2, 1, 256, 9, 13, 3, 0},
+                        {2, 300, 8, 4, 64, 0, 0, 0, 11}, {1, 520, 8, 2, 48, 5, 100, 0, 0}};  // the last two: 256-row blocks
   for (const Case &c : cases) {
     const int64_t S = c.q0 + c.T;
     const int32_t pads[2] = {c.pad0, c.pad1};
