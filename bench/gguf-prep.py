@@ -74,9 +74,11 @@ def main():
     if config.get("model_type") != "llama":
         sys.exit(f"gguf-prep: expected a llama model, got {config.get('model_type')!r}")
     shutil.copy(os.path.join(model_dir, "config.json"), hf)
-    link = os.path.join(hf, "model.safetensors")
-    if not os.path.exists(link):
-        os.symlink(os.path.join(model_dir, "model.safetensors"), link)
+    link, target = os.path.join(hf, "model.safetensors"), os.path.join(model_dir, "model.safetensors")
+    if os.path.lexists(link) and os.path.realpath(link) != os.path.realpath(target):
+        os.remove(link)  # left by a run from another checkout
+    if not os.path.lexists(link):
+        os.symlink(target, link)
     with open(os.path.join(hf, "tokenizer.model"), "wb") as f:
         f.write(sentencepiece_model(config["vocab_size"]))
 
