@@ -5,6 +5,7 @@
       "sources": [
         "native/addon.cc",
         "native/api/backward-wrap.cc",
+        "native/api/cache-wrap.cc",
         "native/api/js-hooks.cc",
         "native/api/model-wrap.cc",
         "native/api/run-buffers.cc",
@@ -14,6 +15,7 @@
         "native/engine/backward.cc",
         "native/engine/backward-layer.cc",
         "native/engine/backend.cc",
+        "native/engine/cache-ops.cc",
         "native/engine/config.cc",
         "native/engine/edits.cc",
         "native/engine/hooks.cc",

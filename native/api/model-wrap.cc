@@ -74,7 +74,8 @@ Napi::Function ModelWrap::define(Napi::Env env, Napi::FunctionReference *ctor_ou
   Napi::Function ctor = DefineClass(env, "NativeModel",
                                     {InstanceMethod<&ModelWrap::config>("config"), InstanceMethod<&ModelWrap::hooks>("hooks"),
                                      InstanceMethod<&ModelWrap::run>("run"), InstanceMethod<&ModelWrap::backward>("backward"),
-                                     InstanceMethod<&ModelWrap::create_cache>("createCache"),
+                                     InstanceMethod<&ModelWrap::create_cache>("createCache"), InstanceMethod<&ModelWrap::shift_cache>("shiftCache"),
+                                     InstanceMethod<&ModelWrap::admit_to_cache>("admitToCache"),
                                      InstanceMethod<&ModelWrap::attach_sae>("attachSae"), InstanceMethod<&ModelWrap::detach_sae>("detachSae"),
                                      InstanceMethod<&ModelWrap::dispose>("dispose"), InstanceAccessor<&ModelWrap::disposed>("disposed")});
   *ctor_out = Napi::Persistent(ctor);
@@ -208,22 +209,6 @@ Napi::Value ModelWrap::dispose(const Napi::CallbackInfo &info) {
 }
 
 Napi::Value ModelWrap::disposed(const Napi::CallbackInfo &info) { return Napi::Boolean::New(info.Env(), !model_); }
-
-Napi::Function CacheWrap::define(Napi::Env env, Napi::FunctionReference *ctor_out) {
-  Napi::Function ctor = DefineClass(env, "NativeKvCache",
-                                    {InstanceAccessor<&CacheWrap::length>("length"), InstanceAccessor<&CacheWrap::capacity>("capacity"),
-                                     InstanceAccessor<&CacheWrap::batch>("batch")});
-  *ctor_out = Napi::Persistent(ctor);
-  return ctor;
-}
-
-CacheWrap::CacheWrap(const Napi::CallbackInfo &info) : Napi::ObjectWrap<CacheWrap>(info) {}
-
-Napi::Value CacheWrap::length(const Napi::CallbackInfo &info) { return Napi::Number::New(info.Env(), cache ? static_cast<double>(cache->len) : 0); }
-Napi::Value CacheWrap::capacity(const Napi::CallbackInfo &info) {
-  return Napi::Number::New(info.Env(), cache ? static_cast<double>(cache->capacity) : 0);
-}
-Napi::Value CacheWrap::batch(const Napi::CallbackInfo &info) { return Napi::Number::New(info.Env(), cache ? static_cast<double>(cache->batch) : 0); }
 
 // Strings of a JS array (non-strings skipped), or none where `v` is not an array.
 static std::vector<std::string> string_list(const Napi::Value &v) {

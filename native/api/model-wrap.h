@@ -24,6 +24,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value run(const Napi::CallbackInfo &info);
   Napi::Value backward(const Napi::CallbackInfo &info);  // backward-wrap.cc
   Napi::Value create_cache(const Napi::CallbackInfo &info);
+  Napi::Value shift_cache(const Napi::CallbackInfo &info);     // cache-wrap.cc
+  Napi::Value admit_to_cache(const Napi::CallbackInfo &info);  // cache-wrap.cc
   Napi::Value attach_sae(const Napi::CallbackInfo &info);  // sae-wrap.cc
   Napi::Value detach_sae(const Napi::CallbackInfo &info);
   Napi::Value dispose(const Napi::CallbackInfo &info);
@@ -41,10 +43,14 @@ class CacheWrap : public Napi::ObjectWrap<CacheWrap> {
   std::shared_ptr<KvCache> cache;
   const Model *owner = nullptr;
 
+  // The cache of `v` when it is a NativeKvCache of `model`; throws a coded error naming `what` otherwise.
+  static std::shared_ptr<KvCache> of(Napi::Env env, Napi::Value v, const Model &model, const char *what);
+
  private:
   Napi::Value length(const Napi::CallbackInfo &info);
   Napi::Value capacity(const Napi::CallbackInfo &info);
   Napi::Value batch(const Napi::CallbackInfo &info);
+  Napi::Value pads(const Napi::CallbackInfo &info);  // a copy of each row's left padding
 };
 
 // NativeTaskControl: JS's handle on a load or run in flight (cancel(), progress()).

@@ -61,6 +61,8 @@ export interface NativeKvCache {
   readonly length: number;
   readonly capacity: number;
   readonly batch: number;
+  /** A copy of each row's left padding. */
+  readonly pads: number[];
 }
 
 /** An SAE as the addon takes it: float32 tensors in SAELens's layout. */
@@ -174,6 +176,10 @@ export interface NativeModel {
   /** A forward and the backward pass from a metric or seeds (native/api/backward-wrap.cc). */
   backward(options: NativeBackwardOptions): Promise<NativeBackwardResult>;
   createCache(batch: number, capacity: number): NativeKvCache;
+  /** Moves every row's cached positions `delta` later (> 0) or earlier (< 0, at most the smallest left padding), with their padding. */
+  shiftCache(cache: NativeKvCache, delta: number): Promise<void>;
+  /** Copies the one-sequence `source` into `row` of `cache`, ending at its length (its padding set to match); null empties the row. */
+  admitToCache(cache: NativeKvCache, row: number, source: NativeKvCache | null): Promise<void>;
   attachSae(index: number, sae: NativeSae, useErrorTerm: boolean): Promise<void>;
   detachSae(index: number): Promise<void>;
   dispose(): void;
