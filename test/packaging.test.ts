@@ -186,6 +186,13 @@ describe.skipIf(unsupported !== null)('the packed package, installed offline wit
     expectReferenceLogits(join(user, 'esm.bin'));
   }, 120_000);
 
+  it('neurotap serve without its optional peer fastify is one coded error, before loading the model', () => {
+    expect(existsSync(join(user, 'node_modules', 'fastify')), 'fastify is an optional peer: not installed with neurotap').toBe(false);
+    const r = node([join(user, 'node_modules', 'neurotap', 'bin', 'neurotap.js'), 'serve', '--model', join(user, 'no-such-model')], user);
+    expect(r.status, output(r)).toBe(1);
+    expect(r.stderr.trim()).toBe('neurotap: error [ERR_MISSING_DEPENDENCY]: neurotap serve needs fastify 5 next to neurotap: npm install fastify@5');
+  }, 60_000);
+
   it("require('neurotap') gives the same module, with a working loadModel", () => {
     writeFileSync(
       join(user, 'cjs.cjs'),

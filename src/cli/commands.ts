@@ -170,6 +170,30 @@ export const COMMANDS: readonly CommandDef[] = [
     ],
   },
   {
+    name: 'serve',
+    summary: 'serve the model over HTTP: OpenAI-compatible completions with per-request steering, runs, SAE features, metrics',
+    synopsis: [
+      '{model} [{host}] [{port}] [{api-key}]',
+      '[{max-batch}] [{max-queue}] [{capacity}] [{body-limit}]',
+      '[{sae} [{sae-hook}]]... [{sae-error-term}] [{vector}]...',
+      '[{dtype}] [{compute}] [{device}] [{threads}]',
+    ],
+    flags: [
+      ...MODEL,
+      { name: 'host', type: 'string', arg: 'ADDR', default: '127.0.0.1', help: 'address to listen on (0.0.0.0: every interface)' },
+      { name: 'port', type: 'int', min: 0, max: 65535, arg: 'N', default: '8080', help: 'port to listen on (0: any free port)' },
+      { name: 'api-key', type: 'string', arg: 'KEY', help: 'require "Authorization: Bearer KEY" on every route but /health (default: $NEUROTAP_API_KEY, else none)' },
+      { name: 'max-batch', type: 'int', min: 1, arg: 'N', default: '16', help: 'generation requests decoded together at most' },
+      { name: 'max-queue', type: 'int', min: 0, arg: 'N', default: '256', help: 'generation requests waiting beyond this many get 503 with Retry-After' },
+      { name: 'capacity', type: 'int', min: 2, arg: 'N', help: "positions a generation request may use, prompt + max_tokens (default: the model's context)" },
+      { name: 'body-limit', type: 'int', min: 1, arg: 'BYTES', default: String(16 << 20), help: 'largest request body (413 beyond)' },
+      { name: 'sae', type: 'string', arg: 'DIR', repeat: true, help: 'attach the SAE in DIR (SAELens or Gemma Scope layout) for neurotap.features and /v1/features' },
+      { name: 'sae-hook', type: 'string', arg: 'HOOK', repeat: true, help: "the hook the preceding --sae attaches at (default: the one its config names)" },
+      { name: 'sae-error-term', type: 'boolean', help: "keep each SAE's reconstruction error, so outputs change only where features are edited" },
+      { name: 'vector', type: 'string', arg: 'NAME=FILE.safetensors', repeat: true, help: 'a steering vector requests may name (neurotap.steering[].name)' },
+    ],
+  },
+  {
     name: 'extract',
     summary: 'write activations over a corpus to resumable safetensors shards',
     synopsis: [

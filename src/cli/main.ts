@@ -1,4 +1,4 @@
-// The neurotap CLI: run, generate, grad, attribute, steer-train, extract, merge, verify, tokenize,
+// The neurotap CLI: run, generate, grad, attribute, steer-train, serve, extract, merge, verify, tokenize,
 // hooks, build-cuda, with flags from one table (commands.ts). Its flags and output formats are a
 // contract for scripts and other languages (README "CLI"); test/cli*.test.ts run it as a subprocess.
 import { loadModel, type Model } from '../model/Model.js';
@@ -11,6 +11,7 @@ import { checkGradFlags, runAttribute, runGrad } from './grad.js';
 import { commandHelp, packageVersion, topHelp, usageHint } from './help.js';
 import { asCodedError } from './io.js';
 import { checkRunFlags, runRun } from './run.js';
+import { checkServeFlags, runServe } from './serve.js';
 import { closest } from './suggest.js';
 
 /** A command that loads a model: `check` runs first (usage errors, unwritable --out), then `run`. */
@@ -26,6 +27,7 @@ const WITH_MODEL: Record<string, ModelCommand> = {
   attribute: { check: checkGradFlags, run: runAttribute },
   'steer-train': { check: checkSteerTrainFlags, run: runSteerTrain },
   extract: { check: checkExtractFlags, run: (model, args) => runExtract(model, args) },
+  serve: { check: checkServeFlags, run: runServe },
   tokenize: {
     run: async (model, args) => {
       process.stdout.write(JSON.stringify(model.tokenize(required(args, 'text'))[0]) + '\n');

@@ -162,11 +162,8 @@ export interface TensorToWrite {
   data: Float32Array;
 }
 
-/**
- * Writes float32 tensors (in the given order) to a safetensors file, through a temporary
- * file renamed into place so a reader never sees a partial file.
- */
-export function writeSafetensors(path: string, tensors: ReadonlyMap<string, TensorToWrite> | Record<string, TensorToWrite>, metadata: Record<string, string> = {}): void {
+/** The parts of a safetensors file holding float32 `tensors` (in the given order): 8-byte header length, header, then each tensor's bytes. */
+export function encodeSafetensors(tensors: ReadonlyMap<string, TensorToWrite> | Record<string, TensorToWrite>, metadata: Record<string, string> = {}): Uint8Array[] {
   const entries = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length) header.__metadata__ = metadata;
@@ -180,12 +177,19 @@ export function writeSafetensors(path: string, tensors: ReadonlyMap<string, Tens
   json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);  // align the data section to 8 bytes
   const head = Buffer.alloc(8);
   head.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
+  return [head, Buffer.from(json, 'utf8'), ...entries.map(([, t]) => new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength))];
+}
+
+/**
+ * Writes float32 tensors (in the given order) to a safetensors file, through a temporary
+ * file renamed into place so a reader never sees a partial file.
+ */
+export function writeSafetensors(path: string, tensors: ReadonlyMap<string, TensorToWrite> | Record<string, TensorToWrite>, metadata: Record<string, string> = {}): void {
+  const parts = encodeSafetensors(tensors, metadata);
   const tmp = `${path}.tmp-${process.pid}`;
   const fd = openSync(tmp, 'w');
   try {
-    writeSync(fd, head);
-    writeSync(fd, Buffer.from(json, 'utf8'));
-    for (const [, t] of entries) writeSync(fd, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+    for (const part of parts) writeSync(fd, part);
   } finally {
     closeSync(fd);
   }

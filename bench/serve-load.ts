@@ -1,0 +1,85 @@
+// Load test of `neurotap serve` on loopback with autocannon: N concurrent clients for D seconds
+// sending greedy completions (a fixed prompt length and max_tokens, no stop, so every answer is
+// exactly max_tokens tokens), half of them steered, against the same requests sent one at a
+// time; and all-steered against all-unsteered at full concurrency (the cost of steering).
+// Reports tokens/s, p50/p99 latency, errors, timeouts and non-2xx answers, with the load average
+// around each phase. The server runs as a child process (`neurotap serve`).
+//
+//   npx tsx bench/serve-load.ts [--model test/fixtures/models/gpt2] [--connections 64] [--duration 30]
+//       [--prompt 16] [--max-tokens 32] [--max-batch 16] [--threads 2]
+import { spawn } from 'node:child_process';
+import { cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+
+import autocannon from 'autocannon';
+
+const ROOT = join(import.meta.dirname, '..');
+const { values: o } = parseArgs({
+  options: {
+    model: { type: 'string', default: join(ROOT, 'test', 'fixtures', 'models', 'gpt2') },
+    connections: { type: 'string', default: '64' },
+    duration: { type: 'string', default: '30' },
+    prompt: { type: 'string', default: '16' },
+    'max-tokens': { type: 'string', default: '32' },
+    'max-batch': { type: 'string', default: '16' },
+    threads: { type: 'string', default: '2' },
+    'steer-hook': { type: 'string' },
+  },
+});
+const connections = Number(o.connections), duration = Number(o.duration), promptLen = Number(o.prompt), maxTokens = Number(o['max-tokens']);
+
+const child = spawn(process.execPath, [join(ROOT, 'bin', 'neurotap.js'), 'serve', '--model', o.model!, '--port', '0', '--threads', o.threads!, '--max-batch', o['max-batch']!, '--max-queue', '100000'], {
+  stdio: ['ignore', 'pipe', 'inherit'],
+});
+const url = await new Promise<string>((resolve, reject) => {
+  let out = '';
+  child.stdout.on('data', (d) => {
+    out += d;
+    const m = /listening on (http:\/\/[\d.]+:\d+)/.exec(out);
+    if (m) resolve(m[1]!);
+  });
+  child.on('exit', (code) => reject(new Error(`neurotap serve exited with ${code}`)));
+});
+const info = (await (await fetch(`${url}/v1/models`)).json()) as { data: { id: string }[] };
+const config = JSON.parse(await (await import('node:fs/promises')).readFile(join(o.model!, 'config.json'), 'utf8')) as Record<string, number>;
+const vocab = config.vocab_size!, dModel = (config.n_embd ?? config.hidden_size)!, layers = (config.n_layer ?? config.num_hidden_layers)!;
+const steerHook = o['steer-hook'] ?? `blocks.${Math.floor(layers / 2)}.hook_resid_post`;
+const vector = Array.from({ length: dModel }, (_, i) => Math.sin(i * 1.7) * 0.5);
+
+function body(i: number, steered: boolean): string {
+  const prompt = Array.from({ length: promptLen }, (_, j) => (i * 7919 + j * 104729) % vocab);
+  return JSON.stringify({ prompt, max_tokens: maxTokens, temperature: 0, ...(steered ? { neurotap: { steering: [{ hook: steerHook, vector, scale: 2 }] } } : {}) });
+}
+
+interface Phase { name: string; tokensPerS: number; requests: number; p50: number; p99: number; errors: number; timeouts: number; non2xx: number; load: [number, number] }
+
+async function phase(name: string, conns: number, steer: (i: number) => boolean): Promise<Phase> {
+  let n = 0;
+  const load0 = loadavg()[0]!;
+  const r = await autocannon({
+    url: `${url}/v1/completions`,
+    connections: conns,
+    duration,
+    timeout: 600,
+    requests: [{ method: 'POST', headers: { 'content-type': 'application/json' }, setupRequest: (req) => ({ ...req, body: body(n, steer(n++)) }) }],
+  });
+  const ok = r['2xx'];
+  const p: Phase = { name, tokensPerS: (ok * maxTokens) / duration, requests: ok, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors, timeouts: r.timeouts, non2xx: r.non2xx, load: [load0, loadavg()[0]!] };
+  console.log(`${name}: ${ok} answers, ${p.tokensPerS.toFixed(1)} tok/s, p50 ${p.p50} ms, p99 ${p.p99} ms, errors ${p.errors}, timeouts ${p.timeouts}, non-2xx ${p.non2xx}; load ${p.load[0].toFixed(2)} -> ${p.load[1].toFixed(2)}`);
+  return p;
+}
+
+console.log(`${cpus()[0]?.model}; model ${info.data[0]!.id} (${layers} layers, d_model ${dModel}); prompt ${promptLen}, max_tokens ${maxTokens}, greedy; steering at ${steerHook}; ${duration} s per phase`);
+const one = await phase('one at a time, half steered', 1, (i) => i % 2 === 1);
+const mixed = await phase(`${connections} clients, half steered`, connections, (i) => i % 2 === 1);
+const plain = await phase(`${connections} clients, none steered`, connections, () => false);
+const steered = await phase(`${connections} clients, all steered`, connections, () => true);
+console.log(`batching speed-up (mixed / one at a time): ${(mixed.tokensPerS / one.tokensPerS).toFixed(2)}x`);
+console.log(`cost of steering (1 - all steered / none steered): ${((1 - steered.tokensPerS / plain.tokensPerS) * 100).toFixed(1)}%`);
+const metrics = await (await fetch(`${url}/metrics`)).text();
+const sizes = /neurotap_decode_batch_size_sum (\S+)\nneurotap_decode_batch_size_count (\S+)/.exec(metrics);
+if (sizes) console.log(`mean decode batch: ${(Number(sizes[1]) / Number(sizes[2])).toFixed(1)} requests per step`);
+console.log(JSON.stringify({ bench: 'serve-load', cpu: cpus()[0]?.model, model: o.model, connections, duration, prompt: promptLen, maxTokens, phases: [one, mixed, plain, steered] }));
+child.kill('SIGTERM');
+await new Promise((r) => child.on('exit', r));
