@@ -2,8 +2,9 @@
 // sending greedy completions (a fixed prompt length and max_tokens, no stop, so every answer is
 // exactly max_tokens tokens), half of them steered, against the same requests sent one at a
 // time; and all-steered against all-unsteered at full concurrency (the cost of steering).
-// Reports tokens/s, p50/p99 latency, errors, timeouts and non-2xx answers, with the load average
-// around each phase. The server runs as a child process (`neurotap serve`).
+// Reports tokens/s (the server's count of tokens generated during the phase, requests still in
+// flight at its end included), p50/p99 latency, errors, timeouts and non-2xx answers, with the
+// load average around each phase. The server runs as a child process (`neurotap serve`).
 //
 //   npx tsx bench/serve-load.ts [--model test/fixtures/models/gpt2] [--connections 64] [--duration 30]
 //       [--prompt 16] [--max-tokens 32] [--max-batch 16] [--threads 2]
@@ -54,9 +55,15 @@ function body(i: number, steered: boolean): string {
 
 interface Phase { name: string; tokensPerS: number; requests: number; p50: number; p99: number; errors: number; timeouts: number; non2xx: number; load: [number, number] }
 
+async function generated(): Promise<number> {
+  const m = /^neurotap_generated_tokens_total (\S+)$/m.exec(await (await fetch(`${url}/metrics`)).text());
+  return m ? Number(m[1]) : 0;
+}
+
 async function phase(name: string, conns: number, steer: (i: number) => boolean): Promise<Phase> {
   let n = 0;
   const load0 = loadavg()[0]!;
+  const tokens0 = await generated();
   const r = await autocannon({
     url: `${url}/v1/completions`,
     connections: conns,
@@ -65,7 +72,8 @@ async function phase(name: string, conns: number, steer: (i: number) => boolean)
     requests: [{ method: 'POST', headers: { 'content-type': 'application/json' }, setupRequest: (req) => ({ ...req, body: body(n, steer(n++)) }) }],
   });
   const ok = r['2xx'];
-  const p: Phase = { name, tokensPerS: (ok * maxTokens) / duration, requests: ok, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors, timeouts: r.timeouts, non2xx: r.non2xx, load: [load0, loadavg()[0]!] };
+  // autocannon stops sending at the end and waits for what is in flight; the phase's tokens are those generated meanwhile.
+  const p: Phase = { name, tokensPerS: ((await generated()) - tokens0) / r.duration, requests: ok, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors, timeouts: r.timeouts, non2xx: r.non2xx, load: [load0, loadavg()[0]!] };
   console.log(`${name}: ${ok} answers, ${p.tokensPerS.toFixed(1)} tok/s, p50 ${p.p50} ms, p99 ${p.p99} ms, errors ${p.errors}, timeouts ${p.timeouts}, non-2xx ${p.non2xx}; load ${p.load[0].toFixed(2)} -> ${p.load[1].toFixed(2)}`);
   return p;
 }

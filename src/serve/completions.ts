@@ -193,6 +193,7 @@ export function completionRoutes(app: FastifyInstance, ctx: ServeContext, batche
         ...(p.logprobs !== undefined ? { logprobs: p.logprobs } : {}),
         signal: ac.signal,
         onToken: (t) => {
+          metrics.generatedTokens.inc();
           toks.push(t);
           tracker.push(t.token);
           if (p.stream) {
@@ -218,7 +219,6 @@ export function completionRoutes(app: FastifyInstance, ctx: ServeContext, batche
     const usage = { prompt_tokens: p.prompt.length, completion_tokens: toks.length, total_tokens: p.prompt.length + toks.length };
     metrics.queueSeconds.observe(result.queueMs / 1000);
     metrics.promptTokens.inc({}, p.prompt.length);
-    metrics.generatedTokens.inc({}, toks.length);
     if (!p.stream) {
       const text = tracker.take(true);
       const lp = p.logprobs === undefined ? null : kind === 'text' ? logprobsText(toks, 0) : logprobsChat(toks);

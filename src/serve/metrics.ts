@@ -66,7 +66,7 @@ const SECONDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
 export class ServerMetrics {
   readonly requests = new Counter('neurotap_requests_total', 'HTTP requests by route and status code.');
   readonly promptTokens = new Counter('neurotap_prompt_tokens_total', 'Prompt tokens run.');
-  readonly generatedTokens = new Counter('neurotap_generated_tokens_total', 'Tokens generated.');
+  readonly generatedTokens = new Counter('neurotap_generated_tokens_total', 'Tokens generated (counted as each is chosen).');
   readonly batchSize = new Histogram('neurotap_decode_batch_size', 'Requests sharing each decode step.', [1, 2, 4, 8, 16, 32, 64]);
   readonly queueSeconds = new Histogram('neurotap_queue_seconds', 'Time a generation request waited for a batch row.', SECONDS);
   readonly latency = new Histogram('neurotap_request_duration_seconds', 'Time from a request arriving to its response ending, by route.', SECONDS);
