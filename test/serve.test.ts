@@ -158,6 +158,44 @@ describe('neurotap serve', () => {
     expect(c.json.choices[0].text).toBe(model.tokenizer!.decode(g.newTokens[0]!));
   });
 
+  it('/v1/grad and /v1/attribute equal Model.backward and attributionPatching', async () => {
+    // Backward passes run on a model without an attached SAE.
+    const plain = await loadModel(fixtureDir('gpt2'), { threads: 2 });
+    const server = createServer(plain);
+    const url = await server.listen({ host: '127.0.0.1', port: 0 });
+    const post = async (path: string, body: unknown) => {
+      const r = await fetch(url + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      return { status: r.status, json: (await r.json()) as any };
+    };
+    const model = plain;
+    try {
+      const tokens = [[3, 9, 27, 81, 11]];
+      const metric = { logitDiff: { correct: 5, wrong: 6 } };
+      const hooks = { 'blocks.0.hook_resid_post': edits.scale(1.5) };
+      const want = await model.backward(tokens, { metric, grads: ['blocks.*.hook_resid_pre'], hooks });
+      const r = await post('/v1/grad', { tokens, metric, grads: 'blocks.*.hook_resid_pre', neurotap: { edits: { 'blocks.0.hook_resid_post': { op: 'scale', factor: 1.5 } } } });
+      expect(r.status, JSON.stringify(r.json)).toBe(200);
+      expect(r.json.metric).toBe(want.metric);
+      expect(Object.keys(r.json.grads)).toEqual([...want.grads.keys()]);
+      for (const [name, t] of want.grads) expect(Float32Array.from(r.json.grads[name].data)).toEqual(t.data);
+      const lossGrad = await post('/v1/grad', { tokens, metric: 'loss', grads: ['hook_embed'] });
+      expect(lossGrad.json.metric).toBe((await model.backward(tokens, { metric: 'loss', grads: ['hook_embed'] })).metric);
+
+      const { attributionPatching } = await import('../src/attribution.js');
+      const clean = [[3, 9, 27, 81]], corrupted = [[3, 9, 28, 81]];
+      const ap = await attributionPatching(model, clean, corrupted, { metric: { logit: { token: 7 } }, hooks: ['blocks.*.hook_resid_post'] });
+      const a = await post('/v1/attribute', { clean_tokens: clean, corrupted_tokens: corrupted, metric: { logit: { token: 7 } }, hooks: 'blocks.*.hook_resid_post' });
+      expect(a.status, JSON.stringify(a.json)).toBe(200);
+      expect([a.json.metric_clean, a.json.metric_corrupted]).toEqual([ap.metricClean, ap.metricCorrupted]);
+      for (const [name, t] of ap.scores) expect(Float32Array.from(a.json.scores[name].data)).toEqual(t.data);
+      const bad = await post('/v1/grad', { tokens, metric: { logit: { token: 7 }, logProb: { token: 1 } }, grads: 'hook_embed' });
+      expect([bad.status, bad.json.error.code]).toEqual([400, 'ERR_INVALID_INPUT']);
+    } finally {
+      await server.close();
+      plain.dispose();
+    }
+  });
+
   it('bad requests are JSON 4xx with their codes, and the server keeps serving', async () => {
     const cases: [unknown, number, string][] = [
       ['{"prompt": [1, 2', 400, 'ERR_INVALID_JSON'],

@@ -9,13 +9,13 @@ import { basename } from 'node:path';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 
 import { NeurotapError, UnknownHookError } from '../errors.js';
-import { encodeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import type { Model } from '../model/Model.js';
 import type { SteeringVector } from '../steering/vectors.js';
 import { Batcher } from './batcher.js';
 import { completionRoutes } from './completions.js';
+import { forwardRoutes } from './forward.js';
 import { ServerMetrics } from './metrics.js';
-import { bad, fields, interventions, optNumber, promptTokens, type ServeContext } from './requests.js';
+import type { ServeContext } from './requests.js';
 
 /** Options for {@link createServer}. */
 export interface ServeOptions {
@@ -137,85 +137,9 @@ export function createServer(model: Model, options: ServeOptions = {}): FastifyI
 
   completionRoutes(app, ctx, batcher, metrics, modelId);
 
-  // A forward with captures and edits: JSON arrays, or safetensors with Accept: application/octet-stream.
-  app.post('/v1/run', async (req: FastifyRequest, reply: FastifyReply) => {
-    const body = fields(req.body, 'body', ['tokens', 'text', 'capture', 'logits', 'neurotap']);
-    const rows = runInput(model, body, maxRunTokens);
-    const iv = interventions(ctx, body.neurotap);
-    const capture = [...iv.capture, ...(body.capture === undefined ? [] : [body.capture].flat())];
-    if (!capture.every((c) => typeof c === 'string')) bad('capture must be a string or an array of hook names and globs');
-    const logits = body.logits ?? 'last';
-    if (logits !== 'last' && logits !== 'all' && logits !== 'none') bad(`logits must be 'last', 'all' or 'none', got ${JSON.stringify(logits)}`);
-    const ac = abortOnClose(req, reply);
-    const r = await model.run(rows, { capture: capture as string[], hooks: iv.hooks as never, returnLogits: logits === 'all' ? true : logits === 'last' ? 'last' : false, signal: ac.signal });
-    const tensors = new Map<string, TensorToWrite>();
-    if (r.logits) tensors.set('logits', r.logits);
-    for (const [name, t] of r.cache) tensors.set(name, t);
-    if ((req.headers.accept ?? '').includes('application/octet-stream')) {
-      reply.type('application/octet-stream');
-      return Buffer.concat(encodeSafetensors(tensors, { tokens: JSON.stringify(rows), pad: JSON.stringify(r.pad) }));
-    }
-    const json = (t: TensorToWrite) => ({ shape: t.shape, data: Array.from(t.data) });
-    return {
-      tokens: rows,
-      pad: r.pad,
-      ...(r.logits ? { logits: json(r.logits) } : {}),
-      activations: Object.fromEntries([...r.cache].map(([name, t]) => [name, json(t)])),
-    };
-  });
-
-  // The k largest SAE features per token.
-  app.post('/v1/features', async (req: FastifyRequest, reply: FastifyReply) => {
-    const body = fields(req.body, 'body', ['tokens', 'text', 'k', 'sae']);
-    const attached = [...model.saes.values()];
-    if (attached.length === 0) bad('no SAE is attached (start the server with --sae DIR)', 'ERR_NO_SAE');
-    const sae = body.sae === undefined ? attached[0]! : attached.find((a) => a.hook === body.sae);
-    if (!sae) bad(`sae must name the hook of an attached SAE (${attached.map((a) => a.hook).join(', ')})`);
-    const k = optNumber(body.k, 'k', 1, sae.sae.cfg.dSae, true) ?? Math.min(10, sae.sae.cfg.dSae);
-    const rows = runInput(model, body, maxRunTokens);
-    const ac = abortOnClose(req, reply);
-    const r = await model.run(rows, { returnLogits: false, saeFeatures: { k, hooks: [sae.hook as never] }, signal: ac.signal });
-    const f = r.features.get(sae.hook)!;
-    const [B, T] = f.shape;
-    return {
-      sae: sae.hook,
-      k,
-      rows: Array.from({ length: B }, (_, b) =>
-        Array.from({ length: T - r.pad[b]! }, (_, i) => {
-          const t = r.pad[b]! + i;
-          const at = (b * T + t) * k;
-          return {
-            token: rows[b]![i],
-            ...(model.tokenizer ? { text: model.tokenizer.decode([rows[b]![i]!]) } : {}),
-            features: Array.from({ length: k }, (_, j) => ({ index: f.indices[at + j]!, value: f.values[at + j]! })),
-          };
-        }),
-      ),
-    };
-  });
+  forwardRoutes(app, ctx, maxRunTokens);
 
   return app;
-}
-
-/** Rows of token ids from `tokens` (ids, or an array of id arrays) or `text` (a string or strings). */
-function runInput(model: Model, body: Record<string, unknown>, maxTokens: number): number[][] {
-  if ((body.tokens === undefined) === (body.text === undefined)) bad("give exactly one of 'tokens' and 'text'");
-  let rows: number[][];
-  if (body.text !== undefined) {
-    const texts = Array.isArray(body.text) ? body.text : [body.text];
-    if (texts.length === 0 || !texts.every((t) => typeof t === 'string')) bad('text must be a string or a non-empty array of strings');
-    rows = texts.map((t, i) => promptTokens(model, t, `text[${i}]`));
-  } else {
-    const t = body.tokens;
-    rows = Array.isArray(t) && t.length > 0 && Array.isArray(t[0]) ? (t as unknown[]).map((r, i) => promptTokens(model, r, `tokens[${i}]`)) : [promptTokens(model, t, 'tokens')];
-  }
-  const n = rows.reduce((a, r) => a + r.length, 0);
-  const longest = Math.max(...rows.map((r) => r.length));
-  if (n > maxTokens || longest * rows.length > maxTokens)
-    bad(`the request holds ${rows.length} x ${longest} padded tokens, more than the ${maxTokens} a request may`, 'ERR_TOO_MANY_TOKENS');
-  if (model.config.positionalEmbedding === 'standard' && longest > model.config.nCtx)
-    bad(`a ${longest}-token sequence exceeds the model's ${model.config.nCtx} positions`, 'ERR_TOO_MANY_TOKENS');
-  return rows;
 }
 
 /** An AbortController aborted when the client goes away before the response is sent. */
