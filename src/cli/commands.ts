@@ -185,7 +185,7 @@ export const COMMANDS: readonly CommandDef[] = [
       { name: 'api-key', type: 'string', arg: 'KEY', help: 'require "Authorization: Bearer KEY" on every route but /health (default: $NEUROTAP_API_KEY, else none)' },
       { name: 'max-batch', type: 'int', min: 1, arg: 'N', default: '16', help: 'generation requests decoded together at most' },
       { name: 'max-queue', type: 'int', min: 0, arg: 'N', default: '256', help: 'generation requests waiting beyond this many get 503 with Retry-After' },
-      { name: 'capacity', type: 'int', min: 2, arg: 'N', help: "positions a generation request may use, prompt + max_tokens (default: the model's context)" },
+      { name: 'capacity', type: 'int', min: 2, arg: 'N', help: "positions a generation request may use, prompt + max_tokens (default: the model's context, at most 2048)" },
       { name: 'body-limit', type: 'int', min: 1, arg: 'BYTES', default: String(16 << 20), help: 'largest request body (413 beyond)' },
       { name: 'sae', type: 'string', arg: 'DIR', repeat: true, help: 'attach the SAE in DIR (SAELens or Gemma Scope layout) for neurotap.features and /v1/features' },
       { name: 'sae-hook', type: 'string', arg: 'HOOK', repeat: true, help: "the hook the preceding --sae attaches at (default: the one its config names)" },

@@ -64,7 +64,7 @@ export interface BatchResult {
 export interface BatcherOptions {
   /** Rows of the shared cache: requests decoded together at most. Defaults to 16. */
   maxBatch?: number;
-  /** Positions of the shared cache; a request needs prompt + maxNewTokens of them. Defaults to the model's context (2048 where it has none). */
+  /** Positions of the shared cache; a request needs prompt + maxNewTokens of them. Defaults to the model's context, at most 2048 (the cache holds maxBatch x capacity positions of every layer's keys and values). */
   capacity?: number;
   /** Requests waiting beyond this many are refused (ERR_QUEUE_FULL). Defaults to 256. */
   maxQueue?: number;
@@ -117,7 +117,7 @@ export class Batcher {
   ) {
     this.onStep = options.onStep;
     this.maxBatch = options.maxBatch ?? 16;
-    this.capacity = options.capacity ?? (model.config.nCtx > 0 ? model.config.nCtx : 2048);
+    this.capacity = options.capacity ?? (model.config.nCtx > 0 ? Math.min(model.config.nCtx, 2048) : 2048);
     this.maxQueue = options.maxQueue ?? 256;
     if (!Number.isSafeInteger(this.maxBatch) || this.maxBatch < 1) throw new InvalidInputError('ERR_INVALID_INPUT', `maxBatch must be a positive integer, got ${this.maxBatch}`);
     if (!Number.isSafeInteger(this.capacity) || this.capacity < 2) throw new InvalidInputError('ERR_INVALID_INPUT', `capacity must be an integer >= 2, got ${this.capacity}`);

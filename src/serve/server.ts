@@ -23,7 +23,7 @@ export interface ServeOptions {
   apiKey?: string;
   /** Requests decoded together at most. Defaults to 16. */
   maxBatch?: number;
-  /** Positions a generation request may use (prompt + max_tokens). Defaults to the model's context (2048 where it has none). */
+  /** Positions a generation request may use (prompt + max_tokens). Defaults to the model's context, at most 2048. */
   capacity?: number;
   /** Generation requests waiting beyond this many get 503 with Retry-After. Defaults to 256. */
   maxQueue?: number;
