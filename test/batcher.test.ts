@@ -80,8 +80,9 @@ for (const name of ['gpt2', 'llama-gqa']) {
       results.push(...reqs.slice(3).map((r) => batcher.submit(r)));
       const got = await Promise.all(results);
       got.forEach((g, i) => expectSame(`request ${i}`, g, expected[i]!));
-      // Rows joined mid-run and shared steps: fewer forwards than tokens.
+      // Rows joined mid-run and shared steps, and prompts shared forwards.
       expect(batcher.stats.steps).toBeLessThan(batcher.stats.rowSteps);
+      expect(batcher.stats.prefills).toBeLessThan(batcher.stats.prompts);
       expect(batcher.active).toBe(0);
       await batcher.close();
     });
@@ -143,7 +144,8 @@ describe('KV cache row operations', () => {
       expect(await code(() => h.admitToCache(cache, -1, null))).toBe('ERR_INVALID_INPUT');
       expect(await code(() => h.admitToCache(cache, 0, cache))).toBe('ERR_INVALID_INPUT');
       expect(await code(() => h.admitToCache(cache, 0, other.createCache(1, 4)))).toBe('ERR_INVALID_INPUT');
-      expect(await code(() => h.admitToCache(cache, 0, model.createCache(2, 4)))).toBe('ERR_INVALID_INPUT');
+      expect(await code(() => h.admitToCache(cache, 0, model.createCache(2, 4), 2))).toBe('ERR_INVALID_INPUT'); // no source row 2
+      expect(await code(() => h.admitToCache(cache, 0, model.createCache(2, 4), 0.5))).toBe('ERR_INVALID_INPUT');
       expect(await code(() => h.admitToCache({} as never, 0, null))).toBe('ERR_INVALID_INPUT');
       await model.forward({ tokens: Int32Array.from([1, 2, 3]), batch: 1, pos: 3, cache: one, capture: [], logits: 'none', maxPositions: 4 });
       expect(await code(() => h.admitToCache(cache, 0, one))).toBe('ERR_INVALID_INPUT'); // 3 positions before position 0

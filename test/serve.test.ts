@@ -82,6 +82,12 @@ describe('neurotap serve', () => {
       expect(events.map((e) => e.choices[0].text).join('')).toBe(r.json.choices[0].text);
       expect(events.at(-1).choices[0].finish_reason).toBe('length');
     }
+    // neurotap.capture: the prompt forward's activations, as Model.run gives them.
+    const c = await post('/v1/completions', { prompt, max_tokens: 2, temperature: 0, neurotap: { capture: ['blocks.1.hook_resid_post'] } });
+    const run = await model.run([prompt], { capture: ['blocks.1.hook_resid_post'] });
+    const act = c.json.neurotap.activations['blocks.1.hook_resid_post'];
+    expect(act.shape).toEqual([1, 5, model.config.dModel]);
+    expect(Float32Array.from(act.data)).toEqual(run.cache.get('blocks.1.hook_resid_post').data);
   });
 
   it('stop strings, logprobs, seeded sampling', async () => {

@@ -1,5 +1,5 @@
 // NativeKvCache, and the model methods that move a cache's rows (engine/cache-ops.cc) on
-// libuv's pool: shiftCache(cache, delta) and admitToCache(cache, row, source | null).
+// libuv's pool: shiftCache(cache, delta) and admitToCache(cache, row, source | null, sourceRow?).
 #include <functional>
 
 #include "api/errors.h"
@@ -58,16 +58,20 @@ Napi::Value ModelWrap::shift_cache(const Napi::CallbackInfo &info) {
 Napi::Value ModelWrap::admit_to_cache(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   std::shared_ptr<Model> model = checked(env);
-  if (info.Length() != 3 || !info[1].IsNumber()) throw_coded(env, code::kInvalidInput, "admitToCache(cache, row: number, source: cache | null)");
+  if (info.Length() < 3 || info.Length() > 4 || !info[1].IsNumber() || (info.Length() == 4 && !info[3].IsNumber()))
+    throw_coded(env, code::kInvalidInput, "admitToCache(cache, row: number, source: cache | null, sourceRow?: number)");
   std::shared_ptr<KvCache> dst = CacheWrap::of(env, info[0], *model, "cache");
   std::shared_ptr<KvCache> src = info[2].IsNull() || info[2].IsUndefined() ? nullptr : CacheWrap::of(env, info[2], *model, "source cache");
   if (src == dst) throw_coded(env, code::kInvalidInput, "the source cache is the target cache");
   const double r = info[1].As<Napi::Number>().DoubleValue();
   if (!(r >= 0 && r < 1e15 && r == static_cast<double>(static_cast<int64_t>(r)))) throw_coded(env, code::kInvalidInput, "row must be a non-negative integer");
   const int64_t row = static_cast<int64_t>(r);
+  const double sr = info.Length() == 4 ? info[3].As<Napi::Number>().DoubleValue() : 0.0;
+  if (!(sr >= 0 && sr < 1e15 && sr == static_cast<double>(static_cast<int64_t>(sr)))) throw_coded(env, code::kInvalidInput, "sourceRow must be a non-negative integer");
+  const int64_t src_row = static_cast<int64_t>(sr);
   Model *m = model.get();
   KvCache *d = dst.get(), *s = src.get();
-  auto *w = new CacheOpWorker(env, model, dst, src, [m, d, row, s] { m->admit_to_cache(*d, row, s); });
+  auto *w = new CacheOpWorker(env, model, dst, src, [m, d, row, s, src_row] { m->admit_to_cache(*d, row, s, src_row); });
   Napi::Promise promise = w->promise();
   w->Queue();
   return promise;

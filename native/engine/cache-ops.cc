@@ -1,5 +1,5 @@
 // KV cache row operations for continuous batching (src/serve/batcher.ts): sequences join a
-// shared cache between forwards by copying in the cache of their own prompt's forward, leave by
+// shared cache between forwards by copying in their row of their prompts' forward, leave by
 // masking their row, and the cache's positions move as a whole when a longer prompt joins or the
 // cache fills. A row's positions are its indices minus its left padding, so moving keys and
 // padding together changes nothing a forward computes. Tests: test/cache-ops.test.ts.
@@ -51,7 +51,7 @@ void Model::shift_cache(KvCache &cache, int64_t delta) {
   cache.len += delta;
 }
 
-void Model::admit_to_cache(KvCache &dst, int64_t row, const KvCache *src) {
+void Model::admit_to_cache(KvCache &dst, int64_t row, const KvCache *src, int64_t src_row) {
   std::lock_guard<std::mutex> lock(run_mutex_);
   check_cache(*this, dst, "target");
   if (row < 0 || row >= dst.batch) fail(code::kInvalidInput, "row " + std::to_string(row) + " is outside the KV cache's " + std::to_string(dst.batch) + " rows");
@@ -60,7 +60,8 @@ void Model::admit_to_cache(KvCache &dst, int64_t row, const KvCache *src) {
     return;
   }
   check_cache(*this, *src, "source");
-  if (src->batch != 1) fail(code::kInvalidInput, "the source KV cache must hold one sequence, not " + std::to_string(src->batch));
+  if (src_row < 0 || src_row >= src->batch)
+    fail(code::kInvalidInput, "source row " + std::to_string(src_row) + " is outside the source KV cache's " + std::to_string(src->batch) + " rows");
   if (src->len > dst.len)
     fail(code::kInvalidInput, "the source KV cache's " + std::to_string(src->len) + " positions do not fit before the target's position " +
                                   std::to_string(dst.len) + " (move the target's positions later first)");
@@ -68,14 +69,15 @@ void Model::admit_to_cache(KvCache &dst, int64_t row, const KvCache *src) {
     const size_t dkv = static_cast<size_t>(dst.heads * dst.d_head) * sizeof(float);
     const size_t at = (static_cast<size_t>(row) * static_cast<size_t>(dst.capacity) + static_cast<size_t>(dst.len - src->len)) * dkv;
     const size_t width = static_cast<size_t>(src->len) * dkv;
+    const size_t from = static_cast<size_t>(src_row) * static_cast<size_t>(src->capacity) * dkv;
     const nt_backend_api &api = be_->api();
     for (size_t L = 0; L < dst.k.size(); ++L) {
-      be_->check(api.copy_2d(be_->ctx(), static_cast<char *>(dst.k[L].data()) + at, width, src->k[L].data(), width, width, 1), "kv admit");
-      be_->check(api.copy_2d(be_->ctx(), static_cast<char *>(dst.v[L].data()) + at, width, src->v[L].data(), width, width, 1), "kv admit");
+      be_->check(api.copy_2d(be_->ctx(), static_cast<char *>(dst.k[L].data()) + at, width, static_cast<const char *>(src->k[L].data()) + from, width, width, 1), "kv admit");
+      be_->check(api.copy_2d(be_->ctx(), static_cast<char *>(dst.v[L].data()) + at, width, static_cast<const char *>(src->v[L].data()) + from, width, width, 1), "kv admit");
     }
     be_->check(api.synchronize(be_->ctx()), "kv admit");
   }
-  dst.pad[static_cast<size_t>(row)] = static_cast<int32_t>(dst.len - src->len + src->pad[0]);
+  dst.pad[static_cast<size_t>(row)] = static_cast<int32_t>(dst.len - src->len + src->pad[static_cast<size_t>(src_row)]);
 }
 
 }  // namespace nt

@@ -114,10 +114,10 @@ class Model {
   // Continuous batching (engine/cache-ops.cc). Moves every row's positions [0, len) `delta`
   // later (> 0) or earlier (< 0, by at most the smallest left padding), pads and len with them.
   void shift_cache(KvCache &cache, int64_t delta);
-  // Copies the one-sequence `src` into row `row` of `dst` so that it ends at dst.len (src.len <=
+  // Copies row `src_row` of `src` into row `row` of `dst` so that it ends at dst.len (src.len <=
   // dst.len) and sets the row's left padding to match; with no `src` the row is emptied (its
   // padding becomes dst.len). Forwards then run the row as if it had run alone.
-  void admit_to_cache(KvCache &dst, int64_t row, const KvCache *src);
+  void admit_to_cache(KvCache &dst, int64_t row, const KvCache *src, int64_t src_row = 0);
 
   // Validates the request (token range, sizes, edits against their hooks) before any
   // compute, then runs it. Runs on one model serialize.

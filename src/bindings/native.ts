@@ -178,8 +178,8 @@ export interface NativeModel {
   createCache(batch: number, capacity: number): NativeKvCache;
   /** Moves every row's cached positions `delta` later (> 0) or earlier (< 0, at most the smallest left padding), with their padding. */
   shiftCache(cache: NativeKvCache, delta: number): Promise<void>;
-  /** Copies the one-sequence `source` into `row` of `cache`, ending at its length (its padding set to match); null empties the row. */
-  admitToCache(cache: NativeKvCache, row: number, source: NativeKvCache | null): Promise<void>;
+  /** Copies row `sourceRow` (default 0) of `source` into `row` of `cache`, ending at its length (its padding set to match); null empties the row. */
+  admitToCache(cache: NativeKvCache, row: number, source: NativeKvCache | null, sourceRow?: number): Promise<void>;
   attachSae(index: number, sae: NativeSae, useErrorTerm: boolean): Promise<void>;
   detachSae(index: number): Promise<void>;
   dispose(): void;

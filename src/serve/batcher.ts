@@ -1,8 +1,9 @@
 // Continuous batching for generation: requests join a shared KV cache between decode steps and
 // leave when they finish, each with its own edits (applied to its row only), sampling settings
-// and stop tokens. A request's prompt runs alone (batch 1, its own edits), its cache is copied
-// into a free row of the shared cache so that it ends at the cache's current position (the
-// row's left padding covers the rest), and from then on one forward per step runs every row.
+// and stop tokens. Waiting prompts run together in one left-padded forward (each request's
+// edits on its row), each row of that forward's cache is copied into a free row of the shared
+// cache so that it ends at the cache's current position (the row's left padding covers the
+// rest), and from then on one forward per step runs every row.
 // A row's positions are its indices minus its padding, and every row's attention reads only its
 // own keys, so a request's tokens and logits are those of running it alone (test/batcher.test.ts
 // checks this against Model.generate with mixed steering, prompt lengths and arrival times).
@@ -78,6 +79,8 @@ export interface BatcherStats {
   /** Sum over decode steps of the rows that were active in them. */
   rowSteps: number;
   prompts: number;
+  /** Forwards that ran prompts (several prompts share one). */
+  prefills: number;
   promptTokens: number;
   generatedTokens: number;
 }
@@ -103,7 +106,7 @@ export class Batcher {
   readonly maxBatch: number;
   readonly capacity: number;
   readonly maxQueue: number;
-  readonly stats: BatcherStats = { steps: 0, rowSteps: 0, prompts: 0, promptTokens: 0, generatedTokens: 0 };
+  readonly stats: BatcherStats = { steps: 0, rowSteps: 0, prompts: 0, prefills: 0, promptTokens: 0, generatedTokens: 0 };
   private readonly queue: Pending[] = [];
   private readonly rows: (Active | null)[];
   private cache: NativeKvCache | null = null;
@@ -186,68 +189,100 @@ export class Batcher {
     }
   }
 
-  // Runs waiting prompts and moves them into free rows while they fit.
+  // Runs waiting prompts, together in one left-padded forward, and moves them into free rows,
+  // while rows are free and the cache has room. A request that captures runs its prompt alone
+  // (its captures are `[1, prompt, ...]`).
   private async admit(): Promise<void> {
-    while (this.queue.length > 0) {
-      const row = this.rows.indexOf(null);
-      if (row < 0) return;
+    const free = this.rows.flatMap((a, r) => (a ? [] : [r]));
+    const group: Pending[] = [];
+    while (this.queue.length > 0 && group.length < free.length) {
       const next = this.queue[0]!;
       if (next.req.signal?.aborted) {
         this.queue.shift();
         next.reject(next.req.signal.reason);
         continue;
       }
-      if (!(await this.makeRoom(next.req))) return;
-      this.queue.shift();
-      await this.prefill(next, row);
+      const alone = (next.req.capture?.length ?? 0) > 0;
+      if (alone && group.length > 0) break;
+      if (!(await this.makeRoom([...group.map((g) => g.req), next.req]))) break;
+      group.push(this.queue.shift()!);
+      if (alone) break;
     }
+    if (group.length > 0) await this.prefill(group, free);
   }
 
-  // Positions the shared cache needs for the batch plus `req`: every active row must reach its
-  // last token before the cache is full (rows only leave, so no move is needed mid-run).
-  private async makeRoom(req: BatchRequest): Promise<boolean> {
+  // Whether the shared cache has room for the batch plus `reqs`, after dropping the positions
+  // before every active row's first one if needed: every active row must reach its last token
+  // before the cache is full (rows only leave, so no move is needed mid-run).
+  private async makeRoom(reqs: readonly BatchRequest[]): Promise<boolean> {
     this.cache ??= this.model.createCache(this.maxBatch, this.capacity);
     const cache = this.cache;
     const remaining = (a: Active) => a.req.maxNewTokens - a.out.length;
-    const need = (len: number) => Math.max(len, req.prompt.length) + Math.max(req.maxNewTokens - 1, ...this.rows.map((a) => (a ? remaining(a) : 0)));
+    const longest = Math.max(...reqs.map((r) => r.prompt.length));
+    const need = (len: number) => Math.max(len, longest) + Math.max(...reqs.map((r) => r.maxNewTokens - 1), ...this.rows.map((a) => (a ? remaining(a) : 0)));
     if (need(cache.length) <= this.capacity) return true;
-    // Drop the positions before every active row's first one (empty rows see only the present).
     for (let r = 0; r < this.maxBatch; r++) if (!this.rows[r]) await this.model.nativeHandle().admitToCache(cache, r, null);
     const drop = Math.min(...cache.pads);
     if (drop > 0) await this.model.nativeHandle().shiftCache(cache, -drop);
     return need(cache.length) <= this.capacity;
   }
 
-  private async prefill(p: Pending, row: number): Promise<void> {
-    const { req } = p;
-    const queueMs = performance.now() - p.submitted;
-    const P = req.prompt.length;
-    const rng = new Rng(req.seed ?? Math.floor(Math.random() * 2 ** 32));
-    const a: Active = { ...p, row, rng, stop: new Set(req.stopTokens ?? []), out: [], queueMs, captures: new ActivationCache() };
-    let own: NativeKvCache | null = null;
+  // One forward over the group's prompts (left-padded, each request's edits on its row), then
+  // each takes its first token and, unless that ends it, a free row.
+  private async prefill(group: Pending[], free: readonly number[]): Promise<void> {
+    const k = group.length;
+    const P = Math.max(...group.map((p) => p.req.prompt.length));
+    const pad = group.map((p) => P - p.req.prompt.length);
+    const tokens = Int32Array.from(group.flatMap((p, i) => [...Array<number>(pad[i]!).fill(p.req.prompt[0]!), ...p.req.prompt]));
+    const hooks: Record<string, Edit[]> = {};
+    group.forEach((p, i) => {
+      for (const [hook, spec] of Object.entries(p.req.hooks ?? {})) for (const e of [spec].flat()) (hooks[hook] ??= []).push(k === 1 ? e : ({ ...e, rows: [i] } as Edit));
+    });
+    const started = performance.now();
+    const active: Active[] = group.map((p, i) => ({
+      ...p,
+      row: free[i]!,
+      rng: new Rng(p.req.seed ?? Math.floor(Math.random() * 2 ** 32)),
+      stop: new Set(p.req.stopTokens ?? []),
+      out: [],
+      queueMs: started - p.submitted,
+      captures: new ActivationCache(),
+    }));
     try {
-      own = this.model.createCache(1, P);
+      const own = this.model.createCache(k, P);
+      const signals = group.map((p) => p.req.signal).filter((s): s is AbortSignal => s !== undefined);
       const out = await this.model.forward({
-        tokens: Int32Array.from(req.prompt),
-        batch: 1,
+        tokens,
+        batch: k,
         pos: P,
+        pad: Int32Array.from(pad),
         cache: own,
-        capture: req.capture ?? [],
-        ...(req.hooks ? { hooks: req.hooks as Record<string, HookSpec> } : {}),
+        capture: k === 1 ? (group[0]!.req.capture ?? []) : [],
+        hooks: hooks as Record<string, HookSpec>,
         logits: 'last',
-        maxPositions: P + req.maxNewTokens,
-        ...(req.signal ? { signal: req.signal } : {}),
+        maxPositions: Math.max(...group.map((p) => p.req.prompt.length + p.req.maxNewTokens)),
+        // One request's prompt alone stops when it is aborted; a group's when all of them are.
+        ...(signals.length === k ? { signal: k === 1 ? signals[0]! : AbortSignal.any(signals) } : {}),
       });
-      this.stats.prompts++;
-      this.stats.promptTokens += P;
-      a.captures = out.cache;
-      if (this.choose(a, out.logits!.data)) return;
+      this.stats.prompts += k;
+      this.stats.prefills++;
+      this.stats.promptTokens += group.reduce((n, p) => n + p.req.prompt.length, 0);
+      if (k === 1) active[0]!.captures = out.cache;
+      const V = this.model.config.dVocab;
       const cache = this.cache!;
-      if (cache.length < P) await this.model.nativeHandle().shiftCache(cache, P - cache.length);
-      await this.model.nativeHandle().admitToCache(cache, row, own);
-      this.rows[row] = a;
+      for (const [i, a] of active.entries()) {
+        if (a.req.signal?.aborted) {
+          a.reject(a.req.signal.reason);
+          continue;
+        }
+        if (this.choose(a, out.logits!.data.subarray(i * V, (i + 1) * V))) continue;
+        if (cache.length < P) await this.model.nativeHandle().shiftCache(cache, P - cache.length);
+        await this.model.nativeHandle().admitToCache(cache, a.row, own, i);
+        this.rows[a.row] = a;
+      }
     } catch (err) {
-      p.reject(err);
+      for (const a of active) if (!this.rows[a.row]) a.reject(err);
+      if (active.some((a) => this.rows[a.row] === a)) throw err;  // the shared cache is in doubt
     }
   }
 
