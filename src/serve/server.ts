@@ -29,7 +29,7 @@ export interface ServeOptions {
   maxQueue?: number;
   /** Largest request body in bytes (413 beyond). Defaults to 16 MiB. */
   bodyLimit?: number;
-  /** Tokens a `/v1/run` or `/v1/features` request may hold in all. Defaults to 8 x capacity. */
+  /** Tokens a `/v1/run`, `/v1/features`, `/v1/grad` or `/v1/attribute` input may hold in all. Defaults to 8 x capacity. */
   maxRunTokens?: number;
   /** Steering vectors requests may name (`neurotap.steering[].name`). Defaults to none. */
   vectors?: ReadonlyMap<string, SteeringVector>;
@@ -52,6 +52,7 @@ declare module 'fastify' {
 export function statusOf(err: unknown): number {
   const code = (err as { code?: unknown }).code;
   if (code === 'ERR_QUEUE_FULL' || code === 'ERR_SHUTTING_DOWN') return 503;
+  if (code === 'ERR_ABORTED') return 499;  // the client closed the connection (nginx's code; nobody reads it but the metrics)
   if (code === 'FST_ERR_CTP_BODY_TOO_LARGE') return 413;
   if (code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return 415;
   if (err instanceof UnknownHookError) return 400;
