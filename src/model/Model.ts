@@ -156,6 +156,8 @@ export interface ForwardRequest {
   saeFeatures?: { k?: number; hooks?: readonly string[]; counts?: boolean; rows?: Uint8Array };
   /** Sample each row's next token in the engine from the last-position logits (needs logits 'last' or 'none'); the ids come back as `sampled`. */
   sample?: NativeSampleOptions;
+  /** Native edit actions already translated by {@link Model.hookActions} for this batch (applied after `hooks`' own). */
+  actions?: readonly NativeAction[];
 }
 
 /** Options for {@link Model.attachSae}. */
@@ -459,6 +461,7 @@ export class Model<F extends Family = Family> {
     const names = this.resolveHooks([...patternList(req.capture, 'capture'), ...Object.keys(req.outputs ?? {})]);
     if (!req.fitsChecked) ensureForwardFits(this, 'this forward', { ...req, keyPos }, names);
     const { actions, fns } = this.hookActions(req.hooks ?? {}, batch, pos, keyPos, req.maxPositions);
+    if (req.actions) actions.push(...req.actions);
     const features = new Map<string, SparseFeatures>();
     const featureCounts = new Map<string, Uint32Array>();
     const nativeFeatures: NonNullable<NativeRunOptions['saeFeatures']> = [];

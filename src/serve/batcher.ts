@@ -9,7 +9,7 @@
 // checks this against Model.generate with mixed steering, prompt lengths and arrival times).
 import { InvalidInputError, NeurotapError } from '../errors.js';
 import type { NativeKvCache } from '../bindings/native.js';
-import type { Edit, HookSpec } from '../hooks/edits.js';
+import type { Edit, HookSpec, NativeAction } from '../hooks/edits.js';
 import { ActivationCache, type Model } from '../model/Model.js';
 import { Rng, sampleToken } from '../generate/sampling.js';
 
@@ -94,6 +94,9 @@ interface Pending {
 
 interface Active extends Pending {
   row: number;
+  /** The request's decode-step edits on its row, translated once; edits whose width follows the key positions (pattern, scores) are translated each step. */
+  actions: NativeAction[];
+  stepHooks: Record<string, Edit[]>;
   captures: ActivationCache;
   rng: Rng;
   stop: Set<number>;
@@ -247,6 +250,8 @@ export class Batcher {
       out: [],
       queueMs: started - p.submitted,
       captures: new ActivationCache(),
+      actions: [],
+      stepHooks: {},
     }));
     try {
       const own = this.model.createCache(k, P);
@@ -278,6 +283,7 @@ export class Batcher {
         if (this.choose(a, out.logits!.data.subarray(i * V, (i + 1) * V))) continue;
         if (cache.length < P) await this.model.nativeHandle().shiftCache(cache, P - cache.length);
         await this.model.nativeHandle().admitToCache(cache, a.row, own, i);
+        this.prepareStepEdits(a);
         this.rows[a.row] = a;
       }
     } catch (err) {
@@ -286,12 +292,24 @@ export class Batcher {
     }
   }
 
+  // Splits a's edits, on its row, into actions translated now for every decode step and the
+  // per-step hooks whose width follows the key positions.
+  private prepareStepEdits(a: Active): void {
+    const fixed: Record<string, Edit[]> = {};
+    for (const [hook, spec] of Object.entries(a.req.hooks ?? {})) {
+      const target = /\.hook_(pattern|attn_scores)$/.test(hook) ? a.stepHooks : fixed;
+      for (const e of [spec].flat()) (target[hook] ??= []).push({ ...e, rows: [a.row] } as Edit);
+    }
+    a.actions = this.model.hookActions(fixed as Record<string, HookSpec>, this.maxBatch, 1, this.capacity, this.capacity).actions;
+  }
+
   // One forward for every row; each active row takes its next token.
   private async step(): Promise<void> {
     const cache = this.cache!;
     const B = this.maxBatch;
     const tokens = new Int32Array(B);
     const hooks: Record<string, Edit[]> = {};
+    const actions: NativeAction[] = [];
     let maxPositions = cache.length + 1;
     for (const a of this.rows) {
       if (!a) continue;
@@ -302,13 +320,14 @@ export class Batcher {
       }
       tokens[a.row] = a.out.at(-1)!.token;
       maxPositions = Math.max(maxPositions, a.req.prompt.length + a.req.maxNewTokens);
-      for (const [hook, spec] of Object.entries(a.req.hooks ?? {})) for (const e of [spec].flat()) (hooks[hook] ??= []).push({ ...e, rows: [a.row] } as Edit);
+      actions.push(...a.actions);
+      for (const [hook, list] of Object.entries(a.stepHooks)) (hooks[hook] ??= []).push(...list);
     }
     const live = this.rows.filter((a): a is Active => a !== null);
     if (live.length === 0) return;
     let logits: Float32Array;
     try {
-      const out = await this.model.forward({ tokens, batch: B, pos: 1, cache, capture: [], hooks, logits: 'last', maxPositions });
+      const out = await this.model.forward({ tokens, batch: B, pos: 1, cache, capture: [], hooks, actions, logits: 'last', maxPositions });
       logits = out.logits!.data;
     } catch (err) {
       for (const a of live) {
