@@ -53,17 +53,19 @@ function body(i: number, steered: boolean): string {
   return JSON.stringify({ prompt, max_tokens: maxTokens, temperature: 0, ...(steered ? { neurotap: { steering: [{ hook: steerHook, vector, scale: 2 }] } } : {}) });
 }
 
-interface Phase { name: string; tokensPerS: number; requests: number; p50: number; p99: number; errors: number; timeouts: number; non2xx: number; load: [number, number] }
+interface Phase { name: string; tokensPerS: number; meanBatch: number; requests: number; p50: number; p99: number; errors: number; timeouts: number; non2xx: number; load: [number, number] }
 
-async function generated(): Promise<number> {
-  const m = /^neurotap_generated_tokens_total (\S+)$/m.exec(await (await fetch(`${url}/metrics`)).text());
-  return m ? Number(m[1]) : 0;
+/** The server's counters: tokens generated, and the decode steps' summed batch sizes and count. */
+async function counters(): Promise<{ tokens: number; rows: number; steps: number }> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const get = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
+  return { tokens: get('neurotap_generated_tokens_total'), rows: get('neurotap_decode_batch_size_sum'), steps: get('neurotap_decode_batch_size_count') };
 }
 
 async function phase(name: string, conns: number, steer: (i: number) => boolean): Promise<Phase> {
   let n = 0;
   const load0 = loadavg()[0]!;
-  const tokens0 = await generated();
+  const c0 = await counters();
   const r = await autocannon({
     url: `${url}/v1/completions`,
     connections: conns,
@@ -73,8 +75,9 @@ async function phase(name: string, conns: number, steer: (i: number) => boolean)
   });
   const ok = r['2xx'];
   // autocannon stops sending at the end and waits for what is in flight; the phase's tokens are those generated meanwhile.
-  const p: Phase = { name, tokensPerS: ((await generated()) - tokens0) / r.duration, requests: ok, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors, timeouts: r.timeouts, non2xx: r.non2xx, load: [load0, loadavg()[0]!] };
-  console.log(`${name}: ${ok} answers, ${p.tokensPerS.toFixed(1)} tok/s, p50 ${p.p50} ms, p99 ${p.p99} ms, errors ${p.errors}, timeouts ${p.timeouts}, non-2xx ${p.non2xx}; load ${p.load[0].toFixed(2)} -> ${p.load[1].toFixed(2)}`);
+  const c1 = await counters();
+  const p: Phase = { name, tokensPerS: (c1.tokens - c0.tokens) / r.duration, meanBatch: (c1.rows - c0.rows) / Math.max(1, c1.steps - c0.steps), requests: ok, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors, timeouts: r.timeouts, non2xx: r.non2xx, load: [load0, loadavg()[0]!] };
+  console.log(`${name}: ${ok} answers, ${p.tokensPerS.toFixed(1)} tok/s, mean decode batch ${p.meanBatch.toFixed(1)}, p50 ${p.p50} ms, p99 ${p.p99} ms, errors ${p.errors}, timeouts ${p.timeouts}, non-2xx ${p.non2xx}; load ${p.load[0].toFixed(2)} -> ${p.load[1].toFixed(2)}`);
   return p;
 }
 
@@ -85,9 +88,6 @@ const plain = await phase(`${connections} clients, none steered`, connections, (
 const steered = await phase(`${connections} clients, all steered`, connections, () => true);
 console.log(`batching speed-up (mixed / one at a time): ${(mixed.tokensPerS / one.tokensPerS).toFixed(2)}x`);
 console.log(`cost of steering (1 - all steered / none steered): ${((1 - steered.tokensPerS / plain.tokensPerS) * 100).toFixed(1)}%`);
-const metrics = await (await fetch(`${url}/metrics`)).text();
-const sizes = /neurotap_decode_batch_size_sum (\S+)\nneurotap_decode_batch_size_count (\S+)/.exec(metrics);
-if (sizes) console.log(`mean decode batch: ${(Number(sizes[1]) / Number(sizes[2])).toFixed(1)} requests per step`);
 console.log(JSON.stringify({ bench: 'serve-load', cpu: cpus()[0]?.model, model: o.model, connections, duration, prompt: promptLen, maxTokens, phases: [one, mixed, plain, steered] }));
 child.kill('SIGTERM');
 await new Promise((r) => child.on('exit', r));
