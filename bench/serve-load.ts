@@ -1,13 +1,14 @@
 // Load test of `neurotap serve` on loopback with autocannon: N concurrent clients for D seconds
 // sending greedy completions (a fixed prompt length and max_tokens, no stop, so every answer is
 // exactly max_tokens tokens), half of them steered, against the same requests sent one at a
-// time; and all-steered against all-unsteered at full concurrency (the cost of steering).
+// time; and all-steered against all-unsteered at full concurrency (the cost of steering:
+// --pairs alternating pairs of --pair-duration seconds, the median of the per-pair ratios).
 // Reports tokens/s (the server's count of tokens generated during the phase, requests still in
 // flight at its end included), p50/p99 latency, errors, timeouts and non-2xx answers, with the
 // load average around each phase. The server runs as a child process (`neurotap serve`).
 //
 //   npx tsx bench/serve-load.ts [--model test/fixtures/models/gpt2] [--connections 64] [--duration 30]
-//       [--prompt 16] [--max-tokens 32] [--max-batch 16] [--threads 2]
+//       [--prompt 16] [--max-tokens 32] [--max-batch 16] [--threads 2] [--pairs 3] [--pair-duration 10]
 import { spawn } from 'node:child_process';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -26,6 +27,8 @@ const { values: o } = parseArgs({
     'max-batch': { type: 'string', default: '16' },
     threads: { type: 'string', default: '2' },
     'steer-hook': { type: 'string' },
+    pairs: { type: 'string', default: '3' },
+    'pair-duration': { type: 'string', default: '10' },
   },
 });
 const connections = Number(o.connections), duration = Number(o.duration), promptLen = Number(o.prompt), maxTokens = Number(o['max-tokens']);
@@ -62,14 +65,14 @@ async function counters(): Promise<{ tokens: number; rows: number; steps: number
   return { tokens: get('neurotap_generated_tokens_total'), rows: get('neurotap_decode_batch_size_sum'), steps: get('neurotap_decode_batch_size_count') };
 }
 
-async function phase(name: string, conns: number, steer: (i: number) => boolean): Promise<Phase> {
+async function phase(name: string, conns: number, steer: (i: number) => boolean, seconds = duration): Promise<Phase> {
   let n = 0;
   const load0 = loadavg()[0]!;
   const c0 = await counters();
   const r = await autocannon({
     url: `${url}/v1/completions`,
     connections: conns,
-    duration,
+    duration: seconds,
     timeout: 600,
     requests: [{ method: 'POST', headers: { 'content-type': 'application/json' }, setupRequest: (req) => ({ ...req, body: body(n, steer(n++)) }) }],
   });
@@ -84,10 +87,17 @@ async function phase(name: string, conns: number, steer: (i: number) => boolean)
 console.log(`${cpus()[0]?.model}; model ${info.data[0]!.id} (${layers} layers, d_model ${dModel}); prompt ${promptLen}, max_tokens ${maxTokens}, greedy; steering at ${steerHook}; ${duration} s per phase`);
 const one = await phase('one at a time, half steered', 1, (i) => i % 2 === 1);
 const mixed = await phase(`${connections} clients, half steered`, connections, (i) => i % 2 === 1);
-const plain = await phase(`${connections} clients, none steered`, connections, () => false);
-const steered = await phase(`${connections} clients, all steered`, connections, () => true);
+const pairs: [Phase, Phase][] = [];
+for (let i = 0; i < Number(o.pairs); i++) {
+  const seconds = Number(o['pair-duration']);
+  // Alternate which goes first, so a drift in the machine's speed does not favour one.
+  const a = await phase(`${connections} clients, ${i % 2 ? 'all' : 'none'} steered (pair ${i + 1})`, connections, () => i % 2 === 1, seconds);
+  const b = await phase(`${connections} clients, ${i % 2 ? 'none' : 'all'} steered (pair ${i + 1})`, connections, () => i % 2 === 0, seconds);
+  pairs.push(i % 2 ? [b, a] : [a, b]);
+}
+const costs = pairs.map(([none, all]) => 1 - all.tokensPerS / none.tokensPerS).sort((x, y) => x - y);
 console.log(`batching speed-up (mixed / one at a time): ${(mixed.tokensPerS / one.tokensPerS).toFixed(2)}x`);
-console.log(`cost of steering (1 - all steered / none steered): ${((1 - steered.tokensPerS / plain.tokensPerS) * 100).toFixed(1)}%`);
-console.log(JSON.stringify({ bench: 'serve-load', cpu: cpus()[0]?.model, model: o.model, connections, duration, prompt: promptLen, maxTokens, phases: [one, mixed, plain, steered] }));
+console.log(`cost of steering (1 - all steered / none steered), median of ${costs.length} pairs: ${(costs[costs.length >> 1]! * 100).toFixed(1)}% (pairs: ${costs.map((c) => (c * 100).toFixed(1)).join(', ')}%)`);
+console.log(JSON.stringify({ bench: 'serve-load', cpu: cpus()[0]?.model, model: o.model, connections, duration, prompt: promptLen, maxTokens, phases: [one, mixed, ...pairs.flat()], steeringCost: costs }));
 child.kill('SIGTERM');
 await new Promise((r) => child.on('exit', r));

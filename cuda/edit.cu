@@ -12,6 +12,14 @@ __device__ bool list_has(const int32_t *list, int64_t n, int64_t x) {
   return false;
 }
 
+// Where x is in list (0 without a list), or -1.
+__device__ int64_t list_index(const int32_t *list, int64_t n, int64_t x) {
+  if (!list || n <= 0) return 0;
+  for (int64_t i = 0; i < n; ++i)
+    if (list[i] == x) return i;
+  return -1;
+}
+
 __device__ bool positions_have(const int64_t *list, int64_t n, int64_t x) {
   if (!list || n <= 0) return true;
   for (int64_t i = 0; i < n; ++i)
@@ -41,16 +49,18 @@ __global__ void apply_edit_f32_kernel(nt_edit e, nt_edit_context c, float *x) {
   if (e.last_only && t != c.T - 1) return;
   if (e.generated_only && c.pos0 + t < c.prompt_len) return;
   if (e.prompt_only && c.pos0 + t >= c.prompt_len) return;
-  if (!list_has(e.rows, e.n_rows, b) || !list_has(e.heads, e.n_heads, h) || !positions_have(e.positions, e.n_positions, real)) return;
+  const int64_t row_at = list_index(e.rows, e.n_rows, b);
+  if (row_at < 0 || !list_has(e.heads, e.n_heads, h) || !positions_have(e.positions, e.n_positions, real)) return;
 
   const int64_t w = c.width;
   float *xu = x + unit * w;
+  const float *vec = e.per_row ? e.vec + row_at * w : e.vec;  // add / set: this row's vector
   switch (e.op) {
     case NT_EDIT_ADD:
-      for (int64_t i = threadIdx.x; i < w; i += blockDim.x) xu[i] += e.vec[i];
+      for (int64_t i = threadIdx.x; i < w; i += blockDim.x) xu[i] += vec[i];
       break;
     case NT_EDIT_SET:
-      for (int64_t i = threadIdx.x; i < w; i += blockDim.x) xu[i] = e.vec[i];
+      for (int64_t i = threadIdx.x; i < w; i += blockDim.x) xu[i] = vec[i];
       break;
     case NT_EDIT_ZERO:
       for (int64_t i = threadIdx.x; i < w; i += blockDim.x) xu[i] = 0.0f;

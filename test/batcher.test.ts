@@ -156,6 +156,16 @@ describe('KV cache row operations', () => {
       await h.shiftCache(cache, -2);
       expect([cache.length, cache.pads]).toEqual([3, [3, 0]]);
       expect((await model.run([[1, 2]])).logits!.shape).toEqual([1, 2, model.config.dVocab]);
+      // The one-edit-for-all-rows form the batcher uses: checked like any edit.
+      const d = model.config.dModel;
+      const index = model.hookIndex('blocks.0.hook_resid_post')!;
+      const perRow = (rows: number[], n: number, op = 'add') => () =>
+        model.forward({ tokens: Int32Array.from([1, 2, 3]), batch: 3, pos: 1, capture: [], logits: 'none', maxPositions: 4, actions: [{ kind: 'edit', index, op, vector: new Float32Array(n), rows: Int32Array.from(rows), perRow: true } as never] });
+      expect(await code(perRow([0, 2], 2 * d))).toBe('no error');
+      expect(await code(perRow([0, 2], d))).toBe('ERR_INVALID_INPUT');
+      expect(await code(perRow([1, 1], 2 * d))).toBe('ERR_INVALID_INPUT');
+      expect(await code(perRow([0], d, 'projectOut'))).toBe('ERR_INVALID_INPUT');
+      expect(await code(perRow([], 0))).toBe('ERR_INVALID_INPUT');
     } finally {
       model.dispose();
       other.dispose();

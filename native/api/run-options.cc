@@ -41,7 +41,7 @@ float number_or(Napi::Object o, const char *key, float fallback) {
 }
 
 // Reads one edit action: {index, op, vector?, factor?, lo?, hi?, source?, positions?, last?,
-// generated?, prompt?, rows?, heads?}.
+// generated?, prompt?, rows?, heads?, perRow?}.
 Edit parse_edit(Napi::Env env, Napi::Object a, RunArgs &args) {
   static const std::pair<const char *, EditOp> ops[] = {{"add", EditOp::Add},
                                                          {"set", EditOp::Set},
@@ -78,6 +78,7 @@ Edit parse_edit(Napi::Env env, Napi::Object a, RunArgs &args) {
   e.last_only = a.Get("last").ToBoolean();
   e.generated_only = a.Get("generated").ToBoolean();
   e.prompt_only = a.Get("prompt").ToBoolean();
+  e.per_row = a.Get("perRow").ToBoolean();
   return e;
 }
 

@@ -56,9 +56,19 @@ void validate_edit(const Edit &e, const HookPoint &hook, const std::vector<int64
   const UnitLayout u = unit_layout(hook.kind, shape);
   const std::string where = "edit at '" + hook.name + "': ";
   const bool needs_vec = e.op == EditOp::Add || e.op == EditOp::Set || e.op == EditOp::ProjectOut || e.op == EditOp::ProjectionCap;
-  if (needs_vec && static_cast<int64_t>(e.vec.size()) != u.width)
+  if (e.per_row) {
+    if ((e.op != EditOp::Add && e.op != EditOp::Set) || e.rows.empty())
+      fail(code::kInvalidInput, where + "vectors per row are for add and set edits that list their rows");
+    for (size_t i = 0; i < e.rows.size(); ++i)
+      if (std::find(e.rows.begin(), e.rows.begin() + static_cast<std::ptrdiff_t>(i), e.rows[i]) != e.rows.begin() + static_cast<std::ptrdiff_t>(i))
+        fail(code::kInvalidInput, where + "batch row " + std::to_string(e.rows[i]) + " is listed twice");
+    if (static_cast<int64_t>(e.vec.size()) != u.width * static_cast<int64_t>(e.rows.size()))
+      fail(code::kInvalidInput, where + "vectors per row hold " + std::to_string(e.vec.size()) + " floats, not " + std::to_string(e.rows.size()) + " x " +
+                                    std::to_string(u.width));
+  } else if (needs_vec && static_cast<int64_t>(e.vec.size()) != u.width) {
     fail(code::kInvalidInput, where + "vector has " + std::to_string(e.vec.size()) + " floats but the hook's units have width " +
                                   std::to_string(u.width));
+  }
   if (e.op == EditOp::Patch) {
     int64_t n = 1;
     for (int64_t d : shape) n *= d;
@@ -81,13 +91,14 @@ namespace {
 
 bool contains(const std::vector<int32_t> &v, int64_t x) { return v.empty() || std::find(v.begin(), v.end(), x) != v.end(); }
 
-void edit_unit(const Edit &e, float *x, const float *src, int64_t w) {
+// `vec`: the edit's vector for this unit's row.
+void edit_unit(const Edit &e, const float *vec, float *x, const float *src, int64_t w) {
   switch (e.op) {
     case EditOp::Add:
-      for (int64_t i = 0; i < w; ++i) x[i] += e.vec[static_cast<size_t>(i)];
+      for (int64_t i = 0; i < w; ++i) x[i] += vec[i];
       break;
     case EditOp::Set:
-      std::memcpy(x, e.vec.data(), static_cast<size_t>(w) * sizeof(float));
+      std::memcpy(x, vec, static_cast<size_t>(w) * sizeof(float));
       break;
     case EditOp::Zero:
       std::fill(x, x + w, 0.0f);
@@ -121,6 +132,8 @@ void apply_edit(const Edit &e, HookKind kind, float *data, const std::vector<int
 void apply_edit_units(const Edit &e, int64_t B, int64_t T, const UnitLayout &u, float *data, const HookContext &ctx) {
   for (int64_t b = 0; b < B; ++b) {
     if (!contains(e.rows, b)) continue;
+    const float *vec = e.vec.data();
+    if (e.per_row) vec += (std::find(e.rows.begin(), e.rows.end(), b) - e.rows.begin()) * u.width;
     for (int64_t t = 0; t < T; ++t) {
       const int64_t real = ctx.real_pos(b, t);
       if (real < 0) continue;  // left padding is never edited
@@ -131,7 +144,7 @@ void apply_edit_units(const Edit &e, int64_t B, int64_t T, const UnitLayout &u, 
       for (int64_t h = 0; h < u.heads; ++h) {
         if (!contains(e.heads, h)) continue;
         const int64_t unit = u.head_major ? (b * u.heads + h) * T + t : (b * T + t) * u.heads + h;
-        edit_unit(e, data + unit * u.width, e.source ? e.source + unit * u.width : nullptr, u.width);
+        edit_unit(e, vec, data + unit * u.width, e.source ? e.source + unit * u.width : nullptr, u.width);
       }
     }
   }

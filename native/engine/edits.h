@@ -45,6 +45,7 @@ struct Edit {
   bool prompt_only = false;        // only prompt positions
   std::vector<int32_t> rows;
   std::vector<int32_t> heads;
+  bool per_row = false;  // Add / Set: vec holds one vector per entry of `rows`, in that order (distinct rows)
 };
 
 // A JS (or other host) function run synchronously at a hook; may edit `data` in place.

@@ -18,6 +18,7 @@ DeviceEdit upload_edit(const std::shared_ptr<Backend> &be, const Edit &edit) {
   d.e.last_only = edit.last_only;
   d.e.generated_only = edit.generated_only;
   d.e.prompt_only = edit.prompt_only;
+  d.e.per_row = edit.per_row;
   if (!edit.vec.empty()) {
     d.vec = DeviceBuffer::upload(be, edit.vec.data(), edit.vec.size() * sizeof(float));
     d.e.vec = d.vec.f32();

@@ -73,6 +73,8 @@ typedef struct nt_edit {
   const int32_t *heads;
   int64_t n_heads;
   int32_t last_only, generated_only, prompt_only;
+  /* ABI 5. Add / set: vec holds n_rows vectors of width floats, the j-th for row rows[j]. */
+  int32_t per_row;
 } nt_edit;
 
 /* Where the forward is: real position of (b, t) = pos0 + t - pad[b]; padded index >= prompt_len

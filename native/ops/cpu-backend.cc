@@ -246,7 +246,8 @@ int cpu_apply_edit(nt_backend *be, const nt_edit *e, const nt_edit_context *c, f
     nt::Edit edit;
     edit.op = static_cast<nt::EditOp>(e->op);
     const bool has_vec = e->op == NT_EDIT_ADD || e->op == NT_EDIT_SET || e->op == NT_EDIT_PROJECT_OUT || e->op == NT_EDIT_PROJECTION_CAP;
-    if (has_vec) edit.vec.assign(e->vec, e->vec + c->width);
+    edit.per_row = e->per_row != 0;
+    if (has_vec) edit.vec.assign(e->vec, e->vec + c->width * (edit.per_row ? e->n_rows : 1));
     edit.factor = e->factor;
     edit.lo = e->lo;
     edit.hi = e->hi;

@@ -91,6 +91,8 @@ export type NativeAction =
       prompt?: boolean;
       rows?: Int32Array;
       heads?: Int32Array;
+      /** add / set: `vector` holds one vector per entry of `rows`, in that order. */
+      perRow?: boolean;
     }
   | { kind: 'callback'; index: number; id: number };
 

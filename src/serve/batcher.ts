@@ -97,6 +97,8 @@ interface Active extends Pending {
   /** The request's decode-step edits on its row, translated once; edits whose width follows the key positions (pattern, scores) are translated each step. */
   actions: NativeAction[];
   stepHooks: Record<string, Edit[]>;
+  /** Hook index -> the one plain add the request makes there: all rows' are applied as one native edit. */
+  rowAdds: Map<number, Float32Array>;
   captures: ActivationCache;
   rng: Rng;
   stop: Set<number>;
@@ -252,6 +254,7 @@ export class Batcher {
       captures: new ActivationCache(),
       actions: [],
       stepHooks: {},
+      rowAdds: new Map(),
     }));
     try {
       const own = this.model.createCache(k, P);
@@ -300,7 +303,16 @@ export class Batcher {
       const target = /\.hook_(pattern|attn_scores)$/.test(hook) ? a.stepHooks : fixed;
       for (const e of [spec].flat()) (target[hook] ??= []).push({ ...e, rows: [a.row] } as Edit);
     }
-    a.actions = this.model.hookActions(fixed as Record<string, HookSpec>, this.maxBatch, 1, this.capacity, this.capacity).actions;
+    const actions = this.model.hookActions(fixed as Record<string, HookSpec>, this.maxBatch, 1, this.capacity, this.capacity).actions;
+    // A hook where the request's only edit is an add at every position (in a decode step, 'last'
+    // and 'generated' select the same one position) joins the other rows' in one native edit.
+    const perHook = new Map<number, NativeAction[]>();
+    for (const x of actions) perHook.set(x.index, [...(perHook.get(x.index) ?? []), x]);
+    for (const [index, list] of perHook) {
+      const x = list[0]!;
+      if (list.length === 1 && x.kind === 'edit' && x.op === 'add' && x.vector && !x.positions && !x.heads && !x.prompt) a.rowAdds.set(index, x.vector);
+    }
+    a.actions = actions.filter((x) => !a.rowAdds.has(x.index));
   }
 
   // One forward for every row; each active row takes its next token.
@@ -310,6 +322,7 @@ export class Batcher {
     const tokens = new Int32Array(B);
     const hooks: Record<string, Edit[]> = {};
     const actions: NativeAction[] = [];
+    const merged = new Map<number, { rows: number[]; vecs: Float32Array[] }>();
     let maxPositions = cache.length + 1;
     for (const a of this.rows) {
       if (!a) continue;
@@ -322,6 +335,17 @@ export class Batcher {
       maxPositions = Math.max(maxPositions, a.req.prompt.length + a.req.maxNewTokens);
       actions.push(...a.actions);
       for (const [hook, list] of Object.entries(a.stepHooks)) (hooks[hook] ??= []).push(...list);
+      for (const [index, vec] of a.rowAdds) {
+        const m = merged.get(index) ?? { rows: [], vecs: [] };
+        m.rows.push(a.row);
+        m.vecs.push(vec);
+        merged.set(index, m);
+      }
+    }
+    for (const [index, { rows, vecs }] of merged) {
+      const vector = new Float32Array(vecs.reduce((n, v) => n + v.length, 0));
+      vecs.reduce((at, v) => (vector.set(v, at), at + v.length), 0);
+      actions.push({ kind: 'edit', index, op: 'add', vector, rows: Int32Array.from(rows), perRow: true });
     }
     const live = this.rows.filter((a): a is Active => a !== null);
     if (live.length === 0) return;

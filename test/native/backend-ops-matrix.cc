@@ -162,6 +162,23 @@ void edit_cases(Runner &r) {
         });
       }
     }
+    // Add and set with one vector per listed row (rows out of order: row 2's vector first).
+    const std::vector<int32_t> per_rows = {2, 0};
+    const std::vector<float> vecs = randn(2 * L.width, 54);
+    for (int op : {NT_EDIT_ADD, NT_EDIT_SET}) {
+      r.run(std::string("apply_edit ") + L.name + " op " + std::to_string(op) + " per-row vectors", kExact, [&](const BE &be, bool) {
+        DeviceBuffer xb = up(be, x), vb = up(be, vecs), rb = up_raw(be, per_rows), padb = up_raw(be, pad);
+        nt_edit e{};
+        e.op = static_cast<nt_edit_op>(op);
+        e.vec = vb.f32();
+        e.rows = i32(rb);
+        e.n_rows = 2;
+        e.per_row = 1;
+        const nt_edit_context ctx{L.B, L.T, L.heads, L.width, L.pos0, L.prompt_len, L.head_major, i32(padb)};
+        be->check(be->api().apply_edit(be->ctx(), &e, &ctx, xb.f32()), "apply_edit");
+        return Outputs{{"", download(be, xb)}};
+      });
+    }
   }
 }
 
