@@ -9,12 +9,16 @@
 //
 //   npx tsx bench/serve-load.ts [--model test/fixtures/models/gpt2] [--connections 64] [--duration 30]
 //       [--prompt 16] [--max-tokens 32] [--max-batch 16] [--threads 2] [--pairs 3] [--pair-duration 10]
+//       [--named]   (steered requests name a vector the server loaded with --vector, instead of sending it)
 import { spawn } from 'node:child_process';
-import { cpus, loadavg } from 'node:os';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import autocannon from 'autocannon';
+
+import { saveSteeringSafetensors } from '../src/steering/vectors.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const { values: o } = parseArgs({
@@ -28,12 +32,19 @@ const { values: o } = parseArgs({
     threads: { type: 'string', default: '2' },
     'steer-hook': { type: 'string' },
     pairs: { type: 'string', default: '3' },
+    named: { type: 'boolean', default: false },
     'pair-duration': { type: 'string', default: '10' },
   },
 });
 const connections = Number(o.connections), duration = Number(o.duration), promptLen = Number(o.prompt), maxTokens = Number(o['max-tokens']);
 
-const child = spawn(process.execPath, [join(ROOT, 'bin', 'neurotap.js'), 'serve', '--model', o.model!, '--port', '0', '--threads', o.threads!, '--max-batch', o['max-batch']!, '--max-queue', '100000'], {
+const config = JSON.parse(readFileSync(join(o.model!, 'config.json'), 'utf8')) as Record<string, number>;
+const vocab = config.vocab_size!, dModel = (config.n_embd ?? config.hidden_size)!, layers = (config.n_layer ?? config.num_hidden_layers)!;
+const steerHook = o['steer-hook'] ?? `blocks.${Math.floor(layers / 2)}.hook_resid_post`;
+const vector = Array.from({ length: dModel }, (_, i) => Math.sin(i * 1.7) * 0.5);
+const vectorFile = join(mkdtempSync(join(tmpdir(), 'serve-load-')), 'steer.safetensors');
+saveSteeringSafetensors(vectorFile, { directions: new Map([[steerHook, Float32Array.from(vector)]]), metadata: {} });
+const child = spawn(process.execPath, [join(ROOT, 'bin', 'neurotap.js'), 'serve', '--model', o.model!, '--port', '0', '--threads', o.threads!, '--max-batch', o['max-batch']!, '--max-queue', '100000', '--vector', `steer=${vectorFile}`], {
   stdio: ['ignore', 'pipe', 'inherit'],
 });
 const url = await new Promise<string>((resolve, reject) => {
@@ -46,14 +57,11 @@ const url = await new Promise<string>((resolve, reject) => {
   child.on('exit', (code) => reject(new Error(`neurotap serve exited with ${code}`)));
 });
 const info = (await (await fetch(`${url}/v1/models`)).json()) as { data: { id: string }[] };
-const config = JSON.parse(await (await import('node:fs/promises')).readFile(join(o.model!, 'config.json'), 'utf8')) as Record<string, number>;
-const vocab = config.vocab_size!, dModel = (config.n_embd ?? config.hidden_size)!, layers = (config.n_layer ?? config.num_hidden_layers)!;
-const steerHook = o['steer-hook'] ?? `blocks.${Math.floor(layers / 2)}.hook_resid_post`;
-const vector = Array.from({ length: dModel }, (_, i) => Math.sin(i * 1.7) * 0.5);
 
 function body(i: number, steered: boolean): string {
   const prompt = Array.from({ length: promptLen }, (_, j) => (i * 7919 + j * 104729) % vocab);
-  return JSON.stringify({ prompt, max_tokens: maxTokens, temperature: 0, ...(steered ? { neurotap: { steering: [{ hook: steerHook, vector, scale: 2 }] } } : {}) });
+  const steering = o.named ? { name: 'steer', scale: 2 } : { hook: steerHook, vector, scale: 2 };
+  return JSON.stringify({ prompt, max_tokens: maxTokens, temperature: 0, ...(steered ? { neurotap: { steering: [steering] } } : {}) });
 }
 
 interface Phase { name: string; tokensPerS: number; meanBatch: number; requests: number; p50: number; p99: number; errors: number; timeouts: number; non2xx: number; load: [number, number] }
@@ -84,7 +92,7 @@ async function phase(name: string, conns: number, steer: (i: number) => boolean,
   return p;
 }
 
-console.log(`${cpus()[0]?.model}; model ${info.data[0]!.id} (${layers} layers, d_model ${dModel}); prompt ${promptLen}, max_tokens ${maxTokens}, greedy; steering at ${steerHook}; ${duration} s per phase`);
+console.log(`${cpus()[0]?.model}; model ${info.data[0]!.id} (${layers} layers, d_model ${dModel}); prompt ${promptLen}, max_tokens ${maxTokens}, greedy; steering at ${steerHook} (${o.named ? 'a named vector' : 'the vector sent inline'}); ${duration} s per phase`);
 const one = await phase('one at a time, half steered', 1, (i) => i % 2 === 1);
 const mixed = await phase(`${connections} clients, half steered`, connections, (i) => i % 2 === 1);
 const pairs: [Phase, Phase][] = [];
