@@ -239,10 +239,7 @@ export class Batcher {
     const P = Math.max(...group.map((p) => p.req.prompt.length));
     const pad = group.map((p) => P - p.req.prompt.length);
     const tokens = Int32Array.from(group.flatMap((p, i) => [...Array<number>(pad[i]!).fill(p.req.prompt[0]!), ...p.req.prompt]));
-    const hooks: Record<string, Edit[]> = {};
-    group.forEach((p, i) => {
-      for (const [hook, spec] of Object.entries(p.req.hooks ?? {})) for (const e of [spec].flat()) (hooks[hook] ??= []).push(k === 1 ? e : ({ ...e, rows: [i] } as Edit));
-    });
+    const maxPositions = Math.max(...group.map((p) => p.req.prompt.length + p.req.maxNewTokens));
     const started = performance.now();
     const active: Active[] = group.map((p, i) => ({
       ...p,
@@ -257,6 +254,18 @@ export class Batcher {
       rowAdds: new Map(),
     }));
     try {
+      // Each request's edits on its row; plain adds at every position, all rows' in one edit.
+      const actions: NativeAction[] = [];
+      const merged = new Map<number, { rows: number[]; vecs: Float32Array[] }>();
+      group.forEach((p, i) => {
+        const onRow: Record<string, Edit[]> = {};
+        for (const [hook, spec] of Object.entries(p.req.hooks ?? {})) for (const e of [spec].flat()) (onRow[hook] ??= []).push({ ...e, rows: [i] } as Edit);
+        const rowActions = this.model.hookActions(onRow as Record<string, HookSpec>, k, P, P, maxPositions).actions;
+        const adds = plainAdds(rowActions, false);
+        for (const [index, vec] of adds) mergeRow(merged, index, i, vec);
+        actions.push(...rowActions.filter((x) => !adds.has(x.index)));
+      });
+      actions.push(...perRowActions(merged));
       const own = this.model.createCache(k, P);
       const signals = group.map((p) => p.req.signal).filter((s): s is AbortSignal => s !== undefined);
       const out = await this.model.forward({
@@ -266,9 +275,9 @@ export class Batcher {
         pad: Int32Array.from(pad),
         cache: own,
         capture: k === 1 ? (group[0]!.req.capture ?? []) : [],
-        hooks: hooks as Record<string, HookSpec>,
+        actions,
         logits: 'last',
-        maxPositions: Math.max(...group.map((p) => p.req.prompt.length + p.req.maxNewTokens)),
+        maxPositions,
         // One request's prompt alone stops when it is aborted; a group's when all of them are.
         ...(signals.length === k ? { signal: k === 1 ? signals[0]! : AbortSignal.any(signals) } : {}),
       });
@@ -304,14 +313,7 @@ export class Batcher {
       for (const e of [spec].flat()) (target[hook] ??= []).push({ ...e, rows: [a.row] } as Edit);
     }
     const actions = this.model.hookActions(fixed as Record<string, HookSpec>, this.maxBatch, 1, this.capacity, this.capacity).actions;
-    // A hook where the request's only edit is an add at every position (in a decode step, 'last'
-    // and 'generated' select the same one position) joins the other rows' in one native edit.
-    const perHook = new Map<number, NativeAction[]>();
-    for (const x of actions) perHook.set(x.index, [...(perHook.get(x.index) ?? []), x]);
-    for (const [index, list] of perHook) {
-      const x = list[0]!;
-      if (list.length === 1 && x.kind === 'edit' && x.op === 'add' && x.vector && !x.positions && !x.heads && !x.prompt) a.rowAdds.set(index, x.vector);
-    }
+    a.rowAdds = plainAdds(actions, true);
     a.actions = actions.filter((x) => !a.rowAdds.has(x.index));
   }
 
@@ -335,18 +337,9 @@ export class Batcher {
       maxPositions = Math.max(maxPositions, a.req.prompt.length + a.req.maxNewTokens);
       actions.push(...a.actions);
       for (const [hook, list] of Object.entries(a.stepHooks)) (hooks[hook] ??= []).push(...list);
-      for (const [index, vec] of a.rowAdds) {
-        const m = merged.get(index) ?? { rows: [], vecs: [] };
-        m.rows.push(a.row);
-        m.vecs.push(vec);
-        merged.set(index, m);
-      }
+      for (const [index, vec] of a.rowAdds) mergeRow(merged, index, a.row, vec);
     }
-    for (const [index, { rows, vecs }] of merged) {
-      const vector = new Float32Array(vecs.reduce((n, v) => n + v.length, 0));
-      vecs.reduce((at, v) => (vector.set(v, at), at + v.length), 0);
-      actions.push({ kind: 'edit', index, op: 'add', vector, rows: Int32Array.from(rows), perRow: true });
-    }
+    actions.push(...perRowActions(merged));
     const live = this.rows.filter((a): a is Active => a !== null);
     if (live.length === 0) return;
     let logits: Float32Array;
@@ -396,6 +389,37 @@ export class Batcher {
     for (let r = 0; r < this.maxBatch; r++) await this.model.nativeHandle().admitToCache(cache, r, null);
     if (cache.length > 0) await this.model.nativeHandle().shiftCache(cache, -cache.length);
   }
+}
+
+/**
+ * Hook index -> vector of each hook where `actions` (one request's, on its row) hold exactly one
+ * edit and it adds at every position. In a decode step (`decode`) 'last' and 'generated' select
+ * that same one position, so they count too. Such adds from every row join in one native edit.
+ */
+function plainAdds(actions: readonly NativeAction[], decode: boolean): Map<number, Float32Array> {
+  const count = new Map<number, number>();
+  for (const x of actions) count.set(x.index, (count.get(x.index) ?? 0) + 1);
+  const out = new Map<number, Float32Array>();
+  for (const x of actions)
+    if (count.get(x.index) === 1 && x.kind === 'edit' && x.op === 'add' && x.vector && !x.positions && !x.heads && !x.prompt && (decode || (!x.last && !x.generated)))
+      out.set(x.index, x.vector);
+  return out;
+}
+
+function mergeRow(merged: Map<number, { rows: number[]; vecs: Float32Array[] }>, index: number, row: number, vec: Float32Array): void {
+  const m = merged.get(index) ?? { rows: [], vecs: [] };
+  m.rows.push(row);
+  m.vecs.push(vec);
+  merged.set(index, m);
+}
+
+/** One add edit per hook with each row's own vector. */
+function perRowActions(merged: ReadonlyMap<number, { rows: number[]; vecs: Float32Array[] }>): NativeAction[] {
+  return [...merged].map(([index, { rows, vecs }]) => {
+    const vector = new Float32Array(vecs.reduce((n, v) => n + v.length, 0));
+    vecs.reduce((at, v) => (vector.set(v, at), at + v.length), 0);
+    return { kind: 'edit', index, op: 'add', vector, rows: Int32Array.from(rows), perRow: true };
+  });
 }
 
 /** log p(token) and the n most likely tokens' log-probabilities (ties: lower id first). */
