@@ -10,6 +10,7 @@
 //   npx tsx bench/serve-load.ts [--model test/fixtures/models/gpt2] [--connections 64] [--duration 30]
 //       [--prompt 16] [--max-tokens 32] [--max-batch 16] [--threads 2] [--pairs 3] [--pair-duration 10]
 //       [--named]   (steered requests name a vector the server loaded with --vector, instead of sending it)
+//       [--zero]    (a zero vector: the same steering machinery with the unsteered outputs, a control)
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -33,6 +34,7 @@ const { values: o } = parseArgs({
     'steer-hook': { type: 'string' },
     pairs: { type: 'string', default: '3' },
     named: { type: 'boolean', default: false },
+    zero: { type: 'boolean', default: false },
     'pair-duration': { type: 'string', default: '10' },
   },
 });
@@ -41,7 +43,7 @@ const connections = Number(o.connections), duration = Number(o.duration), prompt
 const config = JSON.parse(readFileSync(join(o.model!, 'config.json'), 'utf8')) as Record<string, number>;
 const vocab = config.vocab_size!, dModel = (config.n_embd ?? config.hidden_size)!, layers = (config.n_layer ?? config.num_hidden_layers)!;
 const steerHook = o['steer-hook'] ?? `blocks.${Math.floor(layers / 2)}.hook_resid_post`;
-const vector = Array.from({ length: dModel }, (_, i) => Math.sin(i * 1.7) * 0.5);
+const vector = Array.from({ length: dModel }, (_, i) => (o.zero ? 0 : Math.sin(i * 1.7) * 0.5));
 const vectorFile = join(mkdtempSync(join(tmpdir(), 'serve-load-')), 'steer.safetensors');
 saveSteeringSafetensors(vectorFile, { directions: new Map([[steerHook, Float32Array.from(vector)]]), metadata: {} });
 const child = spawn(process.execPath, [join(ROOT, 'bin', 'neurotap.js'), 'serve', '--model', o.model!, '--port', '0', '--threads', o.threads!, '--max-batch', o['max-batch']!, '--max-queue', '100000', '--vector', `steer=${vectorFile}`], {
@@ -92,7 +94,7 @@ async function phase(name: string, conns: number, steer: (i: number) => boolean,
   return p;
 }
 
-console.log(`${cpus()[0]?.model}; model ${info.data[0]!.id} (${layers} layers, d_model ${dModel}); prompt ${promptLen}, max_tokens ${maxTokens}, greedy; steering at ${steerHook} (${o.named ? 'a named vector' : 'the vector sent inline'}); ${duration} s per phase`);
+console.log(`${cpus()[0]?.model}; model ${info.data[0]!.id} (${layers} layers, d_model ${dModel}); prompt ${promptLen}, max_tokens ${maxTokens}, greedy; steering at ${steerHook} (${o.zero ? 'zero ' : ''}${o.named ? 'a named vector' : 'the vector sent inline'}); ${duration} s per phase`);
 const one = await phase('one at a time, half steered', 1, (i) => i % 2 === 1);
 const mixed = await phase(`${connections} clients, half steered`, connections, (i) => i % 2 === 1);
 const pairs: [Phase, Phase][] = [];
