@@ -15,6 +15,7 @@ import { abortable, type LoadProgress } from './task.js';
 import { checkGenerateOptions, generateSteps, type GenerateOptions, type GenerateResult, type GenerateStep } from '../generate/generate.js';
 import { runBackward, type BackwardOptions, type BackwardResult } from './backward.js';
 import { ensureForwardFits, ensureGenerateFits } from './memory.js';
+import { saeReadouts } from './sae-readouts.js';
 import { checkBoolean, checkExtractOptions, checkTokenId, checkInteger, checkObject, checkRunOptions, invalid, isObject, patternList, tokenRow } from './validate.js';
 
 export { loadModel } from './load.js';
@@ -462,32 +463,7 @@ export class Model<F extends Family = Family> {
     if (!req.fitsChecked) ensureForwardFits(this, 'this forward', { ...req, keyPos }, names);
     const { actions, fns } = this.hookActions(req.hooks ?? {}, batch, pos, keyPos, req.maxPositions);
     if (req.actions) actions.push(...req.actions);
-    const features = new Map<string, SparseFeatures>();
-    const featureCounts = new Map<string, Uint32Array>();
-    const nativeFeatures: NonNullable<NativeRunOptions['saeFeatures']> = [];
-    if (req.saeFeatures) {
-      const { k, counts, rows } = req.saeFeatures;
-      const hooks = req.saeFeatures.hooks ?? [...this.attached.keys()];
-      if (hooks.length === 0) throw new InvalidInputError('ERR_INVALID_INPUT', 'saeFeatures needs an attached SAE');
-      if (rows && rows.length !== batch * pos) throw new InvalidInputError('ERR_INVALID_INPUT', `saeFeatures.rows must hold batch x pos = ${batch * pos} entries`);
-      for (const h of hooks) {
-        const a = this.attached.get(h);
-        if (!a) throw new InvalidInputError('ERR_INVALID_INPUT', `saeFeatures: no SAE is attached at '${h}'`);
-        const n: (typeof nativeFeatures)[number] = { index: this.table.index.get(h)! };
-        if (k !== undefined) {
-          if (!Number.isInteger(k) || k < 1 || k > a.sae.cfg.dSae) throw new InvalidInputError('ERR_INVALID_INPUT', `saeFeatures.k must be an integer in [1, ${a.sae.cfg.dSae}]`);
-          const f: SparseFeatures = { k, shape: [batch, pos, k], indices: new Int32Array(batch * pos * k), values: new Float32Array(batch * pos * k) };
-          features.set(h, f);
-          Object.assign(n, { k, indices: f.indices, values: f.values });
-        }
-        if (counts) {
-          const c = new Uint32Array(a.sae.cfg.dSae);
-          featureCounts.set(h, c);
-          Object.assign(n, { counts: c, ...(rows ? { rows } : {}) });
-        }
-        nativeFeatures.push(n);
-      }
-    }
+    const { features, featureCounts, nativeFeatures } = saeReadouts(req.saeFeatures, this.attached, this.table.index, batch, pos);
     const V = this.config.dVocab;
     let result: NativeRunResult;
     const task = abortable(req.signal);
